@@ -1,0 +1,310 @@
+//! The OpenFrame Appliance's storage boundary.
+//!
+//! OpenFrame runs MongoDB, Kafka, Cassandra, Pinot and Redis. The appliance replaces them with
+//! embedded engines behind small capability traits, each with a documented contract that every
+//! engine (embedded, or a connector to a real cluster) must keep:
+//!
+//! | trait | role in OpenFrame | embedded engine |
+//! |---|---|---|
+//! | [`TenantStore`], [`DocumentStore`] | MongoDB | SQLite ([`sqlite`]) |
+//! | [`EventLog`] | Kafka | redb ([`redb_log`]) |
+//! | [`LogDetails`] | Cassandra `unified_logs` | redb ([`redb_log`]) |
+//! | [`Analytics`] | Pinot `logs`, `devices` | DuckDB (`duckdb`, feature `duckdb`) |
+//! | [`SearchIndex`] | Pinot text indexes | tantivy ([`tantivy`]) |
+//!
+//! Reading order: [`model`] (ids and time), [`error`], the traits ([`documents`], [`log`],
+//! [`details`], [`analytics`], [`search`]), then [`Storage`], which opens the configured engines.
+//!
+//! Architecture invariants:
+//! - Nothing outside this crate names an engine. Callers hold `Arc<dyn Trait>`.
+//! - Every method that touches tenant-owned data takes a [`TenantId`]; engines put it in every key,
+//!   row and index entry, so a caller cannot forget a tenant filter.
+//! - Blocking engines never run on the async executor: calls go through `spawn_blocking` or a
+//!   dedicated thread.
+
+pub mod analytics;
+pub mod details;
+pub mod documents;
+pub mod error;
+pub mod log;
+pub mod model;
+pub mod search;
+
+#[cfg(feature = "duckdb")]
+pub mod duckdb;
+pub mod redb_log;
+pub mod sqlite;
+pub mod tantivy;
+
+#[cfg(any(test, feature = "test-util"))]
+pub mod conformance;
+
+mod blocking;
+mod magic;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use analytics::Analytics;
+pub use details::LogDetails;
+pub use documents::{DocumentStore, TenantStore};
+pub use error::{EngineFailure, OpenError};
+pub use log::EventLog;
+pub use model::{Clock, TenantId};
+pub use search::SearchIndex;
+
+/// What every engine can do besides its capability: report health and close cleanly.
+#[async_trait]
+pub trait Engine: Send + Sync + std::fmt::Debug {
+    /// The engine's short name for health reports and metrics (`sqlite`, `redb`, ...).
+    fn engine_name(&self) -> &'static str;
+
+    /// A cheap probe that the engine can serve requests (a trivial read).
+    async fn check(&self) -> Result<(), EngineFailure>;
+
+    /// Flushes everything pending and releases files. Later calls fail with an [`EngineFailure`].
+    /// Closing twice is harmless.
+    async fn close(&self) -> Result<(), EngineFailure>;
+}
+
+/// Which engine holds tenancy and documents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DocumentBackend {
+    Sqlite,
+    /// An external MongoDB (feature `mongo`; not yet in this build).
+    Mongo {
+        uri: String,
+    },
+}
+
+/// Which engine holds the event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventBackend {
+    Redb,
+    /// An external Kafka cluster (feature `kafka`; not yet in this build).
+    Kafka {
+        bootstrap_servers: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnalyticsSettings {
+    /// DuckDB's memory limit; it spills to disk beyond it.
+    pub memory_limit_mb: u32,
+    /// Worker threads DuckDB may use.
+    pub threads: u16,
+}
+
+impl Default for AnalyticsSettings {
+    fn default() -> Self {
+        Self {
+            memory_limit_mb: 256,
+            threads: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchSettings {
+    /// Commit after this many documents are pending...
+    pub commit_every_docs: usize,
+    /// ...or after this long with any pending, whichever comes first.
+    pub commit_interval_ms: u64,
+    /// The index writer's memory budget (tantivy needs at least 15 MB).
+    pub writer_memory_mb: usize,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        Self {
+            commit_every_docs: 10_000,
+            commit_interval_ms: 250,
+            writer_memory_mb: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    pub documents: DocumentBackend,
+    pub events: EventBackend,
+    pub analytics: AnalyticsSettings,
+    pub search: SearchSettings,
+}
+
+impl StorageConfig {
+    /// Embedded engines under `data_dir` with default settings.
+    pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            documents: DocumentBackend::Sqlite,
+            events: EventBackend::Redb,
+            analytics: AnalyticsSettings::default(),
+            search: SearchSettings::default(),
+        }
+    }
+}
+
+/// The files the embedded engines keep in the data directory.
+pub mod files {
+    pub const TENANCY: &str = "tenancy.sqlite";
+    pub const EVENTS: &str = "events.redb";
+    pub const ANALYTICS: &str = "analytics.duckdb";
+    pub const SEARCH: &str = "search";
+}
+
+/// One engine's state, for `/health/ready`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineHealth {
+    /// What the engine does here: `documents`, `events`, `analytics`, `search`.
+    pub role: &'static str,
+    pub engine: &'static str,
+    /// `None` when healthy, otherwise what is wrong.
+    pub problem: Option<String>,
+}
+
+/// Every store the appliance uses, opened from one [`StorageConfig`].
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pub tenants: Arc<dyn TenantStore>,
+    pub documents: Arc<dyn DocumentStore>,
+    pub events: Arc<dyn EventLog>,
+    pub details: Arc<dyn LogDetails>,
+    pub analytics: Arc<dyn Analytics>,
+    pub search: Arc<dyn SearchIndex>,
+}
+
+impl Storage {
+    /// Opens (creating if needed) every configured engine. Blocking work runs off the executor.
+    /// On failure, engines opened so far are closed again.
+    pub async fn open(config: &StorageConfig, clock: Arc<dyn Clock>) -> Result<Storage, OpenError> {
+        let documents = match &config.documents {
+            DocumentBackend::Sqlite => {
+                let path = config.data_dir.join(files::TENANCY);
+                let clock = clock.clone();
+                Arc::new(blocking::run_open(move || sqlite::SqliteStore::open(&path, clock)).await?)
+            }
+            DocumentBackend::Mongo { .. } => return Err(not_compiled("documents", "mongo")),
+        };
+        let events = match &config.events {
+            EventBackend::Redb => {
+                let path = config.data_dir.join(files::EVENTS);
+                let clock = clock.clone();
+                match blocking::run_open(move || redb_log::RedbLog::open(&path, clock)).await {
+                    Ok(log) => Arc::new(log),
+                    Err(error) => {
+                        let _ = documents.close().await;
+                        return Err(error);
+                    }
+                }
+            }
+            EventBackend::Kafka { .. } => {
+                let _ = documents.close().await;
+                return Err(not_compiled("events", "kafka"));
+            }
+        };
+        let analytics = match open_analytics(&config.data_dir, &config.analytics).await {
+            Ok(analytics) => analytics,
+            Err(error) => {
+                let _ = documents.close().await;
+                let _ = events.close().await;
+                return Err(error);
+            }
+        };
+        let search_dir = config.data_dir.join(files::SEARCH);
+        let search_settings = config.search.clone();
+        let search = match blocking::run_open(move || {
+            tantivy::TantivySearch::open(&search_dir, &search_settings)
+        })
+        .await
+        {
+            Ok(search) => Arc::new(search),
+            Err(error) => {
+                let _ = documents.close().await;
+                let _ = events.close().await;
+                let _ = analytics.close().await;
+                return Err(error);
+            }
+        };
+        Ok(Storage {
+            tenants: documents.clone(),
+            documents,
+            details: events.clone(),
+            events,
+            analytics,
+            search,
+        })
+    }
+
+    /// Each engine's state, probed now.
+    pub async fn health(&self) -> Vec<EngineHealth> {
+        let engines: [(&'static str, &dyn Engine); 4] = [
+            ("documents", &*self.documents),
+            ("events", &*self.events),
+            ("analytics", &*self.analytics),
+            ("search", &*self.search),
+        ];
+        let mut report = Vec::with_capacity(engines.len());
+        for (role, engine) in engines {
+            report.push(EngineHealth {
+                role,
+                engine: engine.engine_name(),
+                problem: engine
+                    .check()
+                    .await
+                    .err()
+                    .map(|failure| failure.to_string()),
+            });
+        }
+        report
+    }
+
+    /// Flushes and closes every engine, reporting the first failure after trying them all.
+    pub async fn close(&self) -> Result<(), EngineFailure> {
+        let mut first_failure = None;
+        let engines: [&dyn Engine; 4] = [
+            &*self.search,
+            &*self.analytics,
+            &*self.events,
+            &*self.documents,
+        ];
+        for engine in engines {
+            if let Err(failure) = engine.close().await {
+                tracing::error!(engine = engine.engine_name(), error = %failure, "closing failed");
+                first_failure.get_or_insert(failure);
+            }
+        }
+        first_failure.map_or(Ok(()), Err)
+    }
+}
+
+fn not_compiled(role: &'static str, backend: &'static str) -> OpenError {
+    OpenError::NotCompiled {
+        role,
+        backend,
+        feature: backend,
+    }
+}
+
+#[cfg(feature = "duckdb")]
+async fn open_analytics(
+    data_dir: &Path,
+    settings: &AnalyticsSettings,
+) -> Result<Arc<dyn Analytics>, OpenError> {
+    let path = data_dir.join(files::ANALYTICS);
+    let settings = settings.clone();
+    let analytics =
+        blocking::run_open(move || duckdb::DuckDbAnalytics::open(&path, &settings)).await?;
+    Ok(Arc::new(analytics))
+}
+
+#[cfg(not(feature = "duckdb"))]
+async fn open_analytics(
+    _data_dir: &Path,
+    _settings: &AnalyticsSettings,
+) -> Result<Arc<dyn Analytics>, OpenError> {
+    Err(not_compiled("analytics", "duckdb"))
+}

@@ -1,0 +1,1004 @@
+//! redb engine for the event log (Kafka's role) and the log details (Cassandra's `unified_logs`),
+//! both in one file, `events.redb`.
+//!
+//! redb allows one write transaction at a time, and each durable commit costs an fsync. So all
+//! writes go through one dedicated writer thread that **group-commits**: it takes every write
+//! waiting in its queue (up to a bound), applies them in one transaction, commits once (one fsync),
+//! and only then answers each caller. Under load that turns many small appends into one disk flush;
+//! with a single caller it costs nothing extra. Reads use redb's MVCC read transactions on the
+//! blocking pool and never wait for the writer.
+//!
+//! Tables: `records (tenant, topic, offset) -> encoded record`, `streams (tenant, topic) -> (start,
+//! end, bytes)`, `groups (tenant, topic, group) -> next offset`, `details (tenant, timestamp,
+//! tool_event_id) -> bytes`, and `meta` with the format version. The tenant leads every key.
+
+mod codec;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::Engine;
+use crate::blocking;
+use crate::details::{LogDetails, LogKey, MAX_SCAN};
+use crate::error::{EngineFailure, LogError, OpenError};
+use crate::log::{
+    Appended, EventLog, LogRecord, MAX_RECORD_BYTES, NewRecord, RetentionPolicy, RetentionReport,
+    StreamBounds,
+};
+use crate::model::{Clock, GroupId, Offset, TenantId, Topic, UnixMillis};
+
+const ENGINE: &str = "redb";
+/// The layout of the tables below; bumped (with a migration) when it changes.
+const FORMAT_VERSION: u64 = 1;
+const REDB_MAGIC: &[u8; 9] = b"redb\x1A\x0A\xA9\x0D\x0A";
+
+const RECORDS: TableDefinition<(&str, &str, u64), &[u8]> = TableDefinition::new("records");
+const STREAMS: TableDefinition<(&str, &str), (u64, u64, u64)> = TableDefinition::new("streams");
+const GROUPS: TableDefinition<(&str, &str, &str), u64> = TableDefinition::new("groups");
+const DETAILS: TableDefinition<(&str, i64, &str), &[u8]> = TableDefinition::new("details");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// How many queued writes one group commit takes at most, and how many payload bytes.
+const MAX_GROUP_COMMANDS: usize = 4096;
+const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
+/// Writes waiting for the writer thread; beyond this, callers wait (backpressure, not memory).
+const QUEUE_DEPTH: usize = 8192;
+
+type StreamKey = (TenantId, Topic);
+type Reply<T> = oneshot::Sender<Result<T, LogError>>;
+
+/// One write for the writer thread. Callers validate input first, so inside a transaction only
+/// the engine can fail, and then the whole group fails together.
+enum Command {
+    Append {
+        tenant: TenantId,
+        topic: Topic,
+        records: Vec<NewRecord>,
+        reply: Reply<Appended>,
+    },
+    CommitOffset {
+        tenant: TenantId,
+        topic: Topic,
+        group: GroupId,
+        next: Offset,
+        reply: Reply<()>,
+    },
+    PutDetails {
+        tenant: TenantId,
+        entries: Vec<(LogKey, Vec<u8>)>,
+        reply: Reply<()>,
+    },
+    DeleteDetails {
+        tenant: TenantId,
+        before: UnixMillis,
+        reply: Reply<u64>,
+    },
+    Retention {
+        topic: Topic,
+        policy: RetentionPolicy,
+        reply: Reply<RetentionReport>,
+    },
+}
+
+impl Command {
+    fn payload_bytes(&self) -> usize {
+        match self {
+            Command::Append { records, .. } => records.iter().map(NewRecord::encoded_len).sum(),
+            Command::PutDetails { entries, .. } => {
+                entries.iter().map(|(_, value)| value.len()).sum()
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// The redb-backed [`EventLog`] and [`LogDetails`].
+#[derive(Debug, Clone)]
+pub struct RedbLog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    /// `None` once closed; readers clone the `Arc` for the length of one read.
+    database: RwLock<Option<Arc<Database>>>,
+    /// The writer thread's queue; `None` once closed, which stops the thread.
+    commands: RwLock<Option<mpsc::Sender<Command>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// End offsets of every stream, published after each durable append, for `watch`.
+    ends: Arc<Mutex<HashMap<StreamKey, watch::Sender<Offset>>>>,
+}
+
+impl RedbLog {
+    /// Opens or creates `path`. Refuses a file that is not a redb database, or one written by a
+    /// newer release, without writing to it.
+    pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<RedbLog, OpenError> {
+        Self::open_with(path, clock, |builder, path| builder.create(path))
+    }
+
+    /// Opens with a caller-chosen way to create the database (tests inject failing storage).
+    pub(crate) fn open_with(
+        path: &Path,
+        clock: Arc<dyn Clock>,
+        create: impl FnOnce(&redb::Builder, &Path) -> Result<Database, redb::DatabaseError>,
+    ) -> Result<RedbLog, OpenError> {
+        crate::magic::refuse_unless_starts_with(
+            path,
+            REDB_MAGIC,
+            "event log",
+            "redb's magic number",
+        )?;
+        let database = create(&Database::builder(), path).map_err(|error| match error {
+            redb::DatabaseError::DatabaseAlreadyOpen => OpenError::engine(
+                path,
+                "the file is already open (is another openframe running on this data dir?)",
+            ),
+            other => OpenError::engine(path, other),
+        })?;
+        check_or_initialise_format(path, &database)?;
+        let ends = load_stream_ends(path, &database)?;
+        let database = Arc::new(database);
+        let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
+        let ends = Arc::new(Mutex::new(ends));
+        let writer = Writer {
+            database: database.clone(),
+            ends: ends.clone(),
+            clock,
+        };
+        let thread = std::thread::Builder::new()
+            .name("redb-log-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|error| OpenError::engine(path, error))?;
+        Ok(RedbLog {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                database: RwLock::new(Some(database)),
+                commands: RwLock::new(Some(sender)),
+                writer: Mutex::new(Some(thread)),
+                ends,
+            }),
+        })
+    }
+
+    async fn submit<T>(
+        &self,
+        operation: &'static str,
+        command: impl FnOnce(Reply<T>) -> Command,
+    ) -> Result<T, LogError> {
+        let sender = self
+            .inner
+            .commands
+            .read()
+            .map_err(|_| EngineFailure::new(ENGINE, operation, "lock poisoned"))?
+            .clone()
+            .ok_or_else(|| closed(operation))?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(command(reply))
+            .await
+            .map_err(|_| closed(operation))?;
+        answer
+            .await
+            .map_err(|_| EngineFailure::new(ENGINE, operation, "the writer thread stopped"))?
+    }
+
+    async fn read_snapshot<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        work: impl FnOnce(&redb::ReadTransaction) -> Result<T, LogError> + Send + 'static,
+    ) -> Result<T, LogError> {
+        let database = self
+            .inner
+            .database
+            .read()
+            .map_err(|_| EngineFailure::new(ENGINE, operation, "lock poisoned"))?
+            .clone()
+            .ok_or_else(|| closed(operation))?;
+        blocking::run(ENGINE, operation, move || {
+            let transaction = database.begin_read().map_err(fail(operation))?;
+            work(&transaction)
+        })
+        .await
+    }
+}
+
+fn closed(operation: &'static str) -> EngineFailure {
+    EngineFailure::new(ENGINE, operation, "the event log is closed")
+}
+
+fn fail<E: Into<redb::Error>>(operation: &'static str) -> impl Fn(E) -> LogError {
+    move |error| LogError::Unavailable(EngineFailure::new(ENGINE, operation, error.into()))
+}
+
+fn check_or_initialise_format(path: &Path, database: &Database) -> Result<(), OpenError> {
+    let engine_error = |error: redb::Error| OpenError::engine(path, error);
+    let transaction = database.begin_write().map_err(|e| engine_error(e.into()))?;
+    {
+        let mut meta = transaction
+            .open_table(META)
+            .map_err(|e| engine_error(e.into()))?;
+        let found = meta
+            .get("format_version")
+            .map_err(|e| engine_error(e.into()))?
+            .map(|guard| guard.value());
+        match found {
+            Some(version) if version > FORMAT_VERSION => {
+                return Err(OpenError::NewerSchema {
+                    path: path.to_owned(),
+                    found: version as i64,
+                    supported: FORMAT_VERSION as i64,
+                });
+            }
+            Some(_) => {}
+            None => {
+                meta.insert("format_version", FORMAT_VERSION)
+                    .map_err(|e| engine_error(e.into()))?;
+            }
+        }
+        // Create every table up front so readers never meet a missing table.
+        transaction
+            .open_table(RECORDS)
+            .map_err(|e| engine_error(e.into()))?;
+        transaction
+            .open_table(STREAMS)
+            .map_err(|e| engine_error(e.into()))?;
+        transaction
+            .open_table(GROUPS)
+            .map_err(|e| engine_error(e.into()))?;
+        transaction
+            .open_table(DETAILS)
+            .map_err(|e| engine_error(e.into()))?;
+    }
+    transaction.commit().map_err(|e| engine_error(e.into()))
+}
+
+fn load_stream_ends(
+    path: &Path,
+    database: &Database,
+) -> Result<HashMap<StreamKey, watch::Sender<Offset>>, OpenError> {
+    let engine_error = |error: redb::Error| OpenError::engine(path, error);
+    let transaction = database.begin_read().map_err(|e| engine_error(e.into()))?;
+    let streams = transaction
+        .open_table(STREAMS)
+        .map_err(|e| engine_error(e.into()))?;
+    let mut ends = HashMap::new();
+    for entry in streams.iter().map_err(|e| engine_error(e.into()))? {
+        let (key, value) = entry.map_err(|e| engine_error(e.into()))?;
+        let (tenant, topic) = key.value();
+        let (tenant, topic) = match (TenantId::parse(tenant), Topic::parse(topic)) {
+            (Ok(tenant), Ok(topic)) => (tenant, topic),
+            _ => {
+                return Err(OpenError::Foreign {
+                    path: path.to_owned(),
+                    what: "event log",
+                    detail: format!("a stream is named {tenant:?}/{topic:?}"),
+                });
+            }
+        };
+        let (_, end, _) = value.value();
+        ends.insert((tenant, topic), watch::Sender::new(Offset(end)));
+    }
+    Ok(ends)
+}
+
+/// The writer thread's state.
+struct Writer {
+    database: Arc<Database>,
+    ends: Arc<Mutex<HashMap<StreamKey, watch::Sender<Offset>>>>,
+    clock: Arc<dyn Clock>,
+}
+
+/// A command's result, held until the group's commit decides whether it stands.
+enum Outcome {
+    Appended(Reply<Appended>, Appended, StreamKey),
+    Done(Reply<()>),
+    Count(Reply<u64>, u64),
+    Retention(Reply<RetentionReport>, RetentionReport),
+}
+
+impl Outcome {
+    fn fail(self, error: &EngineFailure) {
+        let failure = || {
+            LogError::Unavailable(EngineFailure::new(
+                ENGINE,
+                error.operation,
+                error.to_string(),
+            ))
+        };
+        match self {
+            Outcome::Appended(reply, ..) => drop(reply.send(Err(failure()))),
+            Outcome::Done(reply) => drop(reply.send(Err(failure()))),
+            Outcome::Count(reply, _) => drop(reply.send(Err(failure()))),
+            Outcome::Retention(reply, _) => drop(reply.send(Err(failure()))),
+        }
+    }
+}
+
+impl Writer {
+    fn run(self, mut commands: mpsc::Receiver<Command>) {
+        while let Some(first) = commands.blocking_recv() {
+            let mut bytes = first.payload_bytes();
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP_COMMANDS && bytes < MAX_GROUP_BYTES {
+                match commands.try_recv() {
+                    Ok(command) => {
+                        bytes += command.payload_bytes();
+                        group.push(command);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group);
+        }
+        tracing::debug!("event log writer stopped");
+    }
+
+    fn commit_group(&self, group: Vec<Command>) {
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut pending_replies = Vec::new();
+        let result = self.apply_group(group, &mut outcomes, &mut pending_replies);
+        let result = result.and_then(|transaction| {
+            transaction
+                .commit()
+                .map_err(|error| EngineFailure::new(ENGINE, "commit", error))
+        });
+        match result {
+            Ok(()) => self.acknowledge(outcomes),
+            Err(failure) => {
+                tracing::error!(error = %failure, "event log commit failed; nothing in the group was acknowledged");
+                for outcome in outcomes {
+                    outcome.fail(&failure);
+                }
+                for outcome in pending_replies {
+                    Outcome::fail(outcome, &failure);
+                }
+            }
+        }
+    }
+
+    /// Applies every command in one write transaction. On an engine error, the outcomes gathered so
+    /// far and the commands not yet applied are moved to `pending` so each caller gets the error.
+    fn apply_group(
+        &self,
+        group: Vec<Command>,
+        outcomes: &mut Vec<Outcome>,
+        pending: &mut Vec<Outcome>,
+    ) -> Result<redb::WriteTransaction, EngineFailure> {
+        let begin = self.database.begin_write();
+        let mut transaction = match begin {
+            Ok(transaction) => transaction,
+            Err(error) => {
+                let failure = EngineFailure::new(ENGINE, "begin write", error);
+                pending.extend(group.into_iter().map(Command::into_unapplied));
+                return Err(failure);
+            }
+        };
+        // Immediate durability is redb's default; say so, since the contract depends on it.
+        if let Err(error) = transaction.set_durability(redb::Durability::Immediate) {
+            pending.extend(group.into_iter().map(Command::into_unapplied));
+            return Err(EngineFailure::new(ENGINE, "set durability", error));
+        }
+        let now = self.clock.now_ms();
+        let mut commands = group.into_iter();
+        while let Some(command) = commands.next() {
+            match apply(&transaction, command, now) {
+                Ok(outcome) => outcomes.push(outcome),
+                Err((failure, unapplied)) => {
+                    pending.push(unapplied);
+                    pending.extend(commands.map(Command::into_unapplied));
+                    return Err(failure);
+                }
+            }
+        }
+        Ok(transaction)
+    }
+
+    fn acknowledge(&self, outcomes: Vec<Outcome>) {
+        let mut ends = match self.ends.lock() {
+            Ok(ends) => ends,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Appended(reply, appended, stream) => {
+                    let end = appended.last.next();
+                    ends.entry(stream)
+                        .and_modify(|sender| {
+                            sender.send_replace(end);
+                        })
+                        .or_insert_with(|| watch::Sender::new(end));
+                    let _ = reply.send(Ok(appended));
+                }
+                Outcome::Done(reply) => drop(reply.send(Ok(()))),
+                Outcome::Count(reply, count) => drop(reply.send(Ok(count))),
+                Outcome::Retention(reply, report) => drop(reply.send(Ok(report))),
+            }
+        }
+    }
+}
+
+impl Command {
+    /// The reply half of a command that was never applied, to tell its caller of the failure.
+    fn into_unapplied(self) -> Outcome {
+        match self {
+            Command::Append {
+                reply,
+                tenant,
+                topic,
+                ..
+            } => Outcome::Appended(
+                reply,
+                Appended {
+                    first: Offset(0),
+                    last: Offset(0),
+                },
+                (tenant, topic),
+            ),
+            Command::CommitOffset { reply, .. } | Command::PutDetails { reply, .. } => {
+                Outcome::Done(reply)
+            }
+            Command::DeleteDetails { reply, .. } => Outcome::Count(reply, 0),
+            Command::Retention { reply, .. } => {
+                Outcome::Retention(reply, RetentionReport::default())
+            }
+        }
+    }
+}
+
+type ApplyError = (EngineFailure, Outcome);
+
+fn apply(
+    transaction: &redb::WriteTransaction,
+    command: Command,
+    now: UnixMillis,
+) -> Result<Outcome, ApplyError> {
+    match command {
+        Command::Append {
+            tenant,
+            topic,
+            records,
+            reply,
+        } => match append(transaction, &tenant, &topic, &records, now) {
+            Ok(appended) => Ok(Outcome::Appended(reply, appended, (tenant, topic))),
+            Err(failure) => Err((
+                failure,
+                Outcome::Appended(
+                    reply,
+                    Appended {
+                        first: Offset(0),
+                        last: Offset(0),
+                    },
+                    (tenant, topic),
+                ),
+            )),
+        },
+        Command::CommitOffset {
+            tenant,
+            topic,
+            group,
+            next,
+            reply,
+        } => {
+            let result = (|| -> Result<(), redb::Error> {
+                let mut groups = transaction.open_table(GROUPS)?;
+                groups.insert((tenant.as_str(), topic.as_str(), group.as_str()), next.0)?;
+                Ok(())
+            })();
+            match result {
+                Ok(()) => Ok(Outcome::Done(reply)),
+                Err(error) => Err((
+                    EngineFailure::new(ENGINE, "commit offset", error),
+                    Outcome::Done(reply),
+                )),
+            }
+        }
+        Command::PutDetails {
+            tenant,
+            entries,
+            reply,
+        } => {
+            let result = (|| -> Result<(), redb::Error> {
+                let mut details = transaction.open_table(DETAILS)?;
+                for (key, value) in &entries {
+                    details.insert(
+                        (tenant.as_str(), key.timestamp, key.tool_event_id.as_str()),
+                        value.as_slice(),
+                    )?;
+                }
+                Ok(())
+            })();
+            match result {
+                Ok(()) => Ok(Outcome::Done(reply)),
+                Err(error) => Err((
+                    EngineFailure::new(ENGINE, "put details", error),
+                    Outcome::Done(reply),
+                )),
+            }
+        }
+        Command::DeleteDetails {
+            tenant,
+            before,
+            reply,
+        } => {
+            let result = (|| -> Result<u64, redb::Error> {
+                let mut details = transaction.open_table(DETAILS)?;
+                let start = (tenant.as_str(), i64::MIN, "");
+                let end = (tenant.as_str(), before, "");
+                let mut deleted = 0;
+                for entry in details.extract_from_if(start..end, |_, _| true)? {
+                    entry?;
+                    deleted += 1;
+                }
+                Ok(deleted)
+            })();
+            match result {
+                Ok(count) => Ok(Outcome::Count(reply, count)),
+                Err(error) => Err((
+                    EngineFailure::new(ENGINE, "delete details", error),
+                    Outcome::Count(reply, 0),
+                )),
+            }
+        }
+        Command::Retention {
+            topic,
+            policy,
+            reply,
+        } => match retain(transaction, &topic, policy, now) {
+            Ok(report) => Ok(Outcome::Retention(reply, report)),
+            Err(failure) => Err((
+                failure,
+                Outcome::Retention(reply, RetentionReport::default()),
+            )),
+        },
+    }
+}
+
+fn append(
+    transaction: &redb::WriteTransaction,
+    tenant: &TenantId,
+    topic: &Topic,
+    records: &[NewRecord],
+    now: UnixMillis,
+) -> Result<Appended, EngineFailure> {
+    let failure = |error: redb::Error| EngineFailure::new(ENGINE, "append", error);
+    let mut streams = transaction
+        .open_table(STREAMS)
+        .map_err(|e| failure(e.into()))?;
+    let mut table = transaction
+        .open_table(RECORDS)
+        .map_err(|e| failure(e.into()))?;
+    let stream_key = (tenant.as_str(), topic.as_str());
+    let (start, end, mut bytes) = streams
+        .get(stream_key)
+        .map_err(|e| failure(e.into()))?
+        .map_or((0, 0, 0), |guard| guard.value());
+    let mut next = end;
+    for record in records {
+        let encoded = codec::encode(record, now);
+        bytes += encoded.len() as u64;
+        table
+            .insert((tenant.as_str(), topic.as_str(), next), encoded.as_slice())
+            .map_err(|e| failure(e.into()))?;
+        next += 1;
+    }
+    streams
+        .insert(stream_key, (start, next, bytes))
+        .map_err(|e| failure(e.into()))?;
+    Ok(Appended {
+        first: Offset(end),
+        last: Offset(next - 1),
+    })
+}
+
+fn retain(
+    transaction: &redb::WriteTransaction,
+    topic: &Topic,
+    policy: RetentionPolicy,
+    now: UnixMillis,
+) -> Result<RetentionReport, EngineFailure> {
+    let failure = |error: redb::Error| EngineFailure::new(ENGINE, "enforce retention", error);
+    let mut streams = transaction
+        .open_table(STREAMS)
+        .map_err(|e| failure(e.into()))?;
+    let mut table = transaction
+        .open_table(RECORDS)
+        .map_err(|e| failure(e.into()))?;
+    let mut of_topic = Vec::new();
+    for entry in streams.iter().map_err(|e| failure(e.into()))? {
+        let (key, value) = entry.map_err(|e| failure(e.into()))?;
+        let (tenant, stream_topic) = key.value();
+        if stream_topic == topic.as_str() {
+            of_topic.push((tenant.to_owned(), value.value()));
+        }
+    }
+    let cutoff = policy.max_age_ms.map(|age| now.saturating_sub(age));
+    let mut report = RetentionReport::default();
+    for (tenant, (start, end, mut bytes)) in of_topic {
+        let mut new_start = start;
+        let mut doomed = Vec::new();
+        for entry in table
+            .range((tenant.as_str(), topic.as_str(), start)..(tenant.as_str(), topic.as_str(), end))
+            .map_err(|e| failure(e.into()))?
+        {
+            let (key, value) = entry.map_err(|e| failure(e.into()))?;
+            let stored = value.value();
+            let too_old = match cutoff {
+                Some(cutoff) => {
+                    codec::appended_at(stored).map_err(|corrupt| {
+                        EngineFailure::new(ENGINE, "enforce retention", corrupt)
+                    })? < cutoff
+                }
+                None => false,
+            };
+            let too_big = policy.max_bytes.is_some_and(|max| bytes > max);
+            if !(too_old || too_big) {
+                break;
+            }
+            let (_, _, offset) = key.value();
+            bytes -= stored.len() as u64;
+            report.bytes += stored.len() as u64;
+            report.records += 1;
+            new_start = offset + 1;
+            doomed.push(offset);
+        }
+        for offset in doomed {
+            table
+                .remove((tenant.as_str(), topic.as_str(), offset))
+                .map_err(|e| failure(e.into()))?;
+        }
+        if new_start != start {
+            streams
+                .insert((tenant.as_str(), topic.as_str()), (new_start, end, bytes))
+                .map_err(|e| failure(e.into()))?;
+        }
+    }
+    Ok(report)
+}
+
+fn validate_batch(records: &[NewRecord]) -> Result<(), LogError> {
+    if records.is_empty() {
+        return Err(LogError::InvalidRecord(
+            "a batch must hold at least one record".into(),
+        ));
+    }
+    for (index, record) in records.iter().enumerate() {
+        let len = record.encoded_len();
+        if len > MAX_RECORD_BYTES {
+            return Err(LogError::InvalidRecord(format!(
+                "record {index} is {len} bytes; the limit is {MAX_RECORD_BYTES}"
+            )));
+        }
+        if record.headers.len() > usize::from(u16::MAX)
+            || record
+                .headers
+                .iter()
+                .any(|(name, _)| name.len() > usize::from(u16::MAX))
+        {
+            return Err(LogError::InvalidRecord(format!(
+                "record {index} has too many or too long headers"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Engine for RedbLog {
+    fn engine_name(&self) -> &'static str {
+        ENGINE
+    }
+
+    async fn check(&self) -> Result<(), EngineFailure> {
+        let writer_alive = self
+            .inner
+            .writer
+            .lock()
+            .map_err(|_| EngineFailure::new(ENGINE, "check", "lock poisoned"))?
+            .as_ref()
+            .is_some_and(|thread| !thread.is_finished());
+        if !writer_alive {
+            return Err(EngineFailure::new(
+                ENGINE,
+                "check",
+                "the writer thread is not running",
+            ));
+        }
+        let probe = self
+            .read_snapshot("check", |transaction| {
+                transaction.open_table(META).map_err(fail("check"))?;
+                Ok(())
+            })
+            .await;
+        match probe {
+            Ok(()) => Ok(()),
+            Err(LogError::Unavailable(failure)) => Err(failure),
+            Err(other) => Err(EngineFailure::new(ENGINE, "check", other)),
+        }
+    }
+
+    async fn close(&self) -> Result<(), EngineFailure> {
+        fn poisoned<T>(_: T) -> EngineFailure {
+            EngineFailure::new(ENGINE, "close", "lock poisoned")
+        }
+        // Dropping the sender ends the writer's loop once it has drained the queue.
+        self.inner.commands.write().map_err(poisoned)?.take();
+        let thread = self.inner.writer.lock().map_err(poisoned)?.take();
+        let database = self.inner.database.write().map_err(poisoned)?.take();
+        let path = self.inner.path.clone();
+        blocking::run(ENGINE, "close", move || {
+            if let Some(thread) = thread {
+                thread.join().map_err(|_| {
+                    EngineFailure::new(ENGINE, "close", "the writer thread panicked")
+                })?;
+            }
+            // Dropping the last handle closes the file; in-flight reads hold their own clone.
+            drop(database);
+            tracing::debug!(path = %path.display(), "closed event log");
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl EventLog for RedbLog {
+    async fn append_batch(
+        &self,
+        tenant: &TenantId,
+        topic: &Topic,
+        records: Vec<NewRecord>,
+    ) -> Result<Appended, LogError> {
+        validate_batch(&records)?;
+        let (tenant, topic) = (tenant.clone(), topic.clone());
+        self.submit("append", |reply| Command::Append {
+            tenant,
+            topic,
+            records,
+            reply,
+        })
+        .await
+    }
+
+    async fn read(
+        &self,
+        tenant: &TenantId,
+        topic: &Topic,
+        from: Offset,
+        max_records: usize,
+    ) -> Result<Vec<LogRecord>, LogError> {
+        let (tenant, topic) = (tenant.clone(), topic.clone());
+        let max_records = max_records.min(100_000);
+        self.read_snapshot("read", move |transaction| {
+            let table = transaction.open_table(RECORDS).map_err(fail("read"))?;
+            let mut out = Vec::new();
+            let range = (tenant.as_str(), topic.as_str(), from.0)
+                ..=(tenant.as_str(), topic.as_str(), u64::MAX);
+            for entry in table.range(range).map_err(fail("read"))?.take(max_records) {
+                let (key, value) = entry.map_err(fail("read"))?;
+                let (_, _, offset) = key.value();
+                let (record, appended_at) = codec::decode(value.value())
+                    .map_err(|corrupt| EngineFailure::new(ENGINE, "read", corrupt))?;
+                out.push(LogRecord {
+                    offset: Offset(offset),
+                    appended_at,
+                    record,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn bounds(&self, tenant: &TenantId, topic: &Topic) -> Result<StreamBounds, LogError> {
+        let (tenant, topic) = (tenant.clone(), topic.clone());
+        self.read_snapshot("read bounds", move |transaction| {
+            let streams = transaction
+                .open_table(STREAMS)
+                .map_err(fail("read bounds"))?;
+            let bounds = streams
+                .get((tenant.as_str(), topic.as_str()))
+                .map_err(fail("read bounds"))?
+                .map_or_else(StreamBounds::default, |guard| {
+                    let (start, end, bytes) = guard.value();
+                    StreamBounds {
+                        start: Offset(start),
+                        end: Offset(end),
+                        bytes,
+                    }
+                });
+            Ok(bounds)
+        })
+        .await
+    }
+
+    async fn tenants_of(&self, topic: &Topic) -> Result<Vec<TenantId>, LogError> {
+        let ends = self
+            .inner
+            .ends
+            .lock()
+            .map_err(|_| EngineFailure::new(ENGINE, "list tenants", "lock poisoned"))?;
+        let mut tenants: Vec<TenantId> = ends
+            .iter()
+            .filter(|((_, stream_topic), end)| stream_topic == topic && end.borrow().0 > 0)
+            .map(|((tenant, _), _)| tenant.clone())
+            .collect();
+        tenants.sort();
+        Ok(tenants)
+    }
+
+    async fn commit_offset(
+        &self,
+        tenant: &TenantId,
+        topic: &Topic,
+        group: &GroupId,
+        next: Offset,
+    ) -> Result<(), LogError> {
+        let (tenant, topic, group) = (tenant.clone(), topic.clone(), group.clone());
+        self.submit("commit offset", |reply| Command::CommitOffset {
+            tenant,
+            topic,
+            group,
+            next,
+            reply,
+        })
+        .await
+    }
+
+    async fn committed_offset(
+        &self,
+        tenant: &TenantId,
+        topic: &Topic,
+        group: &GroupId,
+    ) -> Result<Option<Offset>, LogError> {
+        let (tenant, topic, group) = (tenant.clone(), topic.clone(), group.clone());
+        self.read_snapshot("read committed offset", move |transaction| {
+            let groups = transaction
+                .open_table(GROUPS)
+                .map_err(fail("read committed offset"))?;
+            let next = groups
+                .get((tenant.as_str(), topic.as_str(), group.as_str()))
+                .map_err(fail("read committed offset"))?
+                .map(|guard| Offset(guard.value()));
+            Ok(next)
+        })
+        .await
+    }
+
+    fn watch(&self, tenant: &TenantId, topic: &Topic) -> watch::Receiver<Offset> {
+        let mut ends = match self.inner.ends.lock() {
+            Ok(ends) => ends,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        ends.entry((tenant.clone(), topic.clone()))
+            .or_insert_with(|| watch::Sender::new(Offset(0)))
+            .subscribe()
+    }
+
+    async fn enforce_retention(
+        &self,
+        topic: &Topic,
+        policy: RetentionPolicy,
+    ) -> Result<RetentionReport, LogError> {
+        let topic = topic.clone();
+        self.submit("enforce retention", |reply| Command::Retention {
+            topic,
+            policy,
+            reply,
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl LogDetails for RedbLog {
+    async fn put_batch(
+        &self,
+        tenant: &TenantId,
+        entries: Vec<(LogKey, Vec<u8>)>,
+    ) -> Result<(), LogError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        if let Some((key, value)) = entries
+            .iter()
+            .find(|(_, value)| value.len() > MAX_RECORD_BYTES)
+        {
+            return Err(LogError::InvalidRecord(format!(
+                "details of {} are {} bytes; the limit is {MAX_RECORD_BYTES}",
+                key.tool_event_id,
+                value.len()
+            )));
+        }
+        let tenant = tenant.clone();
+        self.submit("put details", |reply| Command::PutDetails {
+            tenant,
+            entries,
+            reply,
+        })
+        .await
+    }
+
+    async fn get(&self, tenant: &TenantId, key: &LogKey) -> Result<Option<Vec<u8>>, LogError> {
+        let (tenant, key) = (tenant.clone(), key.clone());
+        self.read_snapshot("read details", move |transaction| {
+            let details = transaction
+                .open_table(DETAILS)
+                .map_err(fail("read details"))?;
+            let value = details
+                .get((tenant.as_str(), key.timestamp, key.tool_event_id.as_str()))
+                .map_err(fail("read details"))?
+                .map(|guard| guard.value().to_vec());
+            Ok(value)
+        })
+        .await
+    }
+
+    async fn scan(
+        &self,
+        tenant: &TenantId,
+        from: UnixMillis,
+        to: UnixMillis,
+        after: Option<&LogKey>,
+        limit: usize,
+    ) -> Result<Vec<(LogKey, Vec<u8>)>, LogError> {
+        if !(1..=MAX_SCAN).contains(&limit) {
+            return Err(LogError::InvalidRecord(format!(
+                "limit must be between 1 and {MAX_SCAN}, got {limit}"
+            )));
+        }
+        let (tenant, after) = (tenant.clone(), after.cloned());
+        self.read_snapshot("scan details", move |transaction| {
+            let details = transaction
+                .open_table(DETAILS)
+                .map_err(fail("scan details"))?;
+            let mut out = Vec::new();
+            if from >= to {
+                return Ok(out);
+            }
+            let start = match &after {
+                Some(key) if key.timestamp >= from => {
+                    Bound::Excluded((tenant.as_str(), key.timestamp, key.tool_event_id.as_str()))
+                }
+                _ => Bound::Included((tenant.as_str(), from, "")),
+            };
+            let end = Bound::Excluded((tenant.as_str(), to, ""));
+            for entry in details
+                .range((start, end))
+                .map_err(fail("scan details"))?
+                .take(limit)
+            {
+                let (key, value) = entry.map_err(fail("scan details"))?;
+                let (_, timestamp, tool_event_id) = key.value();
+                out.push((
+                    LogKey {
+                        timestamp,
+                        tool_event_id: tool_event_id.to_owned(),
+                    },
+                    value.value().to_vec(),
+                ));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_before(&self, tenant: &TenantId, before: UnixMillis) -> Result<u64, LogError> {
+        let tenant = tenant.clone();
+        self.submit("delete details", |reply| Command::DeleteDetails {
+            tenant,
+            before,
+            reply,
+        })
+        .await
+    }
+}
