@@ -1,0 +1,86 @@
+//! The admin listener (plain HTTP, loopback by default): liveness, readiness and metrics for
+//! systemd, load balancers and Prometheus. It serves no tenant data, so it needs no auth, and it
+//! must never be exposed beyond the machine.
+
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Map, Value, json};
+
+use crate::metrics::StoreLabels;
+use crate::startup::AppState;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+/// The process is up and its runtime answers.
+async fn live() -> Json<Value> {
+    Json(json!({ "status": "live" }))
+}
+
+/// Every store answers a probe and the appliance is not shutting down: 200, else 503.
+async fn ready(State(state): State<AppState>) -> Response {
+    let report = state.storage.health().await;
+    let mut stores = Map::new();
+    let mut all_up = true;
+    for engine in &report {
+        let up = engine.problem.is_none();
+        all_up &= up;
+        let mut entry =
+            json!({ "engine": engine.engine, "status": if up { "up" } else { "down" } });
+        if let Some(problem) = &engine.problem {
+            entry["problem"] = Value::String(problem.clone());
+        }
+        stores.insert(engine.role.to_owned(), entry);
+        state
+            .metrics
+            .store_up
+            .get_or_create(&StoreLabels {
+                role: engine.role.into(),
+                engine: engine.engine.into(),
+            })
+            .set(i64::from(up));
+    }
+    let stopping = state.stopping.load(Ordering::SeqCst);
+    let status = match (stopping, all_up) {
+        (true, _) => "stopping",
+        (false, true) => "ready",
+        (false, false) => "unavailable",
+    };
+    let code = if status == "ready" {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({ "status": status, "version": env!("CARGO_PKG_VERSION"), "stores": stores });
+    (
+        code,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(body),
+    )
+        .into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.metrics.render() {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}

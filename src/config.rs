@@ -1,0 +1,660 @@
+//! Configuration: sections with defaults, read with the precedence file < environment < CLI flags.
+//!
+//! The file is TOML (`config.example.toml` documents every key). An environment variable
+//! `OPENFRAME_SECTION__KEY` sets `key` in `[section]` (nested sections add more `__` parts). Unknown
+//! keys are errors wherever they come from, and every error names the key, where it came from, and
+//! how to fix it: a typo must never silently fall back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The environment variable prefix for settings.
+pub const ENV_PREFIX: &str = "OPENFRAME_";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    pub storage: StorageSection,
+    pub analytics: AnalyticsSection,
+    pub search: SearchSection,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The public HTTPS listener.
+    pub listen: SocketAddr,
+    /// The plain-HTTP admin listener (health, metrics). Keep it on loopback.
+    pub admin_listen: SocketAddr,
+    /// The URL clients use to reach the appliance; issuers and links are built from it.
+    /// Empty: `https://{hostname}:{listen port}`.
+    pub public_url: String,
+    /// How long shutdown waits for in-flight requests before closing connections.
+    pub shutdown_grace_seconds: u64,
+    /// How long a client may take to finish the TLS handshake.
+    pub tls_handshake_timeout_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8443)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            public_url: String::new(),
+            shutdown_grace_seconds: 30,
+            tls_handshake_timeout_seconds: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The operator's certificate chain (PEM). Empty: a self-signed certificate is generated in
+    /// `<data_dir>/tls/` on first start and reused after.
+    pub cert_file: String,
+    /// The operator's private key (PEM), required with `cert_file`.
+    pub key_file: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    pub data_dir: PathBuf,
+    /// `sqlite` (embedded) or `mongo` (external; not compiled into this build yet).
+    pub documents: String,
+    /// `redb` (embedded) or `kafka` (external; not compiled into this build yet).
+    pub events: String,
+    /// With `documents = "mongo"`: the connection string.
+    pub mongo_uri: String,
+    /// With `events = "kafka"`: `host:port[,host:port...]`.
+    pub kafka_bootstrap_servers: String,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./openframe-data"),
+            documents: "sqlite".into(),
+            events: "redb".into(),
+            mongo_uri: String::new(),
+            kafka_bootstrap_servers: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsSection {
+    pub memory_limit_mb: u32,
+    pub threads: u16,
+}
+
+impl Default for AnalyticsSection {
+    fn default() -> Self {
+        let defaults = openframe_storage::AnalyticsSettings::default();
+        Self {
+            memory_limit_mb: defaults.memory_limit_mb,
+            threads: defaults.threads,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchSection {
+    pub commit_interval_ms: u64,
+    pub commit_every_docs: usize,
+    pub writer_memory_mb: usize,
+}
+
+impl Default for SearchSection {
+    fn default() -> Self {
+        let defaults = openframe_storage::SearchSettings::default();
+        Self {
+            commit_interval_ms: defaults.commit_interval_ms,
+            commit_every_docs: defaults.commit_every_docs,
+            writer_memory_mb: defaults.writer_memory_mb,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line, for journald and log shippers.
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `openframe=debug,info`, ...
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Settings given as command-line flags: the last word.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CliOverrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// A configuration problem: which key, where it came from, what is wrong and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{source_name}: {message}")]
+pub struct ConfigError {
+    /// `config file /etc/openframe/config.toml`, `environment variable OPENFRAME_X__Y`, ...
+    pub source_name: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(source_name: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            source_name: source_name.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads the file (if any), then the environment, then the flags, and validates the result.
+    pub fn load(
+        file: Option<&Path>,
+        environment: impl IntoIterator<Item = (String, String)>,
+        flags: &CliOverrides,
+    ) -> Result<Config, ConfigError> {
+        let mut merged = toml::Table::new();
+        if let Some(path) = file {
+            let source_name = format!("config file {}", path.display());
+            let text = std::fs::read_to_string(path).map_err(|error| {
+                ConfigError::new(&source_name, format!("cannot read it: {error}"))
+            })?;
+            merged = toml::from_str(&text)
+                .map_err(|error| ConfigError::new(&source_name, one_line(&error.to_string())))?;
+            // Deserialise the file alone first, so its errors point at the file.
+            Config::from_table(&merged, &source_name)?;
+        }
+        let mut environment: Vec<(String, String)> = environment
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+            .collect();
+        environment.sort();
+        for (name, value) in environment {
+            apply_env(&mut merged, &name, &value)?;
+        }
+        let mut config = Config::from_table(&merged, "environment")?;
+        config.apply(flags);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_table(table: &toml::Table, source_name: &str) -> Result<Config, ConfigError> {
+        toml::Value::Table(table.clone())
+            .try_into()
+            .map_err(|error: toml::de::Error| {
+                ConfigError::new(source_name, one_line(error.message()))
+            })
+    }
+
+    fn apply(&mut self, flags: &CliOverrides) {
+        if let Some(data_dir) = &flags.data_dir {
+            self.storage.data_dir = data_dir.clone();
+        }
+        if let Some(listen) = flags.listen {
+            self.server.listen = listen;
+        }
+        if let Some(admin_listen) = flags.admin_listen {
+            self.server.admin_listen = admin_listen;
+        }
+        if let Some(format) = flags.log_format {
+            self.log.format = format;
+        }
+    }
+
+    /// Checks what the types cannot: combinations, ranges and formats.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid =
+            |key: &str, message: String| ConfigError::new(format!("setting {key}"), message);
+        if !self.server.public_url.is_empty() {
+            let url = &self.server.public_url;
+            let well_formed = url.starts_with("https://")
+                && url.len() > "https://".len()
+                && !url.ends_with('/')
+                && !url.contains(char::is_whitespace);
+            if !well_formed {
+                return Err(invalid(
+                    "server.public_url",
+                    format!(
+                        "{url:?} must be an https:// URL without a trailing slash, e.g. \"https://openframe.example.com\""
+                    ),
+                ));
+            }
+        }
+        // Port 0 asks the OS for any free port, so two zeros never collide.
+        if self.server.listen == self.server.admin_listen && self.server.listen.port() != 0 {
+            return Err(invalid(
+                "server.admin_listen",
+                format!(
+                    "{} is also server.listen; give the admin listener its own port",
+                    self.server.listen
+                ),
+            ));
+        }
+        if self.tls.cert_file.is_empty() != self.tls.key_file.is_empty() {
+            return Err(invalid(
+                "tls.cert_file",
+                "tls.cert_file and tls.key_file go together: set both, or neither for a self-signed certificate".into(),
+            ));
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return Err(invalid("storage.data_dir", "must not be empty".into()));
+        }
+        match self.storage.documents.as_str() {
+            "sqlite" => {}
+            "mongo" if !self.storage.mongo_uri.is_empty() => {}
+            "mongo" => {
+                return Err(invalid(
+                    "storage.mongo_uri",
+                    "required when storage.documents = \"mongo\"".into(),
+                ));
+            }
+            other => {
+                return Err(invalid(
+                    "storage.documents",
+                    format!("{other:?} is not a backend; use \"sqlite\" or \"mongo\""),
+                ));
+            }
+        }
+        match self.storage.events.as_str() {
+            "redb" => {}
+            "kafka" if !self.storage.kafka_bootstrap_servers.is_empty() => {}
+            "kafka" => {
+                return Err(invalid(
+                    "storage.kafka_bootstrap_servers",
+                    "required when storage.events = \"kafka\"".into(),
+                ));
+            }
+            other => {
+                return Err(invalid(
+                    "storage.events",
+                    format!("{other:?} is not a backend; use \"redb\" or \"kafka\""),
+                ));
+            }
+        }
+        if !(16..=1_048_576).contains(&self.analytics.memory_limit_mb) {
+            return Err(invalid(
+                "analytics.memory_limit_mb",
+                format!(
+                    "{} is out of range 16..=1048576",
+                    self.analytics.memory_limit_mb
+                ),
+            ));
+        }
+        if !(1..=256).contains(&self.analytics.threads) {
+            return Err(invalid(
+                "analytics.threads",
+                format!("{} is out of range 1..=256", self.analytics.threads),
+            ));
+        }
+        if self.search.writer_memory_mb < 15 {
+            return Err(invalid(
+                "search.writer_memory_mb",
+                format!(
+                    "{} is below tantivy's minimum of 15",
+                    self.search.writer_memory_mb
+                ),
+            ));
+        }
+        if self.search.commit_every_docs == 0 || self.search.commit_interval_ms == 0 {
+            return Err(invalid(
+                "search.commit_every_docs",
+                "search.commit_every_docs and search.commit_interval_ms must be at least 1".into(),
+            ));
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "{:?} is not a log filter ({error}); try \"info\" or \"openframe=debug,info\"",
+                    self.log.level
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The URL clients reach the appliance at.
+    pub fn public_url(&self) -> String {
+        if self.server.public_url.is_empty() {
+            let host = gethostname::gethostname().to_string_lossy().into_owned();
+            format!("https://{host}:{}", self.server.listen.port())
+        } else {
+            self.server.public_url.clone()
+        }
+    }
+
+    /// The storage crate's view of this configuration.
+    pub fn storage_config(&self) -> openframe_storage::StorageConfig {
+        use openframe_storage::{DocumentBackend, EventBackend};
+        openframe_storage::StorageConfig {
+            data_dir: self.storage.data_dir.clone(),
+            documents: match self.storage.documents.as_str() {
+                "mongo" => DocumentBackend::Mongo {
+                    uri: self.storage.mongo_uri.clone(),
+                },
+                _ => DocumentBackend::Sqlite,
+            },
+            events: match self.storage.events.as_str() {
+                "kafka" => EventBackend::Kafka {
+                    bootstrap_servers: self.storage.kafka_bootstrap_servers.clone(),
+                },
+                _ => EventBackend::Redb,
+            },
+            analytics: openframe_storage::AnalyticsSettings {
+                memory_limit_mb: self.analytics.memory_limit_mb,
+                threads: self.analytics.threads,
+            },
+            search: openframe_storage::SearchSettings {
+                commit_every_docs: self.search.commit_every_docs,
+                commit_interval_ms: self.search.commit_interval_ms,
+                writer_memory_mb: self.search.writer_memory_mb,
+            },
+        }
+    }
+}
+
+/// Sets the key an `OPENFRAME_SECTION__KEY` variable names, refusing names that match no setting.
+fn apply_env(merged: &mut toml::Table, name: &str, raw: &str) -> Result<(), ConfigError> {
+    let source_name = format!("environment variable {name}");
+    let path: Vec<String> = name[ENV_PREFIX.len()..]
+        .split("__")
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let known = toml::Value::try_from(Config::default())
+        .map_err(|error| ConfigError::new(&source_name, error.to_string()))?;
+    let mut expected = &known;
+    for (depth, part) in path.iter().enumerate() {
+        match expected.get(part) {
+            Some(next) if depth + 1 < path.len() && next.is_table() => expected = next,
+            Some(next) if depth + 1 == path.len() && !next.is_table() => expected = next,
+            _ => {
+                return Err(ConfigError::new(
+                    source_name,
+                    format!(
+                        "names no setting ({}); settings are OPENFRAME_<SECTION>__<KEY>, e.g. OPENFRAME_SERVER__LISTEN, as listed in config.example.toml",
+                        path.join(".")
+                    ),
+                ));
+            }
+        }
+    }
+    // Interpret the text by the type the setting has, so "8443" can be a number and "true" a bool.
+    let value = match expected {
+        toml::Value::Integer(_) => raw
+            .trim()
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .map_err(|_| {
+                ConfigError::new(&source_name, format!("{raw:?} is not a whole number"))
+            })?,
+        toml::Value::Boolean(_) => raw
+            .trim()
+            .parse::<bool>()
+            .map(toml::Value::Boolean)
+            .map_err(|_| ConfigError::new(&source_name, format!("{raw:?} is not true or false")))?,
+        toml::Value::Float(_) => raw
+            .trim()
+            .parse::<f64>()
+            .map(toml::Value::Float)
+            .map_err(|_| ConfigError::new(&source_name, format!("{raw:?} is not a number")))?,
+        _ => toml::Value::String(raw.to_owned()),
+    };
+    let mut table = merged;
+    let (last, sections) = match path.split_last() {
+        Some(split) => split,
+        None => return Err(ConfigError::new(source_name, "names no setting")),
+    };
+    for section in sections {
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = match entry {
+            toml::Value::Table(inner) => inner,
+            _ => {
+                return Err(ConfigError::new(
+                    &source_name,
+                    format!("{section} is not a section"),
+                ));
+            }
+        };
+    }
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn write(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ports_and_data_dir() {
+        let config = Config::load(None, env(&[]), &CliOverrides::default()).unwrap();
+        assert_eq!(config.server.listen.to_string(), "0.0.0.0:8443");
+        assert_eq!(config.server.admin_listen.to_string(), "127.0.0.1:9090");
+        assert_eq!(config.storage.data_dir, PathBuf::from("./openframe-data"));
+        assert_eq!(
+            (
+                config.storage.documents.as_str(),
+                config.storage.events.as_str()
+            ),
+            ("sqlite", "redb")
+        );
+    }
+
+    #[test]
+    fn file_then_environment_then_flags_take_precedence() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let file = write(
+            &dir,
+            "[server]\nlisten = \"127.0.0.1:1111\"\nadmin_listen = \"127.0.0.1:2222\"\npublic_url = \"https://file.example\"\n[log]\nlevel = \"debug\"\n",
+        );
+        let environment = env(&[
+            ("OPENFRAME_SERVER__ADMIN_LISTEN", "127.0.0.1:3333"),
+            ("OPENFRAME_SERVER__PUBLIC_URL", "https://env.example"),
+            ("OPENFRAME_ANALYTICS__THREADS", "4"),
+            ("UNRELATED", "x"),
+        ]);
+        let flags = CliOverrides {
+            admin_listen: Some("127.0.0.1:4444".parse().unwrap()),
+            ..CliOverrides::default()
+        };
+        let config = Config::load(Some(&file), environment, &flags).unwrap();
+        assert_eq!(
+            config.server.listen.to_string(),
+            "127.0.0.1:1111",
+            "file over default"
+        );
+        assert_eq!(
+            config.server.public_url, "https://env.example",
+            "env over file"
+        );
+        assert_eq!(
+            config.server.admin_listen.to_string(),
+            "127.0.0.1:4444",
+            "flag over env"
+        );
+        assert_eq!(
+            config.analytics.threads, 4,
+            "env numbers are typed by the setting"
+        );
+        assert_eq!(config.log.level, "debug");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key_and_the_source() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let file = write(&dir, "[server]\nlisten_port = 8443\n");
+        let error = Config::load(Some(&file), env(&[]), &CliOverrides::default()).unwrap_err();
+        assert!(error.source_name.contains("config.toml"), "{error}");
+        assert!(error.message.contains("listen_port"), "{error}");
+
+        let file = write(&dir, "[sever]\nlisten = \"0.0.0.0:1\"\n");
+        let error = Config::load(Some(&file), env(&[]), &CliOverrides::default()).unwrap_err();
+        assert!(error.message.contains("sever"), "{error}");
+
+        let error = Config::load(
+            None,
+            env(&[("OPENFRAME_SERVER__LISTN", "x")]),
+            &CliOverrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            error.source_name,
+            "environment variable OPENFRAME_SERVER__LISTN"
+        );
+        assert!(error.message.contains("server.listn"), "{error}");
+        let error = Config::load(
+            None,
+            env(&[("OPENFRAME_SERVER", "x")]),
+            &CliOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(error.message.contains("names no setting"), "{error}");
+    }
+
+    #[test]
+    fn badly_typed_values_say_what_is_wrong() {
+        let error = Config::load(
+            None,
+            env(&[("OPENFRAME_ANALYTICS__THREADS", "many")]),
+            &CliOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            error.message.contains("\"many\" is not a whole number"),
+            "{error}"
+        );
+        let error = Config::load(
+            None,
+            env(&[("OPENFRAME_SERVER__LISTEN", "localhost")]),
+            &CliOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(error.message.contains("socket address"), "{error}");
+        let dir = tempfile::TempDir::new().unwrap();
+        let file = write(&dir, "[server\nlisten = 1");
+        let error = Config::load(Some(&file), env(&[]), &CliOverrides::default()).unwrap_err();
+        assert!(error.source_name.starts_with("config file"), "{error}");
+        assert!(!error.to_string().contains('\n'), "one line: {error}");
+    }
+
+    #[test]
+    fn validation_names_the_setting_and_the_fix() {
+        type Case = (
+            &'static [(&'static str, &'static str)],
+            &'static str,
+            &'static str,
+        );
+        let cases: &[Case] = &[
+            (
+                &[("OPENFRAME_SERVER__PUBLIC_URL", "http://x")],
+                "server.public_url",
+                "https://",
+            ),
+            (
+                &[("OPENFRAME_SERVER__ADMIN_LISTEN", "0.0.0.0:8443")],
+                "server.admin_listen",
+                "own port",
+            ),
+            (
+                &[("OPENFRAME_TLS__CERT_FILE", "/etc/cert.pem")],
+                "tls.cert_file",
+                "set both",
+            ),
+            (
+                &[("OPENFRAME_STORAGE__DOCUMENTS", "postgres")],
+                "storage.documents",
+                "\"sqlite\" or \"mongo\"",
+            ),
+            (
+                &[("OPENFRAME_STORAGE__EVENTS", "kafka")],
+                "storage.kafka_bootstrap_servers",
+                "required",
+            ),
+            (
+                &[("OPENFRAME_ANALYTICS__MEMORY_LIMIT_MB", "1")],
+                "analytics.memory_limit_mb",
+                "out of range",
+            ),
+            (
+                &[("OPENFRAME_SEARCH__WRITER_MEMORY_MB", "1")],
+                "search.writer_memory_mb",
+                "minimum",
+            ),
+            (
+                &[("OPENFRAME_LOG__LEVEL", "info,[")],
+                "log.level",
+                "not a log filter",
+            ),
+        ];
+        for (environment, key, hint) in cases {
+            let error = Config::load(None, env(environment), &CliOverrides::default()).unwrap_err();
+            assert_eq!(error.source_name, format!("setting {key}"), "{error}");
+            assert!(error.message.contains(hint), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error_not_a_default() {
+        let error = Config::load(
+            Some(Path::new("/nonexistent/openframe.toml")),
+            env(&[]),
+            &CliOverrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("/nonexistent/openframe.toml"),
+            "{error}"
+        );
+        assert!(error.message.contains("cannot read"), "{error}");
+    }
+}

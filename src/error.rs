@@ -1,0 +1,64 @@
+//! The edge's one error table: every error a client can see maps to an HTTP status, a stable
+//! snake_case code and a message. Clients branch on the code; the message is for people.
+//! Unexpected errors are logged once, in full, and answered with an opaque message.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no route for {method} {path}")]
+    RouteNotFound { method: String, path: String },
+    #[error("the appliance is shutting down")]
+    ShuttingDown,
+    #[error("a store is unavailable: {0}")]
+    StoreUnavailable(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// The table: (status, stable code).
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::RouteNotFound { .. } => (StatusCode::NOT_FOUND, "route_not_found"),
+            ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            ApiError::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = match &self {
+            ApiError::Unexpected(error) => {
+                tracing::error!(error = format!("{error:#}"), "unexpected error");
+                "an unexpected error occurred; the details are in the appliance's log".to_owned()
+            }
+            ApiError::StoreUnavailable(detail) => {
+                tracing::warn!(%detail, "store unavailable");
+                "a store is unavailable; retry shortly".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut response = (status, Json(ErrorBody { code, message })).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,23 @@
+//! The OpenFrame Appliance: OpenFrame's MSP backend (identity, gateway, APIs, agents, event
+//! pipeline) as one process over embedded stores. See `ARCHITECTURE.md` for the design.
+//!
+//! Modules in reading order:
+//! - [`config`]: settings and their precedence (file < environment < flags).
+//! - [`startup`]: [`startup::Application`], built by `main` and the tests alike.
+//! - [`datadir`], [`tls`]: the data directory's lock and the HTTPS certificate.
+//! - [`gateway`]: the public HTTPS edge; [`admin`]: health and metrics on loopback.
+//! - [`error`]: the one table mapping errors to HTTP; [`metrics`], [`telemetry`]: observability.
+//! - [`ops`]: `doctor` and `healthcheck`.
+//!
+//! Storage lives in the `openframe-storage` crate; nothing here names an engine.
+
+pub mod admin;
+pub mod config;
+pub mod datadir;
+pub mod error;
+pub mod gateway;
+pub mod metrics;
+pub mod ops;
+pub mod startup;
+pub mod telemetry;
+pub mod tls;

@@ -1,0 +1,240 @@
+//! Building and running the appliance. `Application::build` does everything that can fail at start
+//! (data-dir lock, certificate, listeners, stores) and returns the bound addresses, so `main` and
+//! the tests run the very same code; `run_until_stopped` serves until the shutdown future resolves,
+//! then drains connections and closes the stores.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use openframe_storage::{Clock, Storage};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::datadir::DataDirLock;
+use crate::metrics::Metrics;
+use crate::tls::CertificateFiles;
+
+/// What every handler may need. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub storage: Storage,
+    pub metrics: Arc<Metrics>,
+    /// Set when shutdown begins, so readiness turns 503 and load balancers stop sending.
+    pub stopping: Arc<AtomicBool>,
+    pub config: Arc<Config>,
+}
+
+/// A built appliance: listeners bound, stores open, not yet serving.
+pub struct Application {
+    state: AppState,
+    https: TcpListener,
+    admin: TcpListener,
+    tls: TlsAcceptor,
+    /// Held until the stores are closed, so no second process opens them meanwhile.
+    lock: DataDirLock,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("https", &self.https.local_addr().ok())
+            .field("admin", &self.admin.local_addr().ok())
+            .field("data_dir", &self.lock.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+        let data_dir = config.storage.data_dir.clone();
+        let lock = DataDirLock::acquire(&data_dir)?;
+
+        let files = CertificateFiles::resolve(&config.tls, &data_dir);
+        let tls_config = tokio::task::spawn_blocking(move || {
+            crate::tls::server_config(&files, time::OffsetDateTime::now_utc())
+        })
+        .await
+        .context("the certificate task failed")??;
+
+        let https = bind(config.server.listen, "server.listen", "--listen").await?;
+        let admin = bind(
+            config.server.admin_listen,
+            "server.admin_listen",
+            "--admin-listen",
+        )
+        .await?;
+
+        let storage = Storage::open(&config.storage_config(), clock)
+            .await
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+
+        Ok(Application {
+            state: AppState {
+                storage,
+                metrics: Metrics::new(),
+                stopping: Arc::new(AtomicBool::new(false)),
+                config: Arc::new(config),
+            },
+            https,
+            admin,
+            tls: TlsAcceptor::from(tls_config),
+            lock,
+        })
+    }
+
+    /// The bound HTTPS address (the real port when configured with port 0).
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https
+            .local_addr()
+            .unwrap_or(self.state.config.server.listen)
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or(self.state.config.server.admin_listen)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.lock.path().to_owned()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, lets in-flight requests finish
+    /// (up to `server.shutdown_grace_seconds`), closes every store and releases the data dir.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            state,
+            https,
+            admin,
+            tls,
+            lock,
+        } = self;
+        let stop = CancellationToken::new();
+        let admin_stop = CancellationToken::new();
+
+        let admin_addr = admin
+            .local_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string());
+        let admin_router = crate::admin::router(state.clone());
+        let admin_token = admin_stop.clone();
+        let admin_task = tokio::spawn(async move {
+            axum::serve(admin, admin_router)
+                .with_graceful_shutdown(async move { admin_token.cancelled().await })
+                .await
+        });
+
+        let public_router = crate::gateway::router(state.clone());
+        let grace = Duration::from_secs(state.config.server.shutdown_grace_seconds);
+        let handshake_timeout =
+            Duration::from_secs(state.config.server.tls_handshake_timeout_seconds);
+        let graceful = GracefulShutdown::new();
+        let accept_stop = stop.clone();
+        tracing::info!(
+            https = %https.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
+            admin = %admin_addr,
+            public_url = %state.config.public_url(),
+            "openframe is serving"
+        );
+        let signal_stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            signal_stop.cancel();
+        });
+
+        loop {
+            let accepted = tokio::select! {
+                () = accept_stop.cancelled() => break,
+                accepted = https.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(connection) => connection,
+                Err(error) => {
+                    // Running out of file descriptors must not end the server: wait and retry.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let tls = tls.clone();
+            let service = TowerToHyperService::new(public_router.clone());
+            let watcher = graceful.watcher();
+            let metrics = state.metrics.clone();
+            tokio::spawn(async move {
+                let stream = match tokio::time::timeout(handshake_timeout, tls.accept(stream)).await
+                {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        metrics.tls_handshake_failures.inc();
+                        tracing::debug!(%peer, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        metrics.tls_handshake_failures.inc();
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                metrics.open_connections.inc();
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                if let Err(error) = watcher.watch(connection.into_owned()).await {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+                metrics.open_connections.dec();
+            });
+        }
+
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        state.stopping.store(true, Ordering::SeqCst);
+        drop(https);
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_seconds = grace.as_secs(),
+                "connections still open after the grace period; closing them"
+            );
+        }
+        admin_stop.cancel();
+        match admin_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "admin listener ended with an error"),
+            Err(error) => tracing::warn!(%error, "admin listener task failed"),
+        }
+        state.storage.close().await.context("closing the stores")?;
+        drop(lock);
+        tracing::info!("stopped cleanly");
+        Ok(())
+    }
+}
+
+async fn bind(address: SocketAddr, key: &str, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address).await.map_err(|error| {
+        let hint = match error.kind() {
+            std::io::ErrorKind::AddrInUse => "another program is using it".to_owned(),
+            std::io::ErrorKind::PermissionDenied => "ports below 1024 need CAP_NET_BIND_SERVICE".to_owned(),
+            _ => error.to_string(),
+        };
+        anyhow::anyhow!("cannot listen on {address} ({key}): {hint}; choose another address with {flag} or in the config")
+    })
+}

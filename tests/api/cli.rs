@@ -1,0 +1,293 @@
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+use tempfile::TempDir;
+
+const BIN: &str = env!("CARGO_BIN_EXE_openframe");
+
+fn openframe(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A `openframe serve` child process and the addresses it logged.
+struct Served {
+    child: Child,
+    https: String,
+    admin: String,
+    log: std::sync::mpsc::Receiver<String>,
+}
+
+fn serve(data_dir: &Path) -> Served {
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (lines, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // From here on the guard owns the child: a failing assertion kills and reaps it.
+    let mut served = Served {
+        child,
+        https: String::new(),
+        admin: String::new(),
+        log,
+    };
+    loop {
+        let line = served
+            .log
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("serve must log that it is serving");
+        let event: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        if event["message"] == "openframe is serving" {
+            served.https = event["https"].as_str().unwrap().to_owned();
+            served.admin = event["admin"].as_str().unwrap().to_owned();
+            return served;
+        }
+    }
+}
+
+impl Served {
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for exit and returns the status with every log line printed.
+    fn wait(&mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let status = self.child.wait().unwrap();
+        (status, self.log.try_iter().collect())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn serve_stops_cleanly_on_sigterm_and_sigint_and_restarts_on_the_same_data_dir() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    for signal in ["TERM", "INT"] {
+        let mut served = serve(&data);
+        let ready = reqwest::get(format!("http://{}/health/ready", served.admin))
+            .await
+            .unwrap();
+        assert_eq!(ready.status(), 200);
+        let https_port = served.https.rsplit(':').next().unwrap().to_owned();
+        let client = crate::helpers::trusting_client(&data.join("tls/cert.pem"));
+        let page = client
+            .get(format!("https://localhost:{https_port}/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+
+        served.signal(signal);
+        let (status, log) = served.wait();
+        assert_eq!(status.code(), Some(0), "SIG{signal}: {log:?}");
+        assert!(
+            log.iter().any(|line| line.contains("stopped cleanly")),
+            "SIG{signal}: {log:?}"
+        );
+    }
+}
+
+#[test]
+fn a_second_serve_on_a_locked_data_dir_exits_at_once_with_one_line() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let mut first = serve(&data);
+    let second = openframe(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = stderr_of(&second);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("openframe: error: the data dir"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "in use by another openframe process (pid {})",
+            first.child.id()
+        )),
+        "{stderr}"
+    );
+    first.signal("TERM");
+    assert_eq!(first.wait().0.code(), Some(0));
+}
+
+#[test]
+fn an_unknown_config_key_fails_with_the_key_and_the_file() {
+    let dir = TempDir::new().unwrap();
+    let config = dir.path().join("openframe.toml");
+    std::fs::write(
+        &config,
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_port = 9\n",
+    )
+    .unwrap();
+    let output = openframe(&["serve", "--config", config.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = stderr_of(&output);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("openframe.toml") && stderr.contains("admin_port"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("openframe-data").exists());
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let output = openframe(&["version"]);
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        format!("openframe {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[tokio::test]
+async fn healthcheck_exits_zero_when_ready_and_one_when_nothing_answers() {
+    let app = crate::helpers::spawn_app().await;
+    let url = app.admin_url("/health/ready");
+    let output = tokio::task::spawn_blocking(move || openframe(&["healthcheck", "--url", &url]))
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("\"status\":\"ready\""));
+
+    let cert = app.data_dir.join("tls/cert.pem");
+    let https = app.https_url("/");
+    let output = tokio::task::spawn_blocking(move || {
+        openframe(&[
+            "healthcheck",
+            "--url",
+            &https,
+            "--ca-cert",
+            cert.to_str().unwrap(),
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let output = openframe(&[
+        "healthcheck",
+        "--url",
+        &format!("http://{closed}/health/ready"),
+        "--timeout-seconds",
+        "2",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr_of(&output).contains("did not answer"),
+        "{}",
+        stderr_of(&output)
+    );
+}
+
+#[test]
+fn doctor_reports_each_check_and_fails_on_an_expired_operator_certificate() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let output = openframe(&["doctor", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr_of(&output));
+    let report = String::from_utf8(output.stdout).unwrap();
+    for check in [
+        "data dir:",
+        "free disk:",
+        "nats-server:",
+        "certificate:",
+        "serve:",
+    ] {
+        assert!(report.contains(check), "{check} missing from:\n{report}");
+    }
+    assert!(
+        report.contains("serve generates a self-signed one"),
+        "{report}"
+    );
+
+    let config = dir.path().join("config.toml");
+    let cert = dir.path().join("expired.pem");
+    std::fs::write(&cert, expired_certificate()).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            cert.display(),
+            dir.path().join("k.pem").display()
+        ),
+    )
+    .unwrap();
+    let output = openframe(&[
+        "doctor",
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let report = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        report
+            .lines()
+            .any(|line| line.starts_with("FAIL  certificate:") && line.contains("expires in -")),
+        "{report}"
+    );
+}
+
+fn expired_certificate() -> String {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params.not_before = time::OffsetDateTime::now_utc() - time::Duration::days(400);
+    params.not_after = time::OffsetDateTime::now_utc() - time::Duration::days(10);
+    let key = rcgen::KeyPair::generate().unwrap();
+    params.self_signed(&key).unwrap().pem()
+}

@@ -1,0 +1,147 @@
+use serde_json::json;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn the_front_page_answers_over_tls_with_a_certificate_for_localhost_and_127_0_0_1() {
+    let app = spawn_app().await;
+    for host in ["localhost", "127.0.0.1"] {
+        let url = format!("https://{host}:{}/", app.https_addr.port());
+        let response = app.client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{url}");
+        let headers = response.headers().clone();
+        assert_eq!(headers["strict-transport-security"], "max-age=31536000");
+        assert_eq!(headers["x-content-type-options"], "nosniff");
+        assert!(
+            headers["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
+        assert_eq!(headers["cache-control"], "no-store");
+        let body = response.text().await.unwrap();
+        assert!(body.contains("<h1>OpenFrame Appliance</h1>"), "{body}");
+        assert!(body.contains(env!("CARGO_PKG_VERSION")), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn plain_http_on_the_https_port_gets_no_answer() {
+    let app = spawn_app().await;
+    let refused = app
+        .plain
+        .get(format!("http://{}/", app.https_addr))
+        .send()
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    // And the failed handshake is counted.
+    let metrics = app
+        .plain
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("openframe_tls_handshake_failures_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn readiness_reports_every_store_and_liveness_answers() {
+    let app = spawn_app().await;
+    let (status, body) = app.ready().await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({
+            "status": "ready",
+            "version": env!("CARGO_PKG_VERSION"),
+            "stores": {
+                "documents": {"engine": "sqlite", "status": "up"},
+                "events": {"engine": "redb", "status": "up"},
+                "analytics": {"engine": "duckdb", "status": "up"},
+                "search": {"engine": "tantivy", "status": "up"},
+            }
+        })
+    );
+    let live = app
+        .plain
+        .get(app.admin_url("/health/live"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    assert_eq!(
+        live.json::<serde_json::Value>().await.unwrap(),
+        json!({"status": "live"})
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_get_a_json_error_with_a_stable_code() {
+    let app = spawn_app().await;
+    let response = app
+        .client
+        .get(app.https_url("/no/such/route?x=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap(),
+        json!({"code": "route_not_found", "message": "no route for GET /no/such/route"})
+    );
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_report_store_health() {
+    let app = spawn_app().await;
+    for _ in 0..3 {
+        app.client.get(app.https_url("/")).send().await.unwrap();
+    }
+    app.client
+        .get(app.https_url("/missing/abc123"))
+        .send()
+        .await
+        .unwrap();
+    app.ready().await;
+    let response = app
+        .plain
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        text.contains(&format!("openframe_build_info{{version=\"{version}\"}} 1")),
+        "{text}"
+    );
+    assert!(
+        text.contains("openframe_http_requests_total{method=\"GET\",route=\"/\",status=\"200\"} 3"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "openframe_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 1"
+        ),
+        "raw paths must not become labels: {text}"
+    );
+    assert!(
+        text.contains("openframe_store_up{role=\"analytics\",engine=\"duckdb\"} 1"),
+        "{text}"
+    );
+    assert!(!text.contains("abc123"), "{text}");
+}

@@ -1,0 +1,132 @@
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openframe::config::{CliOverrides, Config};
+use openframe::startup::{AppState, Application};
+use openframe_storage::model::SystemClock;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running appliance and what a test needs to talk to it.
+pub(crate) struct TestApp {
+    pub(crate) https_addr: SocketAddr,
+    pub(crate) admin_addr: SocketAddr,
+    pub(crate) data_dir: PathBuf,
+    /// Trusts the appliance's self-signed certificate, and nothing else.
+    pub(crate) client: reqwest::Client,
+    pub(crate) plain: reqwest::Client,
+    /// The running appliance's stores and state, to seed and inspect stored data.
+    pub(crate) state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+    /// Keeps the data dir alive until the test ends (when the test owns it).
+    _dir: Option<TempDir>,
+}
+
+/// Loopback ports chosen by the OS, so tests run in parallel.
+pub(crate) fn test_config(data_dir: &Path) -> Config {
+    let flags = CliOverrides {
+        data_dir: Some(data_dir.to_owned()),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        log_format: None,
+    };
+    Config::load(None, Vec::new(), &flags).unwrap()
+}
+
+pub(crate) async fn spawn_app() -> TestApp {
+    let dir = TempDir::new().unwrap();
+    let mut app = spawn_app_in(&dir.path().join("data")).await;
+    app._dir = Some(dir);
+    app
+}
+
+pub(crate) async fn spawn_app_in(data_dir: &Path) -> TestApp {
+    spawn_with(test_config(data_dir)).await
+}
+
+pub(crate) async fn spawn_with(config: Config) -> TestApp {
+    let data_dir = config.storage.data_dir.clone();
+    let application = Application::build(config, Arc::new(SystemClock))
+        .await
+        .unwrap();
+    let (https_addr, admin_addr) = (application.https_addr(), application.admin_addr());
+    let state = application.state().clone();
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(application.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        https_addr,
+        admin_addr,
+        client: trusting_client(&data_dir.join("tls/cert.pem")),
+        plain: reqwest::Client::new(),
+        data_dir,
+        state,
+        shutdown: Some(shutdown),
+        server: Some(server),
+        _dir: None,
+    }
+}
+
+/// An HTTPS client whose only trust anchor is `cert`: if the appliance served anything else, or a
+/// certificate without the name we connect to, requests fail.
+pub(crate) fn trusting_client(cert: &Path) -> reqwest::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(cert).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .build()
+        .unwrap()
+}
+
+impl TestApp {
+    pub(crate) fn https_url(&self, path: &str) -> String {
+        format!("https://localhost:{}{path}", self.https_addr.port())
+    }
+
+    pub(crate) fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr)
+    }
+
+    pub(crate) async fn ready(&self) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = self
+            .plain
+            .get(self.admin_url("/health/ready"))
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.json().await.unwrap())
+    }
+
+    /// Triggers shutdown and waits until `run_until_stopped` has returned.
+    pub(crate) async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        match self.server.take() {
+            Some(server) => server.await.unwrap(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}

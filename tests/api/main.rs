@@ -1,0 +1,13 @@
+//! Black-box tests: a real `Application` on port 0 with a temporary data dir, reached over real TLS.
+//! One test binary, so the (large) storage engines are linked once.
+
+// Helpers are test code too: a failed setup must stop the test at once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helpers;
+
+mod cli;
+mod config;
+mod data_dir;
+mod health;
+mod shutdown;
