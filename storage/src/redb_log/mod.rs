@@ -298,30 +298,13 @@ struct Writer {
     clock: Arc<dyn Clock>,
 }
 
-/// A command's result, held until the group's commit decides whether it stands.
-enum Outcome {
-    Appended(Reply<Appended>, Appended, StreamKey),
-    Done(Reply<()>),
-    Count(Reply<u64>, u64),
-    Retention(Reply<RetentionReport>, RetentionReport),
-}
-
-impl Outcome {
-    fn fail(self, error: &EngineFailure) {
-        let failure = || {
-            LogError::Unavailable(EngineFailure::new(
-                ENGINE,
-                error.operation,
-                error.to_string(),
-            ))
-        };
-        match self {
-            Outcome::Appended(reply, ..) => drop(reply.send(Err(failure()))),
-            Outcome::Done(reply) => drop(reply.send(Err(failure()))),
-            Outcome::Count(reply, _) => drop(reply.send(Err(failure()))),
-            Outcome::Retention(reply, _) => drop(reply.send(Err(failure()))),
-        }
-    }
+/// What applying one command produced, answered to its caller only once the group's commit
+/// has decided whether it stands.
+enum Effect {
+    Appended(Appended),
+    Done,
+    Count(u64),
+    Retention(RetentionReport),
 }
 
 impl Writer {
@@ -343,173 +326,148 @@ impl Writer {
         tracing::debug!("event log writer stopped");
     }
 
+    /// Applies every command of the group in one write transaction and commits once (one fsync).
+    /// Callers hear back only after the commit: all succeed, or all get the engine's error.
     fn commit_group(&self, group: Vec<Command>) {
-        let mut outcomes = Vec::with_capacity(group.len());
-        let mut pending_replies = Vec::new();
-        let result = self.apply_group(group, &mut outcomes, &mut pending_replies);
-        let result = result.and_then(|transaction| {
-            transaction
-                .commit()
-                .map_err(|error| EngineFailure::new(ENGINE, "commit", error))
-        });
-        match result {
-            Ok(()) => self.acknowledge(outcomes),
+        match self.apply_group(&group) {
+            Ok(effects) => {
+                let mut ends = match self.ends.lock() {
+                    Ok(ends) => ends,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                for (command, effect) in group.into_iter().zip(effects) {
+                    command.answer(effect, &mut ends);
+                }
+            }
             Err(failure) => {
                 tracing::error!(error = %failure, "event log commit failed; nothing in the group was acknowledged");
-                for outcome in outcomes {
-                    outcome.fail(&failure);
-                }
-                for outcome in pending_replies {
-                    Outcome::fail(outcome, &failure);
+                for command in group {
+                    command.fail(&failure);
                 }
             }
         }
     }
 
-    /// Applies every command in one write transaction. On an engine error, the outcomes gathered so
-    /// far and the commands not yet applied are moved to `pending` so each caller gets the error.
-    fn apply_group(
-        &self,
-        group: Vec<Command>,
-        outcomes: &mut Vec<Outcome>,
-        pending: &mut Vec<Outcome>,
-    ) -> Result<redb::WriteTransaction, EngineFailure> {
-        let begin = self.database.begin_write();
-        let mut transaction = match begin {
-            Ok(transaction) => transaction,
-            Err(error) => {
-                let failure = EngineFailure::new(ENGINE, "begin write", error);
-                pending.extend(group.into_iter().map(Command::into_unapplied));
-                return Err(failure);
-            }
-        };
+    fn apply_group(&self, group: &[Command]) -> Result<Vec<Effect>, EngineFailure> {
+        let mut transaction = self
+            .database
+            .begin_write()
+            .map_err(|error| EngineFailure::new(ENGINE, "begin write", error))?;
         // Immediate durability is redb's default; say so, since the contract depends on it.
-        if let Err(error) = transaction.set_durability(redb::Durability::Immediate) {
-            pending.extend(group.into_iter().map(Command::into_unapplied));
-            return Err(EngineFailure::new(ENGINE, "set durability", error));
-        }
+        transaction
+            .set_durability(redb::Durability::Immediate)
+            .map_err(|error| EngineFailure::new(ENGINE, "set durability", error))?;
         let now = self.clock.now_ms();
-        let mut commands = group.into_iter();
-        while let Some(command) = commands.next() {
-            match apply(&transaction, command, now) {
-                Ok(outcome) => outcomes.push(outcome),
-                Err((failure, unapplied)) => {
-                    pending.push(unapplied);
-                    pending.extend(commands.map(Command::into_unapplied));
-                    return Err(failure);
-                }
-            }
-        }
-        Ok(transaction)
-    }
-
-    fn acknowledge(&self, outcomes: Vec<Outcome>) {
-        let mut ends = match self.ends.lock() {
-            Ok(ends) => ends,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        for outcome in outcomes {
-            match outcome {
-                Outcome::Appended(reply, appended, stream) => {
-                    let end = appended.last.next();
-                    ends.entry(stream)
-                        .and_modify(|sender| {
-                            sender.send_replace(end);
-                        })
-                        .or_insert_with(|| watch::Sender::new(end));
-                    let _ = reply.send(Ok(appended));
-                }
-                Outcome::Done(reply) => drop(reply.send(Ok(()))),
-                Outcome::Count(reply, count) => drop(reply.send(Ok(count))),
-                Outcome::Retention(reply, report) => drop(reply.send(Ok(report))),
-            }
-        }
+        let effects = group
+            .iter()
+            .map(|command| apply(&transaction, command, now))
+            .collect::<Result<Vec<_>, _>>()?;
+        transaction
+            .commit()
+            .map_err(|error| EngineFailure::new(ENGINE, "commit", error))?;
+        Ok(effects)
     }
 }
 
 impl Command {
-    /// The reply half of a command that was never applied, to tell its caller of the failure.
-    fn into_unapplied(self) -> Outcome {
-        match self {
-            Command::Append {
-                reply,
-                tenant,
-                topic,
-                ..
-            } => Outcome::Appended(
-                reply,
-                Appended {
-                    first: Offset(0),
-                    last: Offset(0),
+    /// Answers the caller with the committed effect, publishing new stream ends to watchers.
+    fn answer(self, effect: Effect, ends: &mut HashMap<StreamKey, watch::Sender<Offset>>) {
+        match (self, effect) {
+            (
+                Command::Append {
+                    tenant,
+                    topic,
+                    reply,
+                    ..
                 },
-                (tenant, topic),
-            ),
+                Effect::Appended(appended),
+            ) => {
+                let end = appended.last.next();
+                ends.entry((tenant, topic))
+                    .and_modify(|sender| {
+                        sender.send_replace(end);
+                    })
+                    .or_insert_with(|| watch::Sender::new(end));
+                let _ = reply.send(Ok(appended));
+            }
+            (
+                Command::CommitOffset { reply, .. } | Command::PutDetails { reply, .. },
+                Effect::Done,
+            ) => {
+                let _ = reply.send(Ok(()));
+            }
+            (Command::DeleteDetails { reply, .. }, Effect::Count(count)) => {
+                let _ = reply.send(Ok(count));
+            }
+            (Command::Retention { reply, .. }, Effect::Retention(report)) => {
+                let _ = reply.send(Ok(report));
+            }
+            // `apply` produces the effect of the command's own kind, so this arm is unreachable;
+            // dropping the command closes its reply, which its caller sees as a failure.
+            (command, _) => {
+                tracing::error!("event log writer paired a command with the wrong effect");
+                drop(command);
+            }
+        }
+    }
+
+    /// Tells the caller that nothing of its write was committed.
+    fn fail(self, failure: &EngineFailure) {
+        let error = || {
+            LogError::Unavailable(EngineFailure::new(
+                ENGINE,
+                failure.operation,
+                failure.to_string(),
+            ))
+        };
+        match self {
+            Command::Append { reply, .. } => drop(reply.send(Err(error()))),
             Command::CommitOffset { reply, .. } | Command::PutDetails { reply, .. } => {
-                Outcome::Done(reply)
+                drop(reply.send(Err(error())))
             }
-            Command::DeleteDetails { reply, .. } => Outcome::Count(reply, 0),
-            Command::Retention { reply, .. } => {
-                Outcome::Retention(reply, RetentionReport::default())
-            }
+            Command::DeleteDetails { reply, .. } => drop(reply.send(Err(error()))),
+            Command::Retention { reply, .. } => drop(reply.send(Err(error()))),
         }
     }
 }
 
-type ApplyError = (EngineFailure, Outcome);
-
 fn apply(
     transaction: &redb::WriteTransaction,
-    command: Command,
+    command: &Command,
     now: UnixMillis,
-) -> Result<Outcome, ApplyError> {
+) -> Result<Effect, EngineFailure> {
+    let failure = |operation: &'static str| {
+        move |error: redb::Error| EngineFailure::new(ENGINE, operation, error)
+    };
     match command {
         Command::Append {
             tenant,
             topic,
             records,
-            reply,
-        } => match append(transaction, &tenant, &topic, &records, now) {
-            Ok(appended) => Ok(Outcome::Appended(reply, appended, (tenant, topic))),
-            Err(failure) => Err((
-                failure,
-                Outcome::Appended(
-                    reply,
-                    Appended {
-                        first: Offset(0),
-                        last: Offset(0),
-                    },
-                    (tenant, topic),
-                ),
-            )),
-        },
+            ..
+        } => append(transaction, tenant, topic, records, now).map(Effect::Appended),
         Command::CommitOffset {
             tenant,
             topic,
             group,
             next,
-            reply,
+            ..
         } => {
             let result = (|| -> Result<(), redb::Error> {
                 let mut groups = transaction.open_table(GROUPS)?;
                 groups.insert((tenant.as_str(), topic.as_str(), group.as_str()), next.0)?;
                 Ok(())
             })();
-            match result {
-                Ok(()) => Ok(Outcome::Done(reply)),
-                Err(error) => Err((
-                    EngineFailure::new(ENGINE, "commit offset", error),
-                    Outcome::Done(reply),
-                )),
-            }
+            result
+                .map(|()| Effect::Done)
+                .map_err(failure("commit offset"))
         }
         Command::PutDetails {
-            tenant,
-            entries,
-            reply,
+            tenant, entries, ..
         } => {
             let result = (|| -> Result<(), redb::Error> {
                 let mut details = transaction.open_table(DETAILS)?;
-                for (key, value) in &entries {
+                for (key, value) in entries {
                     details.insert(
                         (tenant.as_str(), key.timestamp, key.tool_event_id.as_str()),
                         value.as_slice(),
@@ -517,23 +475,15 @@ fn apply(
                 }
                 Ok(())
             })();
-            match result {
-                Ok(()) => Ok(Outcome::Done(reply)),
-                Err(error) => Err((
-                    EngineFailure::new(ENGINE, "put details", error),
-                    Outcome::Done(reply),
-                )),
-            }
+            result
+                .map(|()| Effect::Done)
+                .map_err(failure("put details"))
         }
-        Command::DeleteDetails {
-            tenant,
-            before,
-            reply,
-        } => {
+        Command::DeleteDetails { tenant, before, .. } => {
             let result = (|| -> Result<u64, redb::Error> {
                 let mut details = transaction.open_table(DETAILS)?;
                 let start = (tenant.as_str(), i64::MIN, "");
-                let end = (tenant.as_str(), before, "");
+                let end = (tenant.as_str(), *before, "");
                 let mut deleted = 0;
                 for entry in details.extract_from_if(start..end, |_, _| true)? {
                     entry?;
@@ -541,25 +491,11 @@ fn apply(
                 }
                 Ok(deleted)
             })();
-            match result {
-                Ok(count) => Ok(Outcome::Count(reply, count)),
-                Err(error) => Err((
-                    EngineFailure::new(ENGINE, "delete details", error),
-                    Outcome::Count(reply, 0),
-                )),
-            }
+            result.map(Effect::Count).map_err(failure("delete details"))
         }
-        Command::Retention {
-            topic,
-            policy,
-            reply,
-        } => match retain(transaction, &topic, policy, now) {
-            Ok(report) => Ok(Outcome::Retention(reply, report)),
-            Err(failure) => Err((
-                failure,
-                Outcome::Retention(reply, RetentionReport::default()),
-            )),
-        },
+        Command::Retention { topic, policy, .. } => {
+            retain(transaction, topic, *policy, now).map(Effect::Retention)
+        }
     }
 }
 
