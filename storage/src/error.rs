@@ -139,6 +139,9 @@ pub enum AnalyticsError {
 pub enum SearchError {
     #[error("invalid search query: {0}")]
     InvalidQuery(String),
+    /// A document the index refuses (an empty or over-long id). Nothing of the call was indexed.
+    #[error("invalid search document: {0}")]
+    InvalidDocument(String),
     #[error(transparent)]
     Unavailable(#[from] EngineFailure),
 }

@@ -1,17 +1,24 @@
 //! The full-text index over log summaries and messages and device text.
 //!
-//! A derived store, rebuilt from the event log on demand: `index` hands documents to the writer and
-//! returns; they become searchable at the next commit, which the engine makes by its commit policy
-//! (every `commit_every_docs` documents or `commit_interval`, whichever comes first) or when
-//! [`SearchIndex::refresh`] is called. After `refresh` returns, every document indexed before the call
-//! is visible to searches.
+//! A derived store, rebuilt from the event log on demand (`openframe reindex`): unlike the log, an
+//! acknowledged `index` call is *not* yet durable. It hands documents to the writer and returns;
+//! they become searchable and durable at the next commit, which the engine makes by its commit
+//! policy (every `commit_every_docs` operations or `commit_interval_ms`, whichever comes first),
+//! when [`SearchIndex::refresh`] is called, or on close. After `refresh` returns, every document
+//! indexed before the call is visible to searches. `refresh` commits for every tenant at once, so
+//! request handlers should not call it per request.
 //!
 //! Contract for every engine:
 //! - A search sees only the tenant's documents; ids are unique per tenant, not globally.
 //! - `index` upserts by `(tenant, kind, id)`: indexing the same id again replaces the document.
-//! - Hits are ordered by relevance, then newest first; `limit` is 1..=[`MAX_HITS`].
+//!   Ids are 1 to [`MAX_ID_BYTES`] bytes; others are refused with [`SearchError::InvalidDocument`].
+//! - Hits are ordered by relevance, then newest first; `limit` is 1..=[`MAX_HITS`]. Scores compare
+//!   only within one result set.
 //! - The query language is plain words (all must match, case-insensitive), `"quoted phrases"`,
-//!   and `-word` to exclude; anything else is matched as words, never an error for the user to decode.
+//!   and `-word` / `-"phrase"` to exclude; a word the analyzer splits (`web-01`, `10.0.0.1`) is
+//!   matched as a phrase; anything else is matched as words, never an error for the user to decode.
+//!   Empty text lists the filtered documents newest first; only exclusions return everything else;
+//!   `from >= to` matches nothing.
 
 use async_trait::async_trait;
 
@@ -60,6 +67,9 @@ pub struct SearchHit {
 
 /// The most hits one search may return.
 pub const MAX_HITS: usize = 10_000;
+
+/// The longest document id. Ids are index terms, which have a size limit of their own.
+pub const MAX_ID_BYTES: usize = 512;
 
 #[async_trait]
 pub trait SearchIndex: Engine {

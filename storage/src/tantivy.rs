@@ -43,7 +43,9 @@ use tokio::sync::oneshot;
 
 use crate::error::{EngineFailure, OpenError, SearchError};
 use crate::model::{TenantId, UnixMillis};
-use crate::search::{DocumentKind, MAX_HITS, SearchDocument, SearchHit, SearchIndex, SearchQuery};
+use crate::search::{
+    DocumentKind, MAX_HITS, MAX_ID_BYTES, SearchDocument, SearchHit, SearchIndex, SearchQuery,
+};
 use crate::{Engine, SearchSettings};
 
 const ENGINE: &str = "tantivy";
@@ -430,6 +432,15 @@ impl SearchIndex for TantivySearch {
         tenant: &TenantId,
         documents: Vec<SearchDocument>,
     ) -> Result<(), SearchError> {
+        if let Some(bad) = documents
+            .iter()
+            .find(|document| document.id.is_empty() || document.id.len() > MAX_ID_BYTES)
+        {
+            return Err(SearchError::InvalidDocument(format!(
+                "ids must be 1 to {MAX_ID_BYTES} bytes; got one of {} bytes",
+                bad.id.len()
+            )));
+        }
         let tenant = tenant.clone();
         self.submit("index documents", |accepted| Command::Index {
             tenant,

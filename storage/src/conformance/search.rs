@@ -42,6 +42,7 @@ macro_rules! search_conformance {
             a_limit_outside_the_allowed_range_is_rejected,
             documents_are_visible_after_refresh,
             empty_batches_are_harmless,
+            empty_and_overlong_ids_are_refused_whole,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {
@@ -872,5 +873,29 @@ pub async fn empty_batches_are_harmless(store: &dyn SearchIndex) {
     assert_eq!(
         matching_ids(store, &tenant, "kestrel").await,
         strings(&["kept"])
+    );
+}
+
+pub async fn empty_and_overlong_ids_are_refused_whole(store: &dyn SearchIndex) {
+    let tenant = super::tenant("empty_and_overlong_ids_are_refused_whole");
+    let longest = "x".repeat(crate::search::MAX_ID_BYTES);
+    index(store, &tenant, vec![log(&longest, 1_000, "osprey")]).await;
+    for bad_id in [String::new(), "x".repeat(crate::search::MAX_ID_BYTES + 1)] {
+        let batch = vec![log("fine", 2_000, "osprey"), log(&bad_id, 3_000, "osprey")];
+        match store.index(&tenant, batch).await {
+            Err(crate::error::SearchError::InvalidDocument(why)) => {
+                assert!(why.contains("ids must be"), "{why}")
+            }
+            other => panic!(
+                "an id of {} bytes must be refused, got {other:?}",
+                bad_id.len()
+            ),
+        }
+    }
+    refresh(store).await;
+    assert_eq!(
+        matching_ids(store, &tenant, "osprey").await,
+        strings(&[longest.as_str()]),
+        "a refused batch indexes nothing, not even its good documents"
     );
 }
