@@ -198,7 +198,7 @@ fn refuse_foreign_file(path: &Path) -> Result<(), OpenError> {
     if filled < header.len() || &header[MAGIC_OFFSET..] != MAGIC {
         return Err(OpenError::Foreign {
             path: path.to_owned(),
-            what: "analytics",
+            what: "analytics database",
             detail: "no DuckDB header".to_owned(),
         });
     }
@@ -222,7 +222,7 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
     if !tables.is_empty() && !tables.iter().any(|table| table == "schema_version") {
         return Err(OpenError::Foreign {
             path: path.to_owned(),
-            what: "analytics",
+            what: "analytics database",
             detail: format!(
                 "a DuckDB database with tables {} but no schema_version",
                 tables.join(", ")
@@ -917,7 +917,7 @@ mod tests {
             matches!(
                 &error,
                 OpenError::Foreign {
-                    what: "analytics",
+                    what: "analytics database",
                     ..
                 } | OpenError::Engine { .. }
             ),
@@ -966,7 +966,7 @@ mod tests {
                 what,
                 detail,
             } => {
-                assert_eq!((reported, *what), (&path, "analytics"));
+                assert_eq!((reported, *what), (&path, "analytics database"));
                 assert!(detail.contains("invoices"), "{detail}");
             }
             other => panic!("expected Foreign, got {other:?}"),

@@ -59,7 +59,7 @@ pub enum OpenError {
         feature: &'static str,
     },
     #[error(
-        "{path}: not an OpenFrame {what} file ({detail}); move it away or point the data dir elsewhere"
+        "{path}: not an OpenFrame {what} ({detail}); move it away or point the data dir elsewhere"
     )]
     Foreign {
         path: PathBuf,

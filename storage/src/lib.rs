@@ -179,8 +179,23 @@ pub struct Storage {
 
 impl Storage {
     /// Opens (creating if needed) every configured engine. Blocking work runs off the executor.
-    /// On failure, engines opened so far are closed again.
+    /// On failure, engines opened so far are closed again, so their files are released.
     pub async fn open(config: &StorageConfig, clock: Arc<dyn Clock>) -> Result<Storage, OpenError> {
+        let mut opened: Vec<Arc<dyn Engine>> = Vec::new();
+        let result = Self::open_each(config, clock, &mut opened).await;
+        if result.is_err() {
+            for engine in opened.iter().rev() {
+                let _ = engine.close().await;
+            }
+        }
+        result
+    }
+
+    async fn open_each(
+        config: &StorageConfig,
+        clock: Arc<dyn Clock>,
+        opened: &mut Vec<Arc<dyn Engine>>,
+    ) -> Result<Storage, OpenError> {
         let documents = match &config.documents {
             DocumentBackend::Sqlite => {
                 let path = config.data_dir.join(files::TENANCY);
@@ -189,46 +204,24 @@ impl Storage {
             }
             DocumentBackend::Mongo { .. } => return Err(not_compiled("documents", "mongo")),
         };
+        opened.push(documents.clone());
         let events = match &config.events {
             EventBackend::Redb => {
                 let path = config.data_dir.join(files::EVENTS);
-                let clock = clock.clone();
-                match blocking::run_open(move || redb_log::RedbLog::open(&path, clock)).await {
-                    Ok(log) => Arc::new(log),
-                    Err(error) => {
-                        let _ = documents.close().await;
-                        return Err(error);
-                    }
-                }
+                Arc::new(blocking::run_open(move || redb_log::RedbLog::open(&path, clock)).await?)
             }
-            EventBackend::Kafka { .. } => {
-                let _ = documents.close().await;
-                return Err(not_compiled("events", "kafka"));
-            }
+            EventBackend::Kafka { .. } => return Err(not_compiled("events", "kafka")),
         };
-        let analytics = match open_analytics(&config.data_dir, &config.analytics).await {
-            Ok(analytics) => analytics,
-            Err(error) => {
-                let _ = documents.close().await;
-                let _ = events.close().await;
-                return Err(error);
-            }
-        };
+        opened.push(events.clone());
+        let analytics = open_analytics(&config.data_dir, &config.analytics).await?;
+        opened.push(analytics.clone());
         let search_dir = config.data_dir.join(files::SEARCH);
         let search_settings = config.search.clone();
-        let search = match blocking::run_open(move || {
-            tantivy::TantivySearch::open(&search_dir, &search_settings)
-        })
-        .await
-        {
-            Ok(search) => Arc::new(search),
-            Err(error) => {
-                let _ = documents.close().await;
-                let _ = events.close().await;
-                let _ = analytics.close().await;
-                return Err(error);
-            }
-        };
+        let search = Arc::new(
+            blocking::run_open(move || tantivy::TantivySearch::open(&search_dir, &search_settings))
+                .await?,
+        );
+        opened.push(search.clone());
         Ok(Storage {
             tenants: documents.clone(),
             documents,

@@ -237,12 +237,13 @@ impl TantivySearch {
         let directory = MmapDirectory::open(dir).map_err(|error| OpenError::engine(dir, error))?;
         let index = Index::open_or_create(directory, schema).map_err(|error| {
             if has_meta && is_not_our_index(&error) {
-                // tantivy quotes the whole unreadable meta.json; a line is enough to recognise it.
-                let detail: String = error.to_string().chars().take(300).collect();
+                // tantivy's message quotes the unreadable meta.json, which may be anything: keep it
+                // out of the one-line start-up error and in the debug log.
+                tracing::debug!(dir = %dir.display(), %error, "refusing a foreign search index");
                 OpenError::Foreign {
                     path: dir.to_path_buf(),
-                    what: "tantivy search index",
-                    detail,
+                    what: "search index",
+                    detail: "its meta.json is not a search index this release can read".to_owned(),
                 }
             } else {
                 OpenError::engine(dir, error)
@@ -350,7 +351,7 @@ fn refuse_foreign_files(dir: &Path) -> Result<(), OpenError> {
         if !tantivy_bookkeeping {
             return Err(OpenError::Foreign {
                 path: dir.to_path_buf(),
-                what: "tantivy search index",
+                what: "search index",
                 detail: format!("it holds {name:?} but no {META_FILE}"),
             });
         }
