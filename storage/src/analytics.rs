@@ -10,6 +10,13 @@
 //!   (OpenFrame's Pinot upsert on `toolEventId`). `upsert_devices` replaces by `(tenant, machine_id)`.
 //! - A write is visible to every query issued after it returns.
 //! - Lists are ordered by `(event_timestamp DESC, tool_event_id DESC)` and paged by keyset cursor.
+//! - Duplicates within one call behave as if the rows were written one by one: the first of a
+//!   log's duplicates is kept, the last of a device's.
+//! - Facets count rows (for tags: devices, so a tag repeated in one device's list counts once);
+//!   a missing value (`None`) is not a facet value. Facets are not paged: the cardinality of the
+//!   faceted columns is bounded by the tenant's devices and organisations.
+//! - Time buckets start at multiples of the width from the epoch, rounding down (also before 1970).
+//! - Devices are counted and faceted here; listing them is the document store's job.
 
 use async_trait::async_trait;
 

@@ -104,7 +104,7 @@ const MAGIC_OFFSET: usize = 8;
 
 /// The analytics store in one DuckDB file.
 pub struct DuckDbAnalytics {
-    /// Where the file lives, for `Debug` and health reports.
+    /// Where the file lives, so `Debug` output says which store it is.
     path: PathBuf,
     /// The only connection. `None` once [`Engine::close`] ran, so later calls fail instead of
     /// reopening behind the caller's back. `Arc` because each call moves a handle onto the
@@ -172,30 +172,16 @@ impl DuckDbAnalytics {
 /// Refuses a file that is not a DuckDB database before DuckDB touches it, so an operator who
 /// pointed the data dir at the wrong place keeps their file exactly as it was.
 fn refuse_foreign_file(path: &Path) -> Result<(), OpenError> {
-    use std::io::Read;
-
-    let mut file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => return Err(OpenError::engine(path, error)),
+    let Some(header) = crate::magic::leading_bytes(path, MAGIC_OFFSET + MAGIC.len())? else {
+        return Ok(());
     };
-    let mut header = [0_u8; MAGIC_OFFSET + MAGIC.len()];
-    let mut filled = 0;
-    while filled < header.len() {
-        match file.read(&mut header[filled..]) {
-            Ok(0) => break,
-            Ok(read) => filled += read,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(OpenError::engine(path, error)),
-        }
-    }
-    if filled == 0 {
+    if header.is_empty() {
         // A crash between creating the file and DuckDB writing its header leaves it empty. The
         // store is derived and the file holds nothing, so start afresh instead of refusing to
         // boot until someone deletes it by hand.
         return std::fs::remove_file(path).map_err(|error| OpenError::engine(path, error));
     }
-    if filled < header.len() || &header[MAGIC_OFFSET..] != MAGIC {
+    if header.get(MAGIC_OFFSET..) != Some(MAGIC.as_slice()) {
         return Err(OpenError::Foreign {
             path: path.to_owned(),
             what: "analytics database",

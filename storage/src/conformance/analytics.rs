@@ -2,10 +2,6 @@
 //! trait alone so every engine (embedded DuckDB, or a connector to a real Pinot) runs the same
 //! cases. Each case writes under its own tenant, so cases may share one store.
 
-// Test code compiled into the library (feature `test-util`) so other crates can run it: a failed
-// expectation is meant to panic here.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeMap;
 
 use crate::analytics::{
