@@ -145,3 +145,37 @@ async fn metrics_count_requests_by_route_and_report_store_health() {
     );
     assert!(!text.contains("abc123"), "{text}");
 }
+
+#[tokio::test]
+async fn an_operator_certificate_from_the_config_is_served_instead_of_a_generated_one() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["operator.test".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Operator CA-issued");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert_file = dir.path().join("operator.pem");
+    let key_file = dir.path().join("operator.key");
+    std::fs::write(&cert_file, params.self_signed(&key).unwrap().pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+
+    let data = dir.path().join("data");
+    let mut config = crate::helpers::test_config(&data);
+    config.tls.cert_file = cert_file.display().to_string();
+    config.tls.key_file = key_file.display().to_string();
+    let app = crate::helpers::spawn_with(config).await;
+
+    let operator_client = crate::helpers::trusting_client(&cert_file);
+    let response = operator_client
+        .get(app.https_url("/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        !data.join("tls").exists(),
+        "no self-signed certificate is generated beside an operator's"
+    );
+}

@@ -51,6 +51,7 @@ pub(crate) async fn spawn_app_in(data_dir: &Path) -> TestApp {
 
 pub(crate) async fn spawn_with(config: Config) -> TestApp {
     let data_dir = config.storage.data_dir.clone();
+    let served_cert = openframe::tls::CertificateFiles::resolve(&config.tls, &data_dir).cert;
     let application = Application::build(config, Arc::new(SystemClock))
         .await
         .unwrap();
@@ -63,7 +64,7 @@ pub(crate) async fn spawn_with(config: Config) -> TestApp {
     TestApp {
         https_addr,
         admin_addr,
-        client: trusting_client(&data_dir.join("tls/cert.pem")),
+        client: trusting_client(&served_cert),
         plain: reqwest::Client::new(),
         data_dir,
         state,
