@@ -117,6 +117,9 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     /// End offsets of every stream, published after each durable append, for `watch`.
     ends: Arc<Mutex<HashMap<StreamKey, watch::Sender<Offset>>>>,
+    /// Why the last group commit failed, until one succeeds: reads may still work while writes
+    /// cannot (a full disk), and readiness must say so.
+    commit_failure: Arc<Mutex<Option<String>>>,
 }
 
 impl RedbLog {
@@ -150,9 +153,11 @@ impl RedbLog {
         let database = Arc::new(database);
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
         let ends = Arc::new(Mutex::new(ends));
+        let commit_failure = Arc::new(Mutex::new(None));
         let writer = Writer {
             database: database.clone(),
             ends: ends.clone(),
+            commit_failure: commit_failure.clone(),
             clock,
         };
         let thread = std::thread::Builder::new()
@@ -166,6 +171,7 @@ impl RedbLog {
                 commands: RwLock::new(Some(sender)),
                 writer: Mutex::new(Some(thread)),
                 ends,
+                commit_failure,
             }),
         })
     }
@@ -295,6 +301,7 @@ fn load_stream_ends(
 struct Writer {
     database: Arc<Database>,
     ends: Arc<Mutex<HashMap<StreamKey, watch::Sender<Offset>>>>,
+    commit_failure: Arc<Mutex<Option<String>>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -329,7 +336,11 @@ impl Writer {
     /// Applies every command of the group in one write transaction and commits once (one fsync).
     /// Callers hear back only after the commit: all succeed, or all get the engine's error.
     fn commit_group(&self, group: Vec<Command>) {
-        match self.apply_group(&group) {
+        let outcome = self.apply_group(&group);
+        if let Ok(mut last_failure) = self.commit_failure.lock() {
+            *last_failure = outcome.as_ref().err().map(ToString::to_string);
+        }
+        match outcome {
             Ok(effects) => {
                 let mut ends = match self.ends.lock() {
                     Ok(ends) => ends,
@@ -647,6 +658,19 @@ impl Engine for RedbLog {
                 ENGINE,
                 "check",
                 "the writer thread is not running",
+            ));
+        }
+        let last_failure = self
+            .inner
+            .commit_failure
+            .lock()
+            .map_err(|_| EngineFailure::new(ENGINE, "check", "lock poisoned"))?
+            .clone();
+        if let Some(reason) = last_failure {
+            return Err(EngineFailure::new(
+                ENGINE,
+                "check",
+                format!("the last commit failed: {reason}"),
             ));
         }
         let probe = self

@@ -266,6 +266,9 @@ async fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
             Err(LogError::Unavailable(failure)) => assert!(failure.is_disk_full(), "{failure}"),
             other => panic!("expected a disk-full failure, got {other:?}"),
         }
+        // Readiness must not call a log healthy that cannot commit.
+        let health = log.check().await.unwrap_err().to_string();
+        assert!(health.contains("the last commit failed"), "{health}");
         // Whatever redb's state after the failed commit, it must not pretend a write succeeded.
         full.store(false, Ordering::SeqCst);
         let _ = log.close().await;
