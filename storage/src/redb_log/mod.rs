@@ -369,10 +369,14 @@ impl Writer {
             .set_durability(redb::Durability::Immediate)
             .map_err(|error| EngineFailure::new(ENGINE, "set durability", error))?;
         let now = self.clock.now_ms();
-        let effects = group
-            .iter()
-            .map(|command| apply(&transaction, command, now))
-            .collect::<Result<Vec<_>, _>>()?;
+        let effects = {
+            // Tables borrow the transaction, so they are closed before it commits.
+            let mut tables = WriteTables::open(&transaction)?;
+            group
+                .iter()
+                .map(|command| apply(&mut tables, command, now))
+                .collect::<Result<Vec<_>, _>>()?
+        };
         transaction
             .commit()
             .map_err(|error| EngineFailure::new(ENGINE, "commit", error))?;
@@ -442,13 +446,33 @@ impl Command {
     }
 }
 
+/// The tables one write transaction works on, opened once per group rather than once per command.
+struct WriteTables<'txn> {
+    records: redb::Table<'txn, (&'static str, &'static str, u64), &'static [u8]>,
+    streams: redb::Table<'txn, (&'static str, &'static str), (u64, u64, u64)>,
+    groups: redb::Table<'txn, (&'static str, &'static str, &'static str), u64>,
+    details: redb::Table<'txn, (&'static str, i64, &'static str), &'static [u8]>,
+}
+
+impl<'txn> WriteTables<'txn> {
+    fn open(transaction: &'txn redb::WriteTransaction) -> Result<Self, EngineFailure> {
+        let failure = |error: redb::TableError| EngineFailure::new(ENGINE, "open tables", error);
+        Ok(WriteTables {
+            records: transaction.open_table(RECORDS).map_err(failure)?,
+            streams: transaction.open_table(STREAMS).map_err(failure)?,
+            groups: transaction.open_table(GROUPS).map_err(failure)?,
+            details: transaction.open_table(DETAILS).map_err(failure)?,
+        })
+    }
+}
+
 fn apply(
-    transaction: &redb::WriteTransaction,
+    tables: &mut WriteTables<'_>,
     command: &Command,
     now: UnixMillis,
 ) -> Result<Effect, EngineFailure> {
     let failure = |operation: &'static str| {
-        move |error: redb::Error| EngineFailure::new(ENGINE, operation, error)
+        move |error: redb::StorageError| EngineFailure::new(ENGINE, operation, error)
     };
     match command {
         Command::Append {
@@ -456,91 +480,80 @@ fn apply(
             topic,
             records,
             ..
-        } => append(transaction, tenant, topic, records, now).map(Effect::Appended),
+        } => append(tables, tenant, topic, records, now).map(Effect::Appended),
         Command::CommitOffset {
             tenant,
             topic,
             group,
             next,
             ..
-        } => {
-            let result = (|| -> Result<(), redb::Error> {
-                let mut groups = transaction.open_table(GROUPS)?;
-                groups.insert((tenant.as_str(), topic.as_str(), group.as_str()), next.0)?;
-                Ok(())
-            })();
-            result
-                .map(|()| Effect::Done)
-                .map_err(failure("commit offset"))
-        }
+        } => tables
+            .groups
+            .insert((tenant.as_str(), topic.as_str(), group.as_str()), next.0)
+            .map(|_| Effect::Done)
+            .map_err(failure("commit offset")),
         Command::PutDetails {
             tenant, entries, ..
         } => {
-            let result = (|| -> Result<(), redb::Error> {
-                let mut details = transaction.open_table(DETAILS)?;
-                for (key, value) in entries {
-                    details.insert(
+            for (key, value) in entries {
+                tables
+                    .details
+                    .insert(
                         (tenant.as_str(), key.timestamp, key.tool_event_id.as_str()),
                         value.as_slice(),
-                    )?;
-                }
-                Ok(())
-            })();
-            result
-                .map(|()| Effect::Done)
-                .map_err(failure("put details"))
+                    )
+                    .map_err(failure("put details"))?;
+            }
+            Ok(Effect::Done)
         }
         Command::DeleteDetails { tenant, before, .. } => {
-            let result = (|| -> Result<u64, redb::Error> {
-                let mut details = transaction.open_table(DETAILS)?;
-                let start = (tenant.as_str(), i64::MIN, "");
-                let end = (tenant.as_str(), *before, "");
-                let mut deleted = 0;
-                for entry in details.extract_from_if(start..end, |_, _| true)? {
-                    entry?;
-                    deleted += 1;
-                }
-                Ok(deleted)
-            })();
-            result.map(Effect::Count).map_err(failure("delete details"))
+            let start = (tenant.as_str(), i64::MIN, "");
+            let end = (tenant.as_str(), *before, "");
+            let mut deleted = 0;
+            for entry in tables
+                .details
+                .extract_from_if(start..end, |_, _| true)
+                .map_err(failure("delete details"))?
+            {
+                entry.map_err(failure("delete details"))?;
+                deleted += 1;
+            }
+            Ok(Effect::Count(deleted))
         }
         Command::Retention { topic, policy, .. } => {
-            retain(transaction, topic, *policy, now).map(Effect::Retention)
+            retain(tables, topic, *policy, now).map(Effect::Retention)
         }
     }
 }
 
 fn append(
-    transaction: &redb::WriteTransaction,
+    tables: &mut WriteTables<'_>,
     tenant: &TenantId,
     topic: &Topic,
     records: &[NewRecord],
     now: UnixMillis,
 ) -> Result<Appended, EngineFailure> {
-    let failure = |error: redb::Error| EngineFailure::new(ENGINE, "append", error);
-    let mut streams = transaction
-        .open_table(STREAMS)
-        .map_err(|e| failure(e.into()))?;
-    let mut table = transaction
-        .open_table(RECORDS)
-        .map_err(|e| failure(e.into()))?;
+    let failure = |error: redb::StorageError| EngineFailure::new(ENGINE, "append", error);
     let stream_key = (tenant.as_str(), topic.as_str());
-    let (start, end, mut bytes) = streams
+    let (start, end, mut bytes) = tables
+        .streams
         .get(stream_key)
-        .map_err(|e| failure(e.into()))?
+        .map_err(failure)?
         .map_or((0, 0, 0), |guard| guard.value());
     let mut next = end;
     for record in records {
         let encoded = codec::encode(record, now);
         bytes += encoded.len() as u64;
-        table
+        tables
+            .records
             .insert((tenant.as_str(), topic.as_str(), next), encoded.as_slice())
-            .map_err(|e| failure(e.into()))?;
+            .map_err(failure)?;
         next += 1;
     }
-    streams
+    tables
+        .streams
         .insert(stream_key, (start, next, bytes))
-        .map_err(|e| failure(e.into()))?;
+        .map_err(failure)?;
     Ok(Appended {
         first: Offset(end),
         last: Offset(next - 1),
@@ -548,21 +561,16 @@ fn append(
 }
 
 fn retain(
-    transaction: &redb::WriteTransaction,
+    tables: &mut WriteTables<'_>,
     topic: &Topic,
     policy: RetentionPolicy,
     now: UnixMillis,
 ) -> Result<RetentionReport, EngineFailure> {
-    let failure = |error: redb::Error| EngineFailure::new(ENGINE, "enforce retention", error);
-    let mut streams = transaction
-        .open_table(STREAMS)
-        .map_err(|e| failure(e.into()))?;
-    let mut table = transaction
-        .open_table(RECORDS)
-        .map_err(|e| failure(e.into()))?;
+    let failure =
+        |error: redb::StorageError| EngineFailure::new(ENGINE, "enforce retention", error);
     let mut of_topic = Vec::new();
-    for entry in streams.iter().map_err(|e| failure(e.into()))? {
-        let (key, value) = entry.map_err(|e| failure(e.into()))?;
+    for entry in tables.streams.iter().map_err(failure)? {
+        let (key, value) = entry.map_err(failure)?;
         let (tenant, stream_topic) = key.value();
         if stream_topic == topic.as_str() {
             of_topic.push((tenant.to_owned(), value.value()));
@@ -573,11 +581,12 @@ fn retain(
     for (tenant, (start, end, mut bytes)) in of_topic {
         let mut new_start = start;
         let mut doomed = Vec::new();
-        for entry in table
+        for entry in tables
+            .records
             .range((tenant.as_str(), topic.as_str(), start)..(tenant.as_str(), topic.as_str(), end))
-            .map_err(|e| failure(e.into()))?
+            .map_err(failure)?
         {
-            let (key, value) = entry.map_err(|e| failure(e.into()))?;
+            let (key, value) = entry.map_err(failure)?;
             let stored = value.value();
             let too_old = match cutoff {
                 Some(cutoff) => {
@@ -599,14 +608,16 @@ fn retain(
             doomed.push(offset);
         }
         for offset in doomed {
-            table
+            tables
+                .records
                 .remove((tenant.as_str(), topic.as_str(), offset))
-                .map_err(|e| failure(e.into()))?;
+                .map_err(failure)?;
         }
         if new_start != start {
-            streams
+            tables
+                .streams
                 .insert((tenant.as_str(), topic.as_str()), (new_start, end, bytes))
-                .map_err(|e| failure(e.into()))?;
+                .map_err(failure)?;
         }
     }
     Ok(report)
