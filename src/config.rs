@@ -201,8 +201,13 @@ impl Config {
             .filter(|(name, _)| name.starts_with(ENV_PREFIX))
             .collect();
         environment.sort();
-        for (name, value) in environment {
-            apply_env(&mut merged, &name, &value)?;
+        if !environment.is_empty() {
+            // The defaults name every setting and its type; env values are checked against them.
+            let known = toml::Value::try_from(Config::default())
+                .map_err(|error| ConfigError::new("defaults", error.to_string()))?;
+            for (name, value) in environment {
+                apply_env(&mut merged, &known, &name, &value)?;
+            }
         }
         let mut config = Config::from_table(&merged, "environment")?;
         config.apply(flags);
@@ -386,15 +391,18 @@ impl Config {
 }
 
 /// Sets the key an `OPENFRAME_SECTION__KEY` variable names, refusing names that match no setting.
-fn apply_env(merged: &mut toml::Table, name: &str, raw: &str) -> Result<(), ConfigError> {
+fn apply_env(
+    merged: &mut toml::Table,
+    known: &toml::Value,
+    name: &str,
+    raw: &str,
+) -> Result<(), ConfigError> {
     let source_name = format!("environment variable {name}");
     let path: Vec<String> = name[ENV_PREFIX.len()..]
         .split("__")
         .map(str::to_ascii_lowercase)
         .collect();
-    let known = toml::Value::try_from(Config::default())
-        .map_err(|error| ConfigError::new(&source_name, error.to_string()))?;
-    let mut expected = &known;
+    let mut expected = known;
     for (depth, part) in path.iter().enumerate() {
         match expected.get(part) {
             Some(next) if depth + 1 < path.len() && next.is_table() => expected = next,
