@@ -145,7 +145,6 @@ impl Application {
         let handshake_timeout =
             Duration::from_secs(state.config.server.tls_handshake_timeout_seconds);
         let graceful = GracefulShutdown::new();
-        let accept_stop = stop.clone();
         tracing::info!(
             https = %https.local_addr().map_or_else(|_| "?".into(), |a| a.to_string()),
             admin = %admin_addr,
@@ -160,7 +159,7 @@ impl Application {
 
         loop {
             let accepted = tokio::select! {
-                () = accept_stop.cancelled() => break,
+                () = stop.cancelled() => break,
                 accepted = https.accept() => accepted,
             };
             let (stream, peer) = match accepted {
