@@ -191,19 +191,25 @@ impl Storage {
         result
     }
 
+    /// Opens only tenancy and documents: what the command line needs for tenants, users and
+    /// clients. SQLite admits other processes, so this works while `serve` holds the rest.
+    pub async fn open_tenancy(
+        config: &StorageConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Tenancy, OpenError> {
+        let documents = open_documents(config, clock).await?;
+        Ok(Tenancy {
+            tenants: documents.clone(),
+            documents,
+        })
+    }
+
     async fn open_each(
         config: &StorageConfig,
         clock: Arc<dyn Clock>,
         opened: &mut Vec<Arc<dyn Engine>>,
     ) -> Result<Storage, OpenError> {
-        let documents = match &config.documents {
-            DocumentBackend::Sqlite => {
-                let path = config.data_dir.join(files::TENANCY);
-                let clock = clock.clone();
-                Arc::new(blocking::run_open(move || sqlite::SqliteStore::open(&path, clock)).await?)
-            }
-            DocumentBackend::Mongo { .. } => return Err(not_compiled("documents", "mongo")),
-        };
+        let documents = open_documents(config, clock.clone()).await?;
         opened.push(documents.clone());
         let events = match &config.events {
             EventBackend::Redb => {
@@ -271,6 +277,34 @@ impl Storage {
             }
         }
         first_failure.map_or(Ok(()), Err)
+    }
+}
+
+/// The tenancy engine alone, for processes that must not hold the whole data dir.
+#[derive(Debug, Clone)]
+pub struct Tenancy {
+    pub tenants: Arc<dyn TenantStore>,
+    pub documents: Arc<dyn DocumentStore>,
+}
+
+impl Tenancy {
+    pub async fn close(&self) -> Result<(), EngineFailure> {
+        self.documents.close().await
+    }
+}
+
+async fn open_documents(
+    config: &StorageConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<sqlite::SqliteStore>, OpenError> {
+    match &config.documents {
+        DocumentBackend::Sqlite => {
+            let path = config.data_dir.join(files::TENANCY);
+            Ok(Arc::new(
+                blocking::run_open(move || sqlite::SqliteStore::open(&path, clock)).await?,
+            ))
+        }
+        DocumentBackend::Mongo { .. } => Err(not_compiled("documents", "mongo")),
     }
 }
 
