@@ -21,6 +21,7 @@ pub struct Config {
     pub storage: StorageSection,
     pub analytics: AnalyticsSection,
     pub search: SearchSection,
+    pub identity: IdentitySection,
     pub log: LogConfig,
 }
 
@@ -120,6 +121,43 @@ impl Default for SearchSection {
             commit_interval_ms: defaults.commit_interval_ms,
             commit_every_docs: defaults.commit_every_docs,
             writer_memory_mb: defaults.writer_memory_mb,
+        }
+    }
+}
+
+/// The OAuth2/OIDC provider: token lifetimes, key rotation and sign-in throttling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentitySection {
+    /// Lifetime of access and ID tokens (OpenFrame: 900).
+    pub access_token_ttl_seconds: u64,
+    /// Lifetime of a refresh token; each use issues a new one (OpenFrame: 604800, 7 days).
+    pub refresh_token_ttl_seconds: u64,
+    /// How long an authorization code may wait to be redeemed.
+    pub authorization_code_ttl_seconds: u64,
+    /// How long a sign-in at `/sas/{tenant}/login` lasts before the user must sign in again.
+    pub session_ttl_seconds: u64,
+    /// How long a rotated-in signing key is published before it signs, so relying parties
+    /// that cache the JWKS learn it first.
+    pub key_rotation_lead_seconds: u64,
+    /// Failed sign-ins per account, within the window, before further attempts are refused.
+    pub login_max_failures_per_account: u32,
+    /// Failed sign-ins per client address, within the window, before it is refused.
+    pub login_max_failures_per_address: u32,
+    pub login_failure_window_seconds: u64,
+}
+
+impl Default for IdentitySection {
+    fn default() -> Self {
+        Self {
+            access_token_ttl_seconds: 900,
+            refresh_token_ttl_seconds: 7 * 24 * 3600,
+            authorization_code_ttl_seconds: 120,
+            session_ttl_seconds: 8 * 3600,
+            key_rotation_lead_seconds: 3600,
+            login_max_failures_per_account: 5,
+            login_max_failures_per_address: 50,
+            login_failure_window_seconds: 900,
         }
     }
 }
@@ -338,6 +376,62 @@ impl Config {
                 "search.commit_every_docs and search.commit_interval_ms must be at least 1".into(),
             ));
         }
+        let identity = &self.identity;
+        let lifetimes = [
+            (
+                "identity.access_token_ttl_seconds",
+                identity.access_token_ttl_seconds,
+                60,
+                86_400,
+            ),
+            (
+                "identity.refresh_token_ttl_seconds",
+                identity.refresh_token_ttl_seconds,
+                300,
+                90 * 86_400,
+            ),
+            (
+                "identity.authorization_code_ttl_seconds",
+                identity.authorization_code_ttl_seconds,
+                10,
+                600,
+            ),
+            (
+                "identity.session_ttl_seconds",
+                identity.session_ttl_seconds,
+                60,
+                30 * 86_400,
+            ),
+            (
+                "identity.key_rotation_lead_seconds",
+                identity.key_rotation_lead_seconds,
+                0,
+                30 * 86_400,
+            ),
+            (
+                "identity.login_failure_window_seconds",
+                identity.login_failure_window_seconds,
+                1,
+                86_400,
+            ),
+        ];
+        for (key, value, low, high) in lifetimes {
+            if !(low..=high).contains(&value) {
+                return Err(invalid(
+                    key,
+                    format!("{value} is out of range {low}..={high}"),
+                ));
+            }
+        }
+        if identity.login_max_failures_per_account == 0
+            || identity.login_max_failures_per_address == 0
+        {
+            return Err(invalid(
+                "identity.login_max_failures_per_account",
+                "identity.login_max_failures_per_account and _per_address must be at least 1"
+                    .into(),
+            ));
+        }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(
                 "log.level",
@@ -353,10 +447,17 @@ impl Config {
     /// The URL clients reach the appliance at.
     pub fn public_url(&self) -> String {
         if self.server.public_url.is_empty() {
-            let host = gethostname::gethostname().to_string_lossy().into_owned();
-            format!("https://{host}:{}", self.server.listen.port())
+            default_public_url(self.server.listen)
         } else {
             self.server.public_url.clone()
+        }
+    }
+
+    /// Fills in `server.public_url` from the address actually bound (port 0 becomes the real
+    /// port), so issuers and links are right from the first request.
+    pub fn resolve_public_url(&mut self, bound: SocketAddr) {
+        if self.server.public_url.is_empty() {
+            self.server.public_url = default_public_url(bound);
         }
     }
 
@@ -388,6 +489,16 @@ impl Config {
             },
         }
     }
+}
+
+/// A loopback-only listener is reachable only as localhost; otherwise the machine's name.
+fn default_public_url(listen: SocketAddr) -> String {
+    let host = if listen.ip().is_loopback() {
+        "localhost".to_owned()
+    } else {
+        gethostname::gethostname().to_string_lossy().into_owned()
+    };
+    format!("https://{host}:{}", listen.port())
 }
 
 /// Sets the key an `OPENFRAME_SECTION__KEY` variable names, refusing names that match no setting.
