@@ -5,6 +5,8 @@
 //! - [`config`]: settings and their precedence (file < environment < flags).
 //! - [`startup`]: [`startup::Application`], built by `main` and the tests alike.
 //! - [`datadir`], [`tls`]: the data directory's lock and the HTTPS certificate.
+//! - [`domain`]: validated values (emails, roles, the password policy); no IO.
+//! - [`identity`]: each tenant's OAuth2/OIDC provider (keys, users, clients, tokens, sign-in).
 //! - [`gateway`]: the public HTTPS edge; [`admin`]: health and metrics on loopback.
 //! - [`error`]: the one table mapping errors to HTTP; [`metrics`], [`telemetry`]: observability.
 //! - [`ops`]: `doctor` and `healthcheck`.
@@ -14,8 +16,10 @@
 pub mod admin;
 pub mod config;
 pub mod datadir;
+pub mod domain;
 pub mod error;
 pub mod gateway;
+pub mod identity;
 pub mod metrics;
 pub mod ops;
 pub mod startup;

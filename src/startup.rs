@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::datadir::DataDirLock;
+use crate::identity::Identity;
+use crate::identity::http::PeerAddr;
 use crate::metrics::Metrics;
 use crate::tls::CertificateFiles;
 
@@ -32,6 +34,8 @@ pub struct AppState {
     /// Set when shutdown begins, so readiness turns 503 and load balancers stop sending.
     pub stopping: Arc<AtomicBool>,
     pub config: Arc<Config>,
+    /// Every tenant's OAuth2/OIDC provider.
+    pub identity: Arc<Identity>,
 }
 
 /// A built appliance: listeners bound, stores open, not yet serving.
@@ -55,7 +59,7 @@ impl std::fmt::Debug for Application {
 }
 
 impl Application {
-    pub async fn build(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+    pub async fn build(mut config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
         let data_dir = config.storage.data_dir.clone();
         let lock = DataDirLock::acquire(&data_dir)?;
 
@@ -74,9 +78,26 @@ impl Application {
         )
         .await?;
 
-        let storage = Storage::open(&config.storage_config(), clock)
+        config.resolve_public_url(https.local_addr()?);
+
+        let storage = Storage::open(&config.storage_config(), clock.clone())
             .await
             .map_err(|error| anyhow::anyhow!("{error}"))?;
+        let identity = Identity::open(
+            storage.tenants.clone(),
+            storage.documents.clone(),
+            &data_dir,
+            &config.identity,
+            &config.public_url(),
+            clock,
+        );
+        let identity = match identity {
+            Ok(identity) => Arc::new(identity),
+            Err(error) => {
+                let _ = storage.close().await;
+                return Err(error.context("cannot start identity"));
+            }
+        };
 
         Ok(Application {
             state: AppState {
@@ -84,6 +105,7 @@ impl Application {
                 metrics: Metrics::new(),
                 stopping: Arc::new(AtomicBool::new(false)),
                 config: Arc::new(config),
+                identity,
             },
             https,
             admin,
@@ -173,7 +195,14 @@ impl Application {
             };
             let _ = stream.set_nodelay(true);
             let tls = tls.clone();
-            let service = TowerToHyperService::new(public_router.clone());
+            // Handlers that throttle by client address find it as a request extension.
+            let router = public_router.clone();
+            let service = TowerToHyperService::new(tower::service_fn(
+                move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(PeerAddr(peer));
+                    tower::ServiceExt::oneshot(router.clone(), request)
+                },
+            ));
             let watcher = graceful.watcher();
             let metrics = state.metrics.clone();
             tokio::spawn(async move {

@@ -16,6 +16,7 @@ use crate::startup::AppState;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(front_page))
+        .merge(crate::identity::http::router())
         .fallback(not_found)
         // Outermost last: metrics see the final status, security headers apply to every answer.
         .layer(middleware::from_fn_with_state(

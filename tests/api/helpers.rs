@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use openframe::config::{CliOverrides, Config};
 use openframe::startup::{AppState, Application};
-use openframe_storage::model::SystemClock;
+use openframe_storage::Clock;
+use openframe_storage::model::{ManualClock, SystemClock};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tempfile::TempDir;
@@ -50,11 +51,22 @@ pub(crate) async fn spawn_app_in(data_dir: &Path) -> TestApp {
 }
 
 pub(crate) async fn spawn_with(config: Config) -> TestApp {
+    spawn_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// An appliance whose clock the test controls (token lifetimes, key rotation, throttling).
+pub(crate) async fn spawn_at(clock: &ManualClock) -> TestApp {
+    let dir = TempDir::new().unwrap();
+    let config = test_config(&dir.path().join("data"));
+    let mut app = spawn_with_clock(config, Arc::new(clock.clone())).await;
+    app._dir = Some(dir);
+    app
+}
+
+pub(crate) async fn spawn_with_clock(config: Config, clock: Arc<dyn Clock>) -> TestApp {
     let data_dir = config.storage.data_dir.clone();
     let served_cert = openframe::tls::CertificateFiles::resolve(&config.tls, &data_dir).cert;
-    let application = Application::build(config, Arc::new(SystemClock))
-        .await
-        .unwrap();
+    let application = Application::build(config, clock).await.unwrap();
     let (https_addr, admin_addr) = (application.https_addr(), application.admin_addr());
     let state = application.state().clone();
     let (shutdown, stopped) = oneshot::channel::<()>();
@@ -74,9 +86,22 @@ pub(crate) async fn spawn_with(config: Config) -> TestApp {
     }
 }
 
+/// Like [`trusting_client`], but returns redirects instead of following them, as a test of a
+/// browser flow must see each hop.
+pub(crate) fn browser_client(cert: &Path) -> reqwest::Client {
+    trusting_builder(cert)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
 /// An HTTPS client whose only trust anchor is `cert`: if the appliance served anything else, or a
 /// certificate without the name we connect to, requests fail.
 pub(crate) fn trusting_client(cert: &Path) -> reqwest::Client {
+    trusting_builder(cert).build().unwrap()
+}
+
+fn trusting_builder(cert: &Path) -> reqwest::ClientBuilder {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_file(cert).unwrap())
@@ -87,15 +112,16 @@ pub(crate) fn trusting_client(cert: &Path) -> reqwest::Client {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .build()
-        .unwrap()
+    reqwest::Client::builder().tls_backend_preconfigured(tls)
 }
 
 impl TestApp {
     pub(crate) fn https_url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.https_addr.port())
+    }
+
+    pub(crate) fn cert_path(&self) -> PathBuf {
+        self.data_dir.join("tls").join("cert.pem")
     }
 
     pub(crate) fn admin_url(&self, path: &str) -> String {

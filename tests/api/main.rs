@@ -10,4 +10,5 @@ mod cli;
 mod config;
 mod data_dir;
 mod health;
+mod identity;
 mod shutdown;

@@ -1,0 +1,400 @@
+//! Identity: every tenant is its own OAuth 2.0 / OpenID Connect provider at
+//! `{public_url}/sas/{tenant}`, with its own signing keys, users and clients.
+//!
+//! This module owns tenants' keys, users, clients, codes, refresh-token families and sign-in
+//! sessions. It does not decide what a token may do at other endpoints (that is the gateway's
+//! job); it issues, verifies and revokes.
+//!
+//! Reading order: [`crypto`] (master key, digests), [`jwt`] (pinned RS256), [`keys`] (rotation),
+//! [`store`] (records), [`rules`] (PKCE, redirects, scopes), [`tokens`] (grants), [`http`]
+//! (the endpoints), [`admin`] (what the command line does).
+
+pub mod admin;
+pub mod crypto;
+pub mod http;
+pub mod jwt;
+pub mod keys;
+pub mod password;
+pub mod rules;
+pub mod store;
+pub mod throttle;
+pub mod tokens;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openframe_storage::documents::{Tenant, TenantStatus};
+use openframe_storage::error::DocumentError;
+use openframe_storage::model::{Clock, TenantId};
+use openframe_storage::{DocumentStore, TenantStore};
+
+use crate::config::IdentitySection;
+use crate::domain::{Email, Invalid, Role};
+use crypto::MasterKey;
+use keys::SigningKeys;
+use store::{ClientRecord, IdentityStore, UserRecord};
+use throttle::{Limits, LoginThrottle};
+
+/// The built-in browser client every tenant has (OpenFrame's BFF client).
+pub const GATEWAY_CLIENT_ID: &str = "openframe-gateway";
+
+/// Lifetimes and limits, from `[identity]`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub code_ttl: Duration,
+    pub session_ttl: Duration,
+}
+
+/// The identity service: shared by the HTTP handlers and the command line.
+#[derive(Debug)]
+pub struct Identity {
+    pub tenants: Arc<dyn TenantStore>,
+    pub store: IdentityStore,
+    pub keys: SigningKeys,
+    master: Arc<MasterKey>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: Settings,
+    /// `https://host:port`, no trailing slash; issuers are `{public_url}/sas/{tenant}`.
+    public_url: String,
+    pub throttle: LoginThrottle,
+}
+
+/// Failures of identity operations that a caller can act on, plus the unexpected.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("tenant {0:?} does not exist or is not active")]
+    InvalidTenant(String),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("a store is unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Unexpected(anyhow::Error),
+}
+
+impl From<DocumentError> for IdentityError {
+    fn from(error: DocumentError) -> Self {
+        match error {
+            DocumentError::AlreadyExists { what } => {
+                IdentityError::Conflict(format!("{what} already exists"))
+            }
+            DocumentError::NotFound { what } => {
+                IdentityError::NotFound(format!("{what} not found"))
+            }
+            DocumentError::Unavailable(failure) => IdentityError::Unavailable(failure.to_string()),
+            other => IdentityError::Unexpected(anyhow::anyhow!(other)),
+        }
+    }
+}
+
+impl From<anyhow::Error> for IdentityError {
+    fn from(error: anyhow::Error) -> Self {
+        IdentityError::Unexpected(error)
+    }
+}
+
+/// A user to create.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub email: Email,
+    pub password: Option<String>,
+    pub roles: Vec<Role>,
+    pub first_name: String,
+    pub last_name: String,
+}
+
+/// A relying party to register.
+#[derive(Debug, Clone)]
+pub struct NewClient {
+    pub name: String,
+    pub public: bool,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Empty: `authorization_code` and `refresh_token`.
+    pub grant_types: Vec<String>,
+}
+
+/// A registered client and, for a confidential one, its secret: shown once, never stored.
+#[derive(Debug, Clone)]
+pub struct CreatedClient {
+    pub client: ClientRecord,
+    pub secret: Option<String>,
+}
+
+const GRANTS: &[&str] = &["authorization_code", "refresh_token", "client_credentials"];
+
+fn seconds(value: u64) -> Duration {
+    Duration::from_secs(value)
+}
+
+impl Identity {
+    /// Opens the identity service over the tenancy stores; creates the master key on first use.
+    pub fn open(
+        tenants: Arc<dyn TenantStore>,
+        documents: Arc<dyn DocumentStore>,
+        data_dir: &Path,
+        config: &IdentitySection,
+        public_url: &str,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Identity> {
+        let master = Arc::new(MasterKey::load_or_create(data_dir)?);
+        let store = IdentityStore::new(documents)?;
+        let settings = Settings {
+            access_ttl: seconds(config.access_token_ttl_seconds),
+            refresh_ttl: seconds(config.refresh_token_ttl_seconds),
+            code_ttl: seconds(config.authorization_code_ttl_seconds),
+            session_ttl: seconds(config.session_ttl_seconds),
+        };
+        let keys = SigningKeys::new(
+            store.clone(),
+            master.clone(),
+            clock.clone(),
+            seconds(config.key_rotation_lead_seconds),
+            settings.access_ttl,
+        );
+        let limits = Limits {
+            per_account: config.login_max_failures_per_account as usize,
+            per_address: config.login_max_failures_per_address as usize,
+            window_ms: i64::try_from(config.login_failure_window_seconds * 1000)
+                .unwrap_or(i64::MAX),
+        };
+        Ok(Identity {
+            tenants,
+            store,
+            keys,
+            throttle: LoginThrottle::new(limits, clock.clone()),
+            master,
+            clock,
+            settings,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// `{public_url}/sas/{tenant}`: the `iss` of everything this tenant signs.
+    pub fn issuer(&self, tenant: &TenantId) -> String {
+        format!("{}/sas/{}", self.public_url, tenant.as_str())
+    }
+
+    pub(crate) fn master(&self) -> &MasterKey {
+        &self.master
+    }
+
+    /// The tenant named in a path, if it exists and is active; otherwise `InvalidTenant`, the
+    /// same answer for "malformed", "unknown" and "suspended", so nothing leaks.
+    pub async fn active_tenant(&self, raw: &str) -> Result<Tenant, IdentityError> {
+        let invalid = || IdentityError::InvalidTenant(raw.chars().take(63).collect());
+        let id = TenantId::parse(raw).map_err(|_| invalid())?;
+        match self.tenants.tenant(&id).await? {
+            Some(tenant) if tenant.status == TenantStatus::Active => Ok(tenant),
+            _ => Err(invalid()),
+        }
+    }
+
+    /// Creates a tenant and its built-in browser client. Its first signing key is made on
+    /// first need.
+    pub async fn create_tenant(&self, id: &TenantId, name: &str) -> Result<Tenant, IdentityError> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(Invalid::new("name", "must be 1 to 100 printable characters").into());
+        }
+        let tenant = Tenant {
+            id: id.clone(),
+            name: name.to_owned(),
+            status: TenantStatus::Active,
+            created_at: self.clock.now_ms(),
+        };
+        self.tenants
+            .create_tenant(&tenant)
+            .await
+            .map_err(|error| match error {
+                DocumentError::AlreadyExists { .. } => {
+                    IdentityError::Conflict(format!("tenant {:?} already exists", id.as_str()))
+                }
+                other => other.into(),
+            })?;
+        self.ensure_gateway_client(id).await?;
+        Ok(tenant)
+    }
+
+    /// The built-in client: public, PKCE required, redirecting to `{public_url}/oauth/callback`.
+    pub async fn ensure_gateway_client(&self, tenant: &TenantId) -> Result<(), IdentityError> {
+        if self
+            .store
+            .client(tenant, GATEWAY_CLIENT_ID)
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let client = ClientRecord {
+            client_id: GATEWAY_CLIENT_ID.to_owned(),
+            name: "OpenFrame browser sign-in".to_owned(),
+            secret_hash: None,
+            grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+            redirect_uris: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
+            scopes: rules::SUPPORTED_SCOPES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            require_pkce: true,
+            built_in: true,
+            created_at: self.clock.now_ms(),
+        };
+        match self.store.insert_client(tenant, &client).await {
+            Ok(()) | Err(DocumentError::AlreadyExists { .. }) => Ok(()),
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// A client as the endpoints see it: the built-in one's URIs follow the public URL.
+    pub async fn client(
+        &self,
+        tenant: &TenantId,
+        client_id: &str,
+    ) -> Result<Option<ClientRecord>, IdentityError> {
+        let Some(mut client) = self.store.client(tenant, client_id).await? else {
+            return Ok(None);
+        };
+        if client.built_in {
+            client.redirect_uris = vec![format!("{}/oauth/callback", self.public_url)];
+            client.post_logout_redirect_uris = vec![format!("{}/", self.public_url)];
+        }
+        Ok(Some(client))
+    }
+
+    pub async fn create_user(
+        &self,
+        tenant: &TenantId,
+        new: NewUser,
+    ) -> Result<UserRecord, IdentityError> {
+        if new.roles.is_empty() {
+            return Err(Invalid::new("roles", "give at least one role: OWNER or ADMIN").into());
+        }
+        for (field, name) in [("firstName", &new.first_name), ("lastName", &new.last_name)] {
+            if !name.is_empty() {
+                crate::domain::check_display_name(field, name)?;
+            }
+        }
+        let password_hash = match new.password {
+            Some(password) => {
+                crate::domain::check_password_policy(&password)?;
+                Some(password::hash(password).await?)
+            }
+            None => None,
+        };
+        let now = self.clock.now_ms();
+        let user = UserRecord {
+            id: crypto::random_uuid()?,
+            email: new.email.as_str().to_owned(),
+            first_name: new.first_name,
+            last_name: new.last_name,
+            roles: new
+                .roles
+                .iter()
+                .map(|role| role.as_str().to_owned())
+                .collect(),
+            status: "ACTIVE".to_owned(),
+            password_hash,
+            login_provider: "LOCAL".to_owned(),
+            email_verified: false,
+            created_at: now,
+            updated_at: now,
+            last_login: None,
+        };
+        self.store.insert_user(tenant, &user).await?;
+        Ok(user)
+    }
+
+    pub async fn create_client(
+        &self,
+        tenant: &TenantId,
+        new: NewClient,
+    ) -> Result<CreatedClient, IdentityError> {
+        let name = new.name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(Invalid::new("name", "must be 1 to 100 characters").into());
+        }
+        let grant_types = if new.grant_types.is_empty() {
+            vec!["authorization_code".to_owned(), "refresh_token".to_owned()]
+        } else {
+            new.grant_types
+        };
+        for grant in &grant_types {
+            if !GRANTS.contains(&grant.as_str()) {
+                return Err(Invalid::new(
+                    "grant",
+                    format!("{grant:?} is not a grant; use authorization_code, refresh_token or client_credentials"),
+                )
+                .into());
+            }
+        }
+        if new.public
+            && grant_types
+                .iter()
+                .any(|grant| grant == "client_credentials")
+        {
+            return Err(Invalid::new(
+                "grant",
+                "a public client has no secret, so it cannot use client_credentials",
+            )
+            .into());
+        }
+        let wants_code = grant_types
+            .iter()
+            .any(|grant| grant == "authorization_code");
+        if wants_code && new.redirect_uris.is_empty() {
+            return Err(Invalid::new(
+                "redirect_uri",
+                "the authorization_code grant needs at least one redirect URI",
+            )
+            .into());
+        }
+        for uri in new
+            .redirect_uris
+            .iter()
+            .chain(&new.post_logout_redirect_uris)
+        {
+            rules::check_redirect_uri(uri)
+                .map_err(|problem| Invalid::new("redirect_uri", problem))?;
+        }
+        let secret = if new.public {
+            None
+        } else {
+            Some(format!("ofs_{}", crypto::random_token()?))
+        };
+        let client = ClientRecord {
+            client_id: format!(
+                "ofc_{}",
+                crypto::random_token()?.get(..22).unwrap_or_default()
+            ),
+            name: name.to_owned(),
+            secret_hash: secret
+                .as_deref()
+                .map(|secret| crypto::sha256_hex(secret.as_bytes())),
+            grant_types,
+            redirect_uris: new.redirect_uris,
+            post_logout_redirect_uris: new.post_logout_redirect_uris,
+            scopes: rules::SUPPORTED_SCOPES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            require_pkce: new.public,
+            built_in: false,
+            created_at: self.clock.now_ms(),
+        };
+        self.store.insert_client(tenant, &client).await?;
+        Ok(CreatedClient { client, secret })
+    }
+}

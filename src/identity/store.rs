@@ -1,0 +1,569 @@
+//! The identity module's records and how they sit in the document store, one collection each.
+//! Everything is addressed by tenant, so nothing one tenant issued is even visible to another.
+//!
+//! Presented secrets (codes, refresh tokens, sessions) are stored under the SHA-256 of the secret,
+//! never the secret. Single use is enforced with the store's optimistic versions: of two requests
+//! racing to use one code, exactly one wins the versioned replace.
+
+use std::sync::Arc;
+
+use openframe_storage::DocumentStore;
+use openframe_storage::documents::Document;
+use openframe_storage::error::DocumentError;
+use openframe_storage::model::{Collection, DocumentId, TenantId, UnixMillis};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::crypto::sha256_hex;
+use crate::domain::Email;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UserRecord {
+    pub id: String,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    /// `OWNER`, `ADMIN`: the stored roles; tokens carry the effective ones.
+    pub roles: Vec<String>,
+    /// `ACTIVE` or `DISABLED`.
+    pub status: String,
+    /// argon2id in PHC format; `None` for users who only sign in through an upstream provider.
+    pub password_hash: Option<String>,
+    pub login_provider: String,
+    pub email_verified: bool,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+    pub last_login: Option<UnixMillis>,
+}
+
+impl UserRecord {
+    pub fn is_active(&self) -> bool {
+        self.status == "ACTIVE"
+    }
+}
+
+/// A relying party registered with one tenant.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientRecord {
+    pub client_id: String,
+    pub name: String,
+    /// SHA-256 (hex) of the secret, for confidential clients. Secrets are 256-bit random values,
+    /// so a fast hash is enough; the secret itself is shown once, at creation.
+    pub secret_hash: Option<String>,
+    pub grant_types: Vec<String>,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub scopes: Vec<String>,
+    /// PKCE (S256) is required of public clients and of the built-in browser client.
+    pub require_pkce: bool,
+    /// The built-in browser client, whose redirect URI follows `server.public_url`.
+    pub built_in: bool,
+    pub created_at: UnixMillis,
+}
+
+impl ClientRecord {
+    pub fn is_public(&self) -> bool {
+        self.secret_hash.is_none()
+    }
+
+    pub fn allows_grant(&self, grant: &str) -> bool {
+        self.grant_types.iter().any(|allowed| allowed == grant)
+    }
+}
+
+/// A tenant's RSA signing key. It signs from `signs_from` until a newer key's `signs_from`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRecord {
+    pub kid: String,
+    /// Modulus and exponent, base64url: what the JWKS publishes.
+    pub n: String,
+    pub e: String,
+    /// PKCS#8 DER of the private key, sealed with the master key (AES-256-GCM), base64url.
+    pub private_sealed: String,
+    pub created_at: UnixMillis,
+    pub signs_from: UnixMillis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeRecord {
+    pub client_id: String,
+    pub user_id: String,
+    pub redirect_uri: String,
+    pub scope: String,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub auth_time: UnixMillis,
+    pub expires_at: UnixMillis,
+    /// Set when redeemed; a second redemption revokes what the first one issued (RFC 6749 §4.1.2).
+    pub family: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshRecord {
+    pub family: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub scope: String,
+    pub auth_time: UnixMillis,
+    pub expires_at: UnixMillis,
+    pub used: bool,
+}
+
+/// Every token descending from one authorization: revoking the family revokes them all.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FamilyRecord {
+    pub client_id: String,
+    pub user_id: String,
+    pub revoked: bool,
+    pub created_at: UnixMillis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRecord {
+    pub user_id: String,
+    pub auth_time: UnixMillis,
+    pub expires_at: UnixMillis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokedRecord {
+    pub expires_at: UnixMillis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+struct EmailClaim {
+    user_id: String,
+}
+
+/// A record and the version the store holds, for versioned replaces.
+#[derive(Debug, Clone)]
+pub struct Versioned<T> {
+    pub record: T,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Collections {
+    users: Collection,
+    user_emails: Collection,
+    clients: Collection,
+    keys: Collection,
+    codes: Collection,
+    refresh: Collection,
+    families: Collection,
+    sessions: Collection,
+    revoked: Collection,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityStore {
+    documents: Arc<dyn DocumentStore>,
+    c: Collections,
+}
+
+fn collection(name: &str) -> anyhow::Result<Collection> {
+    Collection::parse(name).map_err(|error| anyhow::anyhow!("{error}"))
+}
+
+fn id(value: &str) -> Result<DocumentId, DocumentError> {
+    DocumentId::parse(value).map_err(|error| DocumentError::Invalid(error.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(document: Document) -> Result<Versioned<T>, DocumentError> {
+    let record = serde_json::from_value(document.body).map_err(|error| {
+        DocumentError::Invalid(format!("stored record {}: {error}", document.id.as_str()))
+    })?;
+    Ok(Versioned {
+        record,
+        version: document.version,
+    })
+}
+
+fn encode<T: Serialize>(record: &T) -> Result<serde_json::Value, DocumentError> {
+    serde_json::to_value(record).map_err(|error| DocumentError::Invalid(error.to_string()))
+}
+
+impl IdentityStore {
+    pub fn new(documents: Arc<dyn DocumentStore>) -> anyhow::Result<IdentityStore> {
+        Ok(IdentityStore {
+            documents,
+            c: Collections {
+                users: collection("users")?,
+                user_emails: collection("user_emails")?,
+                clients: collection("oauth_clients")?,
+                keys: collection("tenant_keys")?,
+                codes: collection("oauth_codes")?,
+                refresh: collection("oauth_refresh_tokens")?,
+                families: collection("oauth_token_families")?,
+                sessions: collection("sas_sessions")?,
+                revoked: collection("oauth_revoked_tokens")?,
+            },
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        tenant: &TenantId,
+        collection: &Collection,
+        key: &str,
+    ) -> Result<Option<Versioned<T>>, DocumentError> {
+        match self.documents.get(tenant, collection, &id(key)?).await? {
+            Some(document) => Ok(Some(decode(document)?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn insert<T: Serialize>(
+        &self,
+        tenant: &TenantId,
+        collection: &Collection,
+        key: &str,
+        record: &T,
+    ) -> Result<(), DocumentError> {
+        self.documents
+            .insert(tenant, collection, &id(key)?, &encode(record)?)
+            .await
+            .map(|_| ())
+    }
+
+    async fn replace<T: Serialize>(
+        &self,
+        tenant: &TenantId,
+        collection: &Collection,
+        key: &str,
+        record: &T,
+        expected_version: Option<u64>,
+    ) -> Result<(), DocumentError> {
+        self.documents
+            .replace(
+                tenant,
+                collection,
+                &id(key)?,
+                &encode(record)?,
+                expected_version,
+            )
+            .await
+            .map(|_| ())
+    }
+
+    // Users. The email claim document makes "one account per email per tenant" atomic.
+
+    pub async fn insert_user(
+        &self,
+        tenant: &TenantId,
+        user: &UserRecord,
+    ) -> Result<(), DocumentError> {
+        let claim_id = sha256_hex(user.email.as_bytes());
+        let claim = EmailClaim {
+            user_id: user.id.clone(),
+        };
+        self.insert(tenant, &self.c.user_emails, &claim_id, &claim)
+            .await
+            .map_err(|error| match error {
+                DocumentError::AlreadyExists { .. } => DocumentError::AlreadyExists {
+                    what: format!("a user with email {}", user.email),
+                },
+                other => other,
+            })?;
+        if let Err(error) = self.insert(tenant, &self.c.users, &user.id, user).await {
+            // Give the email back, so a failed creation can be retried.
+            let _ = self
+                .documents
+                .delete(tenant, &self.c.user_emails, &id(&claim_id)?, None)
+                .await;
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    pub async fn user(
+        &self,
+        tenant: &TenantId,
+        user_id: &str,
+    ) -> Result<Option<Versioned<UserRecord>>, DocumentError> {
+        self.get(tenant, &self.c.users, user_id).await
+    }
+
+    pub async fn user_by_email(
+        &self,
+        tenant: &TenantId,
+        email: &Email,
+    ) -> Result<Option<Versioned<UserRecord>>, DocumentError> {
+        let claim: Option<Versioned<EmailClaim>> = self
+            .get(
+                tenant,
+                &self.c.user_emails,
+                &sha256_hex(email.as_str().as_bytes()),
+            )
+            .await?;
+        match claim {
+            Some(claim) => self.user(tenant, &claim.record.user_id).await,
+            None => Ok(None),
+        }
+    }
+
+    pub async fn replace_user(
+        &self,
+        tenant: &TenantId,
+        user: &Versioned<UserRecord>,
+    ) -> Result<(), DocumentError> {
+        self.replace(
+            tenant,
+            &self.c.users,
+            &user.record.id,
+            &user.record,
+            Some(user.version),
+        )
+        .await
+    }
+
+    pub async fn count_users(&self, tenant: &TenantId) -> Result<u64, DocumentError> {
+        self.documents.count(tenant, &self.c.users).await
+    }
+
+    // Clients.
+
+    pub async fn insert_client(
+        &self,
+        tenant: &TenantId,
+        client: &ClientRecord,
+    ) -> Result<(), DocumentError> {
+        self.insert(tenant, &self.c.clients, &client.client_id, client)
+            .await
+    }
+
+    pub async fn client(
+        &self,
+        tenant: &TenantId,
+        client_id: &str,
+    ) -> Result<Option<ClientRecord>, DocumentError> {
+        if DocumentId::parse(client_id).is_err() {
+            return Ok(None);
+        }
+        Ok(self
+            .get(tenant, &self.c.clients, client_id)
+            .await?
+            .map(|versioned| versioned.record))
+    }
+
+    // Signing keys.
+
+    pub async fn keys(&self, tenant: &TenantId) -> Result<Vec<KeyRecord>, DocumentError> {
+        let mut keys = Vec::new();
+        let mut after: Option<DocumentId> = None;
+        loop {
+            let page = self
+                .documents
+                .list(tenant, &self.c.keys, after.as_ref(), 100)
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            let full = page.len() == 100;
+            for document in page {
+                keys.push(decode::<KeyRecord>(document)?.record);
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(keys)
+    }
+
+    pub async fn insert_key(
+        &self,
+        tenant: &TenantId,
+        key: &KeyRecord,
+    ) -> Result<(), DocumentError> {
+        self.insert(tenant, &self.c.keys, &key.kid, key).await
+    }
+
+    // Authorization codes, keyed by the SHA-256 of the code.
+
+    pub async fn insert_code(
+        &self,
+        tenant: &TenantId,
+        code_hash: &str,
+        code: &CodeRecord,
+    ) -> Result<(), DocumentError> {
+        self.insert(tenant, &self.c.codes, code_hash, code).await
+    }
+
+    pub async fn code(
+        &self,
+        tenant: &TenantId,
+        code_hash: &str,
+    ) -> Result<Option<Versioned<CodeRecord>>, DocumentError> {
+        self.get(tenant, &self.c.codes, code_hash).await
+    }
+
+    /// Marks a code redeemed; fails with a version conflict if someone else redeemed it first.
+    pub async fn redeem_code(
+        &self,
+        tenant: &TenantId,
+        code_hash: &str,
+        code: &Versioned<CodeRecord>,
+    ) -> Result<(), DocumentError> {
+        self.replace(
+            tenant,
+            &self.c.codes,
+            code_hash,
+            &code.record,
+            Some(code.version),
+        )
+        .await
+    }
+
+    // Refresh tokens and their families.
+
+    pub async fn insert_refresh(
+        &self,
+        tenant: &TenantId,
+        token_hash: &str,
+        refresh: &RefreshRecord,
+    ) -> Result<(), DocumentError> {
+        self.insert(tenant, &self.c.refresh, token_hash, refresh)
+            .await
+    }
+
+    pub async fn refresh(
+        &self,
+        tenant: &TenantId,
+        token_hash: &str,
+    ) -> Result<Option<Versioned<RefreshRecord>>, DocumentError> {
+        self.get(tenant, &self.c.refresh, token_hash).await
+    }
+
+    pub async fn mark_refresh_used(
+        &self,
+        tenant: &TenantId,
+        token_hash: &str,
+        refresh: &Versioned<RefreshRecord>,
+    ) -> Result<(), DocumentError> {
+        let mut used = refresh.record.clone();
+        used.used = true;
+        self.replace(
+            tenant,
+            &self.c.refresh,
+            token_hash,
+            &used,
+            Some(refresh.version),
+        )
+        .await
+    }
+
+    pub async fn insert_family(
+        &self,
+        tenant: &TenantId,
+        family_id: &str,
+        family: &FamilyRecord,
+    ) -> Result<(), DocumentError> {
+        self.insert(tenant, &self.c.families, family_id, family)
+            .await
+    }
+
+    pub async fn family(
+        &self,
+        tenant: &TenantId,
+        family_id: &str,
+    ) -> Result<Option<FamilyRecord>, DocumentError> {
+        if DocumentId::parse(family_id).is_err() {
+            return Ok(None);
+        }
+        Ok(self
+            .get(tenant, &self.c.families, family_id)
+            .await?
+            .map(|versioned| versioned.record))
+    }
+
+    /// Revokes every token of a family. Idempotent; a missing family is created revoked, so a
+    /// token naming it can never become valid.
+    pub async fn revoke_family(
+        &self,
+        tenant: &TenantId,
+        family_id: &str,
+        fallback: FamilyRecord,
+    ) -> Result<(), DocumentError> {
+        let mut family = self
+            .get::<FamilyRecord>(tenant, &self.c.families, family_id)
+            .await?
+            .map_or(fallback, |versioned| versioned.record);
+        family.revoked = true;
+        self.replace(tenant, &self.c.families, family_id, &family, None)
+            .await
+    }
+
+    // Revoked access tokens, by jti, kept until they would have expired anyway.
+
+    pub async fn revoke_jti(
+        &self,
+        tenant: &TenantId,
+        jti: &str,
+        expires_at: UnixMillis,
+    ) -> Result<(), DocumentError> {
+        self.replace(
+            tenant,
+            &self.c.revoked,
+            jti,
+            &RevokedRecord { expires_at },
+            None,
+        )
+        .await
+    }
+
+    pub async fn is_jti_revoked(
+        &self,
+        tenant: &TenantId,
+        jti: &str,
+    ) -> Result<bool, DocumentError> {
+        if DocumentId::parse(jti).is_err() {
+            return Ok(true);
+        }
+        Ok(self
+            .get::<RevokedRecord>(tenant, &self.c.revoked, jti)
+            .await?
+            .is_some())
+    }
+
+    // Browser sessions at the authorization server, keyed by the SHA-256 of the cookie value.
+
+    pub async fn insert_session(
+        &self,
+        tenant: &TenantId,
+        session_hash: &str,
+        session: &SessionRecord,
+    ) -> Result<(), DocumentError> {
+        self.insert(tenant, &self.c.sessions, session_hash, session)
+            .await
+    }
+
+    pub async fn session(
+        &self,
+        tenant: &TenantId,
+        session_hash: &str,
+    ) -> Result<Option<SessionRecord>, DocumentError> {
+        Ok(self
+            .get(tenant, &self.c.sessions, session_hash)
+            .await?
+            .map(|versioned| versioned.record))
+    }
+
+    pub async fn delete_session(
+        &self,
+        tenant: &TenantId,
+        session_hash: &str,
+    ) -> Result<(), DocumentError> {
+        self.documents
+            .delete(tenant, &self.c.sessions, &id(session_hash)?, None)
+            .await
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,8 @@
+//! The OAuth2/OIDC provider, driven from outside: an independent relying party (the
+//! `openidconnect` crate), a cookie-keeping browser, and hand-forged attacks.
+
+mod support;
+
+mod flow;
+mod rotation;
+mod security;
