@@ -9,7 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use std::os::unix::fs::DirBuilderExt;
+
 use openframe::config::{CliOverrides, Config, LogFormat};
+use openframe::identity::admin;
+use openframe::identity::{Identity, IdentityError, NewClient};
 use openframe::ops::Verdict;
 use openframe::startup::Application;
 
@@ -40,8 +44,120 @@ enum Command {
     },
     /// Check the machine and data dir for what `serve` needs.
     Doctor(ConfigArgs),
+    /// Bootstrap a data dir: a tenant, its built-in client and an OWNER. Safe to run again.
+    Init(InitArgs),
+    /// Create, list or rotate the keys of tenants.
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Create users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Register OAuth clients (relying parties).
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
     /// Print the version.
     Version,
+}
+
+/// Where the data is, and how to print the answer. These commands open only the tenancy store,
+/// so they work whether or not `serve` is running on the same data dir.
+#[derive(Debug, Args)]
+struct TenancyArgs {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct InitArgs {
+    #[command(flatten)]
+    tenancy: TenancyArgs,
+    /// The tenant id: 2-63 characters of a-z, 0-9 and '-'.
+    #[arg(long)]
+    tenant: String,
+    /// The tenant's display name (default: the id).
+    #[arg(long)]
+    tenant_name: Option<String>,
+    #[arg(long)]
+    admin_email: String,
+    /// Omit to have one generated and printed once.
+    #[arg(long)]
+    admin_password: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    Create {
+        #[command(flatten)]
+        tenancy: TenancyArgs,
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+    },
+    List {
+        #[command(flatten)]
+        tenancy: TenancyArgs,
+    },
+    /// Add a signing key: published now, signing after `identity.key_rotation_lead_seconds`.
+    RotateKeys {
+        #[command(flatten)]
+        tenancy: TenancyArgs,
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    Create {
+        #[command(flatten)]
+        tenancy: TenancyArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: String,
+        /// OWNER or ADMIN.
+        #[arg(long, default_value = "ADMIN")]
+        role: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    Create {
+        #[command(flatten)]
+        tenancy: TenancyArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        /// Exact redirect URI; repeat for several.
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// Where RP-initiated logout may return; repeat for several.
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_redirect_uris: Vec<String>,
+        /// A public client (no secret, PKCE required), e.g. a single-page or native app.
+        #[arg(long)]
+        public: bool,
+        /// authorization_code, refresh_token or client_credentials; repeat for several.
+        /// Default: authorization_code and refresh_token.
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -116,6 +232,108 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Init(args) => with_identity(&args.tenancy, async |identity| {
+            let outcome = admin::init(
+                identity,
+                &args.tenant,
+                args.tenant_name.as_deref(),
+                &args.admin_email,
+                args.admin_password.as_deref(),
+            )
+            .await?;
+            let mut text = format!(
+                "tenant {} ({}): {}\nowner {}: {}\nsign in at {}",
+                outcome.tenant.id,
+                outcome.tenant.name,
+                if outcome.tenant_created {
+                    "created"
+                } else {
+                    "already there"
+                },
+                outcome.admin_email,
+                if outcome.admin_created {
+                    "created"
+                } else {
+                    "already there (password unchanged)"
+                },
+                outcome.sign_in_url,
+            );
+            if let Some(password) = &outcome.generated_password {
+                text.push_str(&format!("\ngenerated password (shown once): {password}"));
+            }
+            Ok(Printed::new(&outcome, text))
+        }),
+        Command::Tenant { command } => match command {
+            TenantCommand::Create { tenancy, id, name } => {
+                with_identity(&tenancy, async |identity| {
+                    let tenant = admin::create_tenant(identity, &id, &name).await?;
+                    let text = format!("created tenant {}; issuer {}", tenant.id, tenant.issuer);
+                    Ok(Printed::new(&tenant, text))
+                })
+            }
+            TenantCommand::List { tenancy } => with_identity(&tenancy, async |identity| {
+                let tenants = admin::list_tenants(identity).await?;
+                let text = tenants
+                    .iter()
+                    .map(|t| format!("{}\t{}\t{}\t{}", t.id, t.status, t.name, t.issuer))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                Ok(Printed::new(&tenants, text))
+            }),
+            TenantCommand::RotateKeys { tenancy, tenant } => {
+                with_identity(&tenancy, async |identity| {
+                    let rotation = admin::rotate_keys(identity, &tenant).await?;
+                    let text = format!(
+                        "new key {} is published now and signs from {} (Unix ms); the previous key stays published until its tokens expire",
+                        rotation.new_kid, rotation.signs_from
+                    );
+                    Ok(Printed::new(&rotation, text))
+                })
+            }
+        },
+        Command::User {
+            command:
+                UserCommand::Create {
+                    tenancy,
+                    tenant,
+                    email,
+                    password,
+                    role,
+                },
+        } => with_identity(&tenancy, async |identity| {
+            let user = admin::create_user(identity, &tenant, &email, &password, &role).await?;
+            let text = format!(
+                "created user {} ({}) in tenant {}",
+                user.email, user.id, user.tenant_id
+            );
+            Ok(Printed::new(&user, text))
+        }),
+        Command::Client {
+            command:
+                ClientCommand::Create {
+                    tenancy,
+                    tenant,
+                    name,
+                    redirect_uris,
+                    post_logout_redirect_uris,
+                    public,
+                    grants,
+                },
+        } => with_identity(&tenancy, async |identity| {
+            let new = NewClient {
+                name,
+                public,
+                redirect_uris,
+                post_logout_redirect_uris,
+                grant_types: grants,
+            };
+            let client = admin::create_client(identity, &tenant, new).await?;
+            let mut text = format!("client_id: {}", client.client_id);
+            if let Some(secret) = &client.client_secret {
+                text.push_str(&format!("\nclient_secret (shown once): {secret}"));
+            }
+            Ok(Printed::new(&client, text))
+        }),
         Command::Healthcheck {
             url,
             ca_cert,
@@ -135,10 +353,100 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A command's result, as JSON and as text.
+struct Printed {
+    json: serde_json::Value,
+    text: String,
+}
+
+impl Printed {
+    fn new(value: &impl serde::Serialize, text: String) -> Printed {
+        Printed {
+            json: serde_json::to_value(value).unwrap_or(serde_json::Value::Null),
+            text,
+        }
+    }
+}
+
+/// Opens the tenancy store and the identity service for one command, runs it, prints the answer.
+fn with_identity(
+    args: &TenancyArgs,
+    command: impl AsyncFnOnce(&Identity) -> Result<Printed, IdentityError>,
+) -> anyhow::Result<ExitCode> {
+    let flags = CliOverrides {
+        data_dir: args.data_dir.clone(),
+        ..CliOverrides::default()
+    };
+    let config = Config::load(args.config.as_deref(), std::env::vars(), &flags)?;
+    let data_dir = config.storage.data_dir.clone();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&data_dir)
+        .map_err(|error| {
+            anyhow::anyhow!("cannot create the data dir {}: {error}", data_dir.display())
+        })?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let clock: Arc<dyn openframe_storage::Clock> =
+            Arc::new(openframe_storage::model::SystemClock);
+        let tenancy =
+            openframe_storage::Storage::open_tenancy(&config.storage_config(), clock.clone())
+                .await
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
+        let identity = Identity::open(
+            tenancy.tenants.clone(),
+            tenancy.documents.clone(),
+            &data_dir,
+            &config.identity,
+            &config.public_url(),
+            clock,
+        );
+        let result = match identity {
+            Ok(identity) => command(&identity).await.map_err(anyhow::Error::from),
+            Err(error) => Err(error),
+        };
+        let _ = tenancy.close().await;
+        let printed = result?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&printed.json)?);
+        } else {
+            println!("{}", printed.text);
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 async fn serve(config: Config) -> anyhow::Result<()> {
     let application =
         Application::build(config, Arc::new(openframe_storage::model::SystemClock)).await?;
     tracing::info!(data_dir = %application.data_dir().display(), "stores open");
+    let data_dir = application.data_dir();
+    if let Some(outcome) =
+        admin::bootstrap_if_empty(&application.state().identity, &data_dir).await?
+    {
+        let file = data_dir.join(admin::INITIAL_PASSWORD_FILE);
+        // The password goes to the terminal of whoever started us, never into the log.
+        tracing::info!(
+            tenant = %outcome.tenant.id,
+            owner = %outcome.admin_email,
+            sign_in = %outcome.sign_in_url,
+            password_file = %file.display(),
+            "first start: created the default tenant and its owner; the one-time password is in the password file"
+        );
+        if std::io::IsTerminal::is_terminal(&std::io::stdout())
+            && let Some(password) = &outcome.generated_password
+        {
+            println!(
+                "\nOpenFrame is ready. Sign in at {} as {} with the one-time password:\n\n    {password}\n\n(also in {}; delete that file once you have signed in)\n",
+                outcome.sign_in_url,
+                outcome.admin_email,
+                file.display()
+            );
+        }
+    }
     application.run_until_stopped(shutdown_signal()).await
 }
 

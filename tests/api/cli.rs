@@ -291,3 +291,252 @@ fn expired_certificate() -> String {
     let key = rcgen::KeyPair::generate().unwrap();
     params.self_signed(&key).unwrap().pem()
 }
+
+fn json_of(output: &Output) -> serde_json::Value {
+    assert!(output.status.success(), "{}", stderr_of(output));
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+#[test]
+fn init_is_idempotent_and_the_identity_commands_print_json() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let args = [
+        "init",
+        "--data-dir",
+        data,
+        "--tenant",
+        "acme",
+        "--admin-email",
+        "Owner@Acme.example",
+        "--json",
+    ];
+    let first = json_of(&openframe(&args));
+    assert_eq!(first["tenant_created"], true);
+    assert_eq!(first["admin_created"], true);
+    assert_eq!(first["admin_email"], "owner@acme.example");
+    let password = first["generated_password"].as_str().unwrap().to_owned();
+    assert!(password.len() >= 24, "{password}");
+    let again = json_of(&openframe(&args));
+    assert_eq!(
+        (
+            again["tenant_created"].as_bool(),
+            again["admin_created"].as_bool()
+        ),
+        (Some(false), Some(false))
+    );
+    assert!(
+        again.get("generated_password").is_none(),
+        "a second init must not make a new password"
+    );
+
+    let created = json_of(&openframe(&[
+        "tenant",
+        "create",
+        "--data-dir",
+        data,
+        "--id",
+        "beta",
+        "--name",
+        "Beta MSP",
+        "--json",
+    ]));
+    assert_eq!(
+        created["issuer"].as_str().unwrap().rsplit('/').next(),
+        Some("beta")
+    );
+    let duplicate = openframe(&[
+        "tenant",
+        "create",
+        "--data-dir",
+        data,
+        "--id",
+        "beta",
+        "--name",
+        "Again",
+    ]);
+    assert!(!duplicate.status.success());
+    assert_eq!(
+        stderr_of(&duplicate).trim(),
+        "openframe: error: tenant \"beta\" already exists"
+    );
+    let listed = json_of(&openframe(&[
+        "tenant",
+        "list",
+        "--data-dir",
+        data,
+        "--json",
+    ]));
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["acme", "beta"]);
+
+    let user = json_of(&openframe(&[
+        "user",
+        "create",
+        "--data-dir",
+        data,
+        "--tenant",
+        "beta",
+        "--email",
+        "tech@beta.example",
+        "--password",
+        "Str0ng!enough",
+        "--role",
+        "ADMIN",
+        "--json",
+    ]));
+    assert_eq!(user["roles"], serde_json::json!(["ADMIN"]));
+    let weak = openframe(&[
+        "user",
+        "create",
+        "--data-dir",
+        data,
+        "--tenant",
+        "beta",
+        "--email",
+        "x@beta.example",
+        "--password",
+        "weak",
+    ]);
+    assert_eq!(
+        stderr_of(&weak).trim(),
+        "openframe: error: password: must be at least 8 characters"
+    );
+
+    let client = json_of(&openframe(&[
+        "client",
+        "create",
+        "--data-dir",
+        data,
+        "--tenant",
+        "beta",
+        "--name",
+        "Portal",
+        "--redirect-uri",
+        "https://portal.example/cb",
+        "--json",
+    ]));
+    assert!(client["client_id"].as_str().unwrap().starts_with("ofc_"));
+    assert!(
+        client["client_secret"]
+            .as_str()
+            .unwrap()
+            .starts_with("ofs_")
+    );
+    let public = json_of(&openframe(&[
+        "client",
+        "create",
+        "--data-dir",
+        data,
+        "--tenant",
+        "beta",
+        "--name",
+        "SPA",
+        "--public",
+        "--redirect-uri",
+        "http://localhost:5173/cb",
+        "--json",
+    ]));
+    assert_eq!(public["public"], true);
+    assert!(public.get("client_secret").is_none());
+    let unknown_tenant = openframe(&[
+        "client",
+        "create",
+        "--data-dir",
+        data,
+        "--tenant",
+        "nope",
+        "--name",
+        "X",
+        "--grant",
+        "client_credentials",
+    ]);
+    assert!(
+        stderr_of(&unknown_tenant).contains("tenant \"nope\" does not exist"),
+        "{}",
+        stderr_of(&unknown_tenant)
+    );
+}
+
+#[tokio::test]
+async fn the_first_serve_bootstraps_an_owner_and_rotate_keys_works_while_serving() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let served = serve(&data);
+    let password = std::fs::read_to_string(data.join("initial-admin-password")).unwrap();
+    assert!(password.trim().len() >= 24);
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(data.join("initial-admin-password"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let https_port = served.https.rsplit(':').next().unwrap().to_owned();
+    let client = crate::helpers::trusting_client(&data.join("tls/cert.pem"));
+    let jwks_url = format!("https://localhost:{https_port}/sas/default/oauth2/jwks");
+    let kids = |jwks: serde_json::Value| -> Vec<String> {
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let before = kids(
+        client
+            .get(&jwks_url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(before.len(), 1);
+
+    let rotated = json_of(&openframe(&[
+        "tenant",
+        "rotate-keys",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--tenant",
+        "default",
+        "--json",
+    ]));
+    assert_eq!(rotated["previous_kid"], before[0]);
+    let after = kids(
+        client
+            .get(&jwks_url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        after.len(),
+        2,
+        "the running server publishes the key the CLI added"
+    );
+    assert!(after.contains(&rotated["new_kid"].as_str().unwrap().to_owned()));
+    drop(served);
+
+    // A restart does not bootstrap again.
+    let _again = serve(&data);
+    let listed = json_of(&openframe(&[
+        "tenant",
+        "list",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+}
