@@ -25,7 +25,11 @@ use crate::identity::tokens::CodeRequest;
 use crate::identity::{Identity, password};
 use crate::startup::AppState;
 
-const SESSION_COOKIE: &str = "of_sas_session";
+/// The sign-in session's cookie, one per tenant. Its path is `/` so that `/oauth/logout` (the
+/// browser client's logout) can end it too, not only `/sas/{tenant}/connect/logout`.
+pub(super) fn session_cookie(tenant: &Tenant) -> String {
+    format!("of_sas_session_{}", tenant.id.as_str())
+}
 const CSRF_COOKIE: &str = "of_csrf";
 
 fn error_page(status: StatusCode, message: &str) -> Response {
@@ -60,7 +64,7 @@ async fn current_session(
     tenant: &Tenant,
     headers: &HeaderMap,
 ) -> Result<Option<(SessionRecord, UserRecord)>, Response> {
-    let Some(value) = cookie(headers, SESSION_COOKIE) else {
+    let Some(value) = cookie(headers, &session_cookie(tenant)) else {
         return Ok(None);
     };
     let failed = |error: openframe_storage::error::DocumentError| {
@@ -505,9 +509,9 @@ pub(super) async fn login_submit(
         ),
     };
     let cookie_value = set_cookie(
-        SESSION_COOKIE,
+        &session_cookie(&tenant),
         &session_value,
-        &tenant_prefix(&tenant),
+        "/",
         identity.settings.session_ttl.as_secs(),
     );
     if let Ok(value) = HeaderValue::from_str(&cookie_value) {
@@ -591,12 +595,7 @@ pub(super) async fn logout(
         }
         destination = rules::with_query(uri, &pairs).ok();
     }
-    if let Some(value) = cookie(&headers, SESSION_COOKIE)
-        && let Err(error) = identity
-            .store
-            .delete_session(&tenant.id, &sha256_hex(value.as_bytes()))
-            .await
-    {
+    if let Err(error) = end_session(identity, &tenant, &headers).await {
         tracing::warn!(%error, "cannot delete a session");
         return error_page(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -607,9 +606,30 @@ pub(super) async fn logout(
         Some(location) => redirect_found(&location),
         None => page(StatusCode::OK, "Signed out", "<p>You are signed out.</p>"),
     };
-    let cleared = set_cookie(SESSION_COOKIE, "", &tenant_prefix(&tenant), 0);
-    if let Ok(value) = HeaderValue::from_str(&cleared) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
+    clear_session_cookie(&tenant, response.headers_mut());
     response
+}
+
+/// Ends the tenant's sign-in session named by the request's cookie, if any.
+pub(super) async fn end_session(
+    identity: &Identity,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+) -> Result<(), openframe_storage::error::DocumentError> {
+    match cookie(headers, &session_cookie(tenant)) {
+        Some(value) => {
+            identity
+                .store
+                .delete_session(&tenant.id, &sha256_hex(value.as_bytes()))
+                .await
+        }
+        None => Ok(()),
+    }
+}
+
+pub(super) fn clear_session_cookie(tenant: &Tenant, headers: &mut HeaderMap) {
+    let cleared = set_cookie(&session_cookie(tenant), "", "/", 0);
+    if let Ok(value) = HeaderValue::from_str(&cleared) {
+        headers.append(header::SET_COOKIE, value);
+    }
 }

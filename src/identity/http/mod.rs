@@ -7,6 +7,7 @@
 //! and never redirect anywhere that is not registered.
 
 mod authorize;
+pub mod bff;
 mod discovery;
 mod token;
 
@@ -90,6 +91,10 @@ pub fn router() -> Router<AppState> {
             get(token::userinfo).post(token::userinfo),
         )
         .route("/sas/{tenant}/{*rest}", any(unknown_path))
+        .route("/oauth/login", get(bff::login))
+        .route("/oauth/callback", get(bff::callback))
+        .route("/oauth/refresh", post(bff::refresh))
+        .route("/oauth/logout", get(bff::logout))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 

@@ -214,7 +214,7 @@ async fn an_independent_relying_party_completes_the_whole_oidc_flow() {
         super::support::location(&signed_out),
         format!("{POST_LOGOUT_URI}?state=bye-1")
     );
-    assert!(!browser.has_cookie("of_sas_session"));
+    assert!(!browser.has_cookie("of_sas_session_acme"));
     let (silent_url, _, _) = client
         .authorize_url(
             CoreAuthenticationFlow::AuthorizationCode,

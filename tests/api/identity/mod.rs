@@ -3,6 +3,7 @@
 
 mod support;
 
+mod bff;
 mod flow;
 mod rotation;
 mod security;

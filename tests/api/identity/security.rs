@@ -706,14 +706,14 @@ async fn password_guessing_is_throttled_even_for_the_right_password() {
             .headers()
             .get_all("set-cookie")
             .iter()
-            .all(|c| !c.to_str().unwrap().starts_with("of_sas_session"))
+            .all(|c| !c.to_str().unwrap().starts_with("of_sas_session_"))
     );
     let page = refused.text().await.unwrap();
     assert!(
         page.contains("Too many failed sign-in attempts. Try again in 15 minute(s)."),
         "{page}"
     );
-    assert!(!browser.has_cookie("of_sas_session"));
+    assert!(!browser.has_cookie("of_sas_session_acme"));
 
     // Another account from another browser is unaffected (the address limit is higher).
     let other = seed(&app, "beta").await;
@@ -748,7 +748,7 @@ async fn a_sign_in_without_the_csrf_token_is_refused() {
             .unwrap()
             .contains("The sign-in form expired or did not come from this site.")
     );
-    assert!(!browser.has_cookie("of_sas_session"));
+    assert!(!browser.has_cookie("of_sas_session_acme"));
 }
 
 #[tokio::test]

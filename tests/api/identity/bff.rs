@@ -1,0 +1,198 @@
+//! The browser sign-in of OpenFrame's own UI: `/oauth/login` → the tenant's provider →
+//! `/oauth/callback` → HttpOnly token cookies; refresh and logout through cookies alone.
+
+use reqwest::StatusCode;
+
+use super::support::{Browser, PASSWORD, location, seed};
+use crate::helpers::spawn_app;
+
+fn set_cookies(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|value| value.to_str().unwrap().to_owned())
+        .collect()
+}
+
+fn cookie_named<'a>(cookies: &'a [String], name: &str) -> &'a str {
+    cookies
+        .iter()
+        .find(|cookie| cookie.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} cookie in {cookies:?}"))
+}
+
+#[tokio::test]
+async fn the_browser_signs_in_refreshes_and_signs_out_with_cookies_only() {
+    let app = spawn_app().await;
+    let seeded = seed(&app, "acme").await;
+    let mut browser = Browser::new(&app);
+
+    let started = browser
+        .get("/oauth/login?tenantId=acme&redirectTo=%2Fdevices%3Fpage%3D2")
+        .await;
+    assert_eq!(started.status(), StatusCode::FOUND);
+    let state_cookie = set_cookies(&started)
+        .into_iter()
+        .find(|c| c.starts_with("of_oauth_"))
+        .unwrap();
+    assert!(
+        state_cookie.ends_with("; Path=/oauth; Max-Age=180; HttpOnly; Secure; SameSite=Lax"),
+        "{state_cookie}"
+    );
+    let authorize = location(&started);
+    assert!(
+        authorize.starts_with("/sas/acme/oauth2/authorize?"),
+        "{authorize}"
+    );
+    assert!(
+        authorize.contains("client_id=openframe-gateway")
+            && authorize.contains("code_challenge_method=S256")
+    );
+
+    let callback = browser.authorize(&authorize, &seeded.email, PASSWORD).await;
+    assert!(
+        callback.starts_with(&app.https_url("/oauth/callback?")),
+        "{callback}"
+    );
+    let landed = browser.get(&callback).await;
+    assert_eq!(landed.status(), StatusCode::FOUND);
+    assert_eq!(location(&landed), "/devices?page=2");
+    let cookies = set_cookies(&landed);
+    let access = cookie_named(&cookies, "access_token");
+    assert!(
+        access.ends_with("; Path=/; Max-Age=900; HttpOnly; Secure; SameSite=Lax"),
+        "{access}"
+    );
+    let refresh = cookie_named(&cookies, "refresh_token");
+    assert!(
+        refresh.ends_with("; Path=/oauth; Max-Age=604800; HttpOnly; Secure; SameSite=Lax"),
+        "{refresh}"
+    );
+    assert!(cookie_named(&cookies, state_cookie.split('=').next().unwrap()).contains("Max-Age=0"));
+
+    // The cookie's access token is a real token of the tenant.
+    let access_token = access
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("access_token=")
+        .to_owned();
+    let me: serde_json::Value = app
+        .client
+        .get(format!("{}/userinfo", seeded.issuer))
+        .bearer_auth(&access_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], seeded.email);
+    assert_eq!(me["roles"], serde_json::json!(["OWNER", "ADMIN"]));
+
+    // Refresh from the cookie: 204 and new cookies.
+    let refreshed = browser.post_form("/oauth/refresh?tenantId=acme", &[]).await;
+    assert_eq!(refreshed.status(), StatusCode::NO_CONTENT);
+    let renewed = set_cookies(&refreshed);
+    assert_ne!(cookie_named(&renewed, "refresh_token"), refresh);
+    assert_ne!(cookie_named(&renewed, "access_token"), access);
+
+    // Logout: 204, every cookie cleared, the refresh token and the sign-in session are gone.
+    let signed_out = browser.get("/oauth/logout?tenantId=acme").await;
+    assert_eq!(signed_out.status(), StatusCode::NO_CONTENT);
+    let cleared = set_cookies(&signed_out);
+    for name in ["access_token", "refresh_token", "of_sas_session_acme"] {
+        assert!(
+            cookie_named(&cleared, name).contains("Max-Age=0"),
+            "{name}: {cleared:?}"
+        );
+    }
+    let renewed_refresh = cookie_named(&renewed, "refresh_token")
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("refresh_token=")
+        .to_owned();
+    let after = app
+        .client
+        .post(app.https_url("/oauth/refresh?tenantId=acme"))
+        .header("Refresh-Token", renewed_refresh)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
+    let body: serde_json::Value = after.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant");
+    let again = browser.get("/oauth/login?tenantId=acme").await;
+    let to_authorize = browser.get(&location(&again)).await;
+    assert!(
+        location(&to_authorize).starts_with("/sas/acme/login?"),
+        "signing in again asks for the password"
+    );
+}
+
+#[tokio::test]
+async fn redirect_to_must_stay_on_the_appliance() {
+    let app = spawn_app().await;
+    seed(&app, "acme").await;
+    let mut browser = Browser::new(&app);
+    for target in [
+        "https://evil.example/",
+        "//evil.example/",
+        "/\\evil.example/",
+        "javascript:alert(document.cookie)",
+        "https://localhost.evil.example/",
+        "http://localhost/",
+    ] {
+        let encoded: String = url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
+        let response = browser
+            .get(&format!("/oauth/login?tenantId=acme&redirectTo={encoded}"))
+            .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{target}");
+        assert!(response.headers().get("location").is_none(), "{target}");
+        assert!(set_cookies(&response).is_empty(), "{target}");
+        assert!(
+            response
+                .text()
+                .await
+                .unwrap()
+                .contains("redirectTo must be a path or URL of this appliance.")
+        );
+    }
+    let same_origin = app.https_url("/customers");
+    let encoded: String = url::form_urlencoded::byte_serialize(same_origin.as_bytes()).collect();
+    let allowed = browser
+        .get(&format!("/oauth/login?tenantId=acme&redirectTo={encoded}"))
+        .await;
+    assert_eq!(allowed.status(), StatusCode::FOUND);
+}
+
+#[tokio::test]
+async fn a_callback_without_its_state_cookie_is_refused() {
+    let app = spawn_app().await;
+    let seeded = seed(&app, "acme").await;
+    let mut browser = Browser::new(&app);
+    let started = browser.get("/oauth/login?tenantId=acme").await;
+    let callback = browser
+        .authorize(&location(&started), &seeded.email, PASSWORD)
+        .await;
+
+    // Another browser (the attacker's) cannot complete the victim's sign-in, nor the reverse.
+    let mut other = Browser::new(&app);
+    let refused = other.get(&callback).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("This sign-in expired or was started in another browser.")
+    );
+    assert!(!other.has_cookie("access_token"));
+
+    let unknown_tenant = browser.get("/oauth/login?tenantId=nobody").await;
+    assert_eq!(unknown_tenant.status(), StatusCode::NOT_FOUND);
+    let body: serde_json::Value = unknown_tenant.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_tenant");
+}
