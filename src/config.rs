@@ -22,6 +22,7 @@ pub struct Config {
     pub analytics: AnalyticsSection,
     pub search: SearchSection,
     pub identity: IdentitySection,
+    pub mail: MailSection,
     pub log: LogConfig,
 }
 
@@ -145,6 +146,13 @@ pub struct IdentitySection {
     /// Failed sign-ins per client address, within the window, before it is refused.
     pub login_max_failures_per_address: u32,
     pub login_failure_window_seconds: u64,
+    /// Self-registration at `POST /sas/oauth/register`: `bootstrap` (only while no tenant
+    /// exists), `open` (anyone may create a tenant) or `closed`.
+    pub registration: String,
+    /// How long an invitation may wait to be accepted.
+    pub invitation_ttl_hours: u64,
+    /// How long a password-reset link works.
+    pub password_reset_ttl_minutes: u64,
 }
 
 impl Default for IdentitySection {
@@ -158,6 +166,39 @@ impl Default for IdentitySection {
             login_max_failures_per_account: 5,
             login_max_failures_per_address: 50,
             login_failure_window_seconds: 900,
+            registration: "bootstrap".into(),
+            invitation_ttl_hours: 24,
+            password_reset_ttl_minutes: 60,
+        }
+    }
+}
+
+/// Outgoing mail (invitations, password resets). Without `smtp_host`, messages are not sent:
+/// they are logged and kept for admins to read and forward.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailSection {
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// `starttls` (upgrade on the submission port), `tls` (implicit TLS, port 465) or `none`
+    /// (plain, allowed only to a loopback relay).
+    pub smtp_security: String,
+    pub smtp_username: String,
+    /// A file holding the SMTP password, so the secret stays out of the config file.
+    pub smtp_password_file: String,
+    /// The sender: `Name <address>` or an address.
+    pub from: String,
+}
+
+impl Default for MailSection {
+    fn default() -> Self {
+        Self {
+            smtp_host: String::new(),
+            smtp_port: 587,
+            smtp_security: "starttls".into(),
+            smtp_username: String::new(),
+            smtp_password_file: String::new(),
+            from: "OpenFrame <openframe@localhost>".into(),
         }
     }
 }
@@ -430,6 +471,49 @@ impl Config {
                 "identity.login_max_failures_per_account",
                 "identity.login_max_failures_per_account and _per_address must be at least 1"
                     .into(),
+            ));
+        }
+        match self.identity.registration.as_str() {
+            "bootstrap" | "open" | "closed" => {}
+            other => {
+                return Err(invalid(
+                    "identity.registration",
+                    format!("{other:?} is not a mode; use \"bootstrap\", \"open\" or \"closed\""),
+                ));
+            }
+        }
+        let mail = &self.mail;
+        match mail.smtp_security.as_str() {
+            "starttls" | "tls" => {}
+            "none"
+                if mail.smtp_host.is_empty()
+                    || matches!(mail.smtp_host.as_str(), "localhost" | "127.0.0.1" | "::1") => {}
+            "none" => {
+                return Err(invalid(
+                    "mail.smtp_security",
+                    "\"none\" sends passwords and links in the clear; it is allowed only to a relay on localhost".into(),
+                ));
+            }
+            other => {
+                return Err(invalid(
+                    "mail.smtp_security",
+                    format!("{other:?} is not a mode; use \"starttls\", \"tls\" or \"none\""),
+                ));
+            }
+        }
+        if mail.smtp_username.is_empty() != mail.smtp_password_file.is_empty() {
+            return Err(invalid(
+                "mail.smtp_username",
+                "mail.smtp_username and mail.smtp_password_file go together".into(),
+            ));
+        }
+        if mail.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(invalid(
+                "mail.from",
+                format!(
+                    "{:?} is not a sender such as \"OpenFrame <openframe@example.com>\"",
+                    mail.from
+                ),
             ));
         }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

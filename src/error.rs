@@ -15,8 +15,38 @@ pub enum ApiError {
     ShuttingDown,
     #[error("a store is unavailable: {0}")]
     StoreUnavailable(String),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("tenant {0:?} does not exist or is not active")]
+    InvalidTenant(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
+}
+
+impl From<crate::identity::IdentityError> for ApiError {
+    fn from(error: crate::identity::IdentityError) -> Self {
+        use crate::identity::IdentityError;
+        match error {
+            IdentityError::InvalidTenant(tenant) => ApiError::InvalidTenant(tenant),
+            IdentityError::Invalid(invalid) => ApiError::InvalidInput(invalid.to_string()),
+            IdentityError::Conflict(message) => ApiError::Conflict(message),
+            IdentityError::NotFound(message) => ApiError::NotFound(message),
+            IdentityError::Gone(message) => ApiError::Gone(message),
+            IdentityError::Forbidden(message) => ApiError::Forbidden(message),
+            IdentityError::Unavailable(detail) => ApiError::StoreUnavailable(detail),
+            IdentityError::Unexpected(error) => ApiError::Unexpected(error),
+        }
+    }
 }
 
 impl ApiError {
@@ -26,6 +56,13 @@ impl ApiError {
             ApiError::RouteNotFound { .. } => (StatusCode::NOT_FOUND, "route_not_found"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::StoreUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            ApiError::InvalidInput(_) => (StatusCode::BAD_REQUEST, "invalid_input"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Gone(_) => (StatusCode::GONE, "gone"),
+            ApiError::InvalidTenant(_) => (StatusCode::NOT_FOUND, "invalid_tenant"),
             ApiError::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -53,6 +90,12 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let mut response = (status, Json(ErrorBody { code, message })).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

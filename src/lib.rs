@@ -20,6 +20,7 @@ pub mod domain;
 pub mod error;
 pub mod gateway;
 pub mod identity;
+pub mod mail;
 pub mod metrics;
 pub mod ops;
 pub mod startup;

@@ -400,8 +400,7 @@ fn with_identity(
             tenancy.tenants.clone(),
             tenancy.documents.clone(),
             &data_dir,
-            &config.identity,
-            &config.public_url(),
+            &config,
             clock,
         );
         let result = match identity {

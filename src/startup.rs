@@ -87,8 +87,7 @@ impl Application {
             storage.tenants.clone(),
             storage.documents.clone(),
             &data_dir,
-            &config.identity,
-            &config.public_url(),
+            &config,
             clock,
         );
         let identity = match identity {

@@ -9,6 +9,7 @@
 //! [`store`] (records), [`rules`] (PKCE, redirects, scopes), [`tokens`] (grants), [`http`]
 //! (the endpoints), [`admin`] (what the command line does).
 
+pub mod accounts;
 pub mod admin;
 pub mod crypto;
 pub mod http;
@@ -29,7 +30,6 @@ use openframe_storage::error::DocumentError;
 use openframe_storage::model::{Clock, TenantId};
 use openframe_storage::{DocumentStore, TenantStore};
 
-use crate::config::IdentitySection;
 use crate::domain::{Email, Invalid, Role};
 use crypto::MasterKey;
 use keys::SigningKeys;
@@ -46,6 +46,8 @@ pub struct Settings {
     pub refresh_ttl: Duration,
     pub code_ttl: Duration,
     pub session_ttl: Duration,
+    pub invitation_ttl: Duration,
+    pub reset_ttl: Duration,
 }
 
 /// The identity service: shared by the HTTP handlers and the command line.
@@ -60,6 +62,7 @@ pub struct Identity {
     /// `https://host:port`, no trailing slash; issuers are `{public_url}/sas/{tenant}`.
     public_url: String,
     pub throttle: LoginThrottle,
+    pub mailer: crate::mail::Mailer,
 }
 
 /// Failures of identity operations that a caller can act on, plus the unexpected.
@@ -73,6 +76,12 @@ pub enum IdentityError {
     Conflict(String),
     #[error("{0}")]
     NotFound(String),
+    /// The thing existed but can no longer be used (an accepted or expired invitation, a spent
+    /// reset link).
+    #[error("{0}")]
+    Gone(String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error("a store is unavailable: {0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -140,10 +149,12 @@ impl Identity {
         tenants: Arc<dyn TenantStore>,
         documents: Arc<dyn DocumentStore>,
         data_dir: &Path,
-        config: &IdentitySection,
-        public_url: &str,
+        config: &crate::config::Config,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Identity> {
+        let mailer = crate::mail::Mailer::new(&config.mail, documents.clone(), clock.clone())?;
+        let public_url = config.public_url();
+        let config = &config.identity;
         let master = Arc::new(MasterKey::load_or_create(data_dir)?);
         let store = IdentityStore::new(documents)?;
         let settings = Settings {
@@ -151,6 +162,8 @@ impl Identity {
             refresh_ttl: seconds(config.refresh_token_ttl_seconds),
             code_ttl: seconds(config.authorization_code_ttl_seconds),
             session_ttl: seconds(config.session_ttl_seconds),
+            invitation_ttl: seconds(config.invitation_ttl_hours * 3600),
+            reset_ttl: seconds(config.password_reset_ttl_minutes * 60),
         };
         let keys = SigningKeys::new(
             store.clone(),
@@ -170,6 +183,7 @@ impl Identity {
             store,
             keys,
             throttle: LoginThrottle::new(limits, clock.clone()),
+            mailer,
             master,
             clock,
             settings,

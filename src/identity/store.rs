@@ -138,6 +138,30 @@ pub struct RevokedRecord {
     pub expires_at: UnixMillis,
 }
 
+/// An invitation to join a tenant. Its id is the secret in the invitation link: 256 random bits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InvitationRecord {
+    pub id: String,
+    pub email: String,
+    pub roles: Vec<String>,
+    /// `PENDING`, `ACCEPTED` or `REVOKED`; `EXPIRED` is computed, never stored.
+    pub status: String,
+    pub expires_at: UnixMillis,
+    pub invited_by: Option<String>,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+}
+
+/// A password-reset request, keyed by the SHA-256 of the token in the link.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetRecord {
+    pub user_id: String,
+    pub expires_at: UnixMillis,
+    pub used: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 struct EmailClaim {
@@ -162,6 +186,8 @@ struct Collections {
     families: Collection,
     sessions: Collection,
     revoked: Collection,
+    invitations: Collection,
+    resets: Collection,
 }
 
 #[derive(Debug, Clone)]
@@ -206,6 +232,8 @@ impl IdentityStore {
                 families: collection("oauth_token_families")?,
                 sessions: collection("sas_sessions")?,
                 revoked: collection("oauth_revoked_tokens")?,
+                invitations: collection("invitations")?,
+                resets: collection("password_resets")?,
             },
         })
     }
@@ -565,5 +593,154 @@ impl IdentityStore {
             .delete(tenant, &self.c.sessions, &id(session_hash)?, None)
             .await
             .map(|_| ())
+    }
+
+    /// Ends every sign-in session of a user (after a password change).
+    pub async fn delete_sessions_of(
+        &self,
+        tenant: &TenantId,
+        user_id: &str,
+    ) -> Result<(), DocumentError> {
+        let value = serde_json::Value::from(user_id);
+        loop {
+            let sessions = self
+                .documents
+                .find_by_field(tenant, &self.c.sessions, "userId", &value, 100)
+                .await?;
+            if sessions.is_empty() {
+                return Ok(());
+            }
+            for session in sessions {
+                self.documents
+                    .delete(tenant, &self.c.sessions, &session.id, None)
+                    .await?;
+            }
+        }
+    }
+
+    /// Revokes every token family of a user (after a password change).
+    pub async fn revoke_families_of(
+        &self,
+        tenant: &TenantId,
+        user_id: &str,
+    ) -> Result<(), DocumentError> {
+        let families = self
+            .documents
+            .find_by_field(
+                tenant,
+                &self.c.families,
+                "userId",
+                &serde_json::Value::from(user_id),
+                openframe_storage::documents::MAX_LIST,
+            )
+            .await?;
+        for document in families {
+            let mut family: Versioned<FamilyRecord> = decode(document.clone())?;
+            if !family.record.revoked {
+                family.record.revoked = true;
+                self.replace(
+                    tenant,
+                    &self.c.families,
+                    document.id.as_str(),
+                    &family.record,
+                    None,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    // Invitations.
+
+    pub async fn insert_invitation(
+        &self,
+        tenant: &TenantId,
+        invitation: &InvitationRecord,
+    ) -> Result<(), DocumentError> {
+        self.insert(tenant, &self.c.invitations, &invitation.id, invitation)
+            .await
+    }
+
+    pub async fn invitation(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<Option<Versioned<InvitationRecord>>, DocumentError> {
+        if DocumentId::parse(id).is_err() {
+            return Ok(None);
+        }
+        self.get(tenant, &self.c.invitations, id).await
+    }
+
+    pub async fn replace_invitation(
+        &self,
+        tenant: &TenantId,
+        invitation: &Versioned<InvitationRecord>,
+    ) -> Result<(), DocumentError> {
+        self.replace(
+            tenant,
+            &self.c.invitations,
+            &invitation.record.id,
+            &invitation.record,
+            Some(invitation.version),
+        )
+        .await
+    }
+
+    pub async fn invitations(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<InvitationRecord>, DocumentError> {
+        self.documents
+            .list(
+                tenant,
+                &self.c.invitations,
+                None,
+                openframe_storage::documents::MAX_LIST,
+            )
+            .await?
+            .into_iter()
+            .map(|document| {
+                decode(document).map(|versioned: Versioned<InvitationRecord>| versioned.record)
+            })
+            .collect()
+    }
+
+    // Password resets.
+
+    pub async fn insert_reset(
+        &self,
+        tenant: &TenantId,
+        token_hash: &str,
+        reset: &ResetRecord,
+    ) -> Result<(), DocumentError> {
+        self.insert(tenant, &self.c.resets, token_hash, reset).await
+    }
+
+    pub async fn reset(
+        &self,
+        tenant: &TenantId,
+        token_hash: &str,
+    ) -> Result<Option<Versioned<ResetRecord>>, DocumentError> {
+        self.get(tenant, &self.c.resets, token_hash).await
+    }
+
+    pub async fn spend_reset(
+        &self,
+        tenant: &TenantId,
+        token_hash: &str,
+        reset: &Versioned<ResetRecord>,
+    ) -> Result<(), DocumentError> {
+        let mut spent = reset.record.clone();
+        spent.used = true;
+        self.replace(
+            tenant,
+            &self.c.resets,
+            token_hash,
+            &spent,
+            Some(reset.version),
+        )
+        .await
     }
 }

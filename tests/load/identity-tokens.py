@@ -144,6 +144,23 @@ def mint(appliance, args, session, basic):
     return json.loads(body)["refresh_token"]
 
 
+retried = []  # errors that a retry got past, reported at the end: they are findings too
+
+
+def mint_retrying(appliance, args, session, basic):
+    """A failed attempt spends at most a code (never a refresh token), so a few retries are
+    safe; they are counted and reported, not hidden."""
+    for attempt in range(5):
+        try:
+            return mint(appliance, args, session, basic)
+        except RuntimeError as error:
+            if attempt == 4:
+                raise
+            retried.append(str(error))
+            time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base", required=True)
@@ -172,7 +189,7 @@ def main():
         appliance = Appliance(args.base)
         try:
             for _ in range(share):
-                token = mint(appliance, args, session, basic)
+                token = mint_retrying(appliance, args, session, basic)
                 with lock:
                     tokens.append(token)
                     if len(tokens) % 2000 == 0:
@@ -195,6 +212,8 @@ def main():
     with open(args.out, "w", encoding="utf-8") as out:
         out.write("\n".join(tokens) + "\n")
     elapsed = time.monotonic() - started
+    if retried:
+        print(f"  WARNING: {len(retried)} attempt(s) failed and were retried; first: {retried[0]}", file=sys.stderr)
     print(f"  {args.count} refresh tokens in {elapsed:.1f}s ({args.count / elapsed:.0f}/s)", file=sys.stderr)
 
 

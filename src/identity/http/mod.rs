@@ -6,6 +6,7 @@
 //! `Cache-Control: no-store`; the browser-facing ones (authorize, login, logout) render pages
 //! and never redirect anywhere that is not registered.
 
+pub mod accounts;
 mod authorize;
 pub mod bff;
 mod discovery;
@@ -92,6 +93,30 @@ pub fn router() -> Router<AppState> {
         )
         .route("/sas/{tenant}/{*rest}", any(unknown_path))
         .route("/oauth/login", get(bff::login))
+        .route("/sas/oauth/register", post(accounts::register))
+        .route("/sas/invitations/accept", post(accounts::accept_invitation))
+        .route(
+            "/sas/password-reset/request",
+            post(accounts::request_password_reset),
+        )
+        .route(
+            "/sas/password-reset/confirm",
+            post(accounts::confirm_password_reset),
+        )
+        .route("/sas/tenant/discover", get(accounts::discover))
+        .route(
+            "/api/invitations",
+            get(accounts::list_invitations).post(accounts::create_invitation),
+        )
+        .route(
+            "/api/invitations/{id}",
+            axum::routing::delete(accounts::revoke_invitation),
+        )
+        .route(
+            "/api/invitations/{id}/resend",
+            post(accounts::resend_invitation),
+        )
+        .route("/api/identity/outbox", get(accounts::outbox))
         .route("/oauth/callback", get(bff::callback))
         .route("/oauth/refresh", post(bff::refresh))
         .route("/oauth/logout", get(bff::logout))

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod accounts;
 mod bff;
 mod flow;
 mod rotation;

@@ -286,3 +286,54 @@ pub(crate) async fn client_credentials(app: &TestApp, seeded: &Seeded) -> reqwes
         .await
         .unwrap()
 }
+
+/// An access token of the seeded OWNER (roles OWNER and ADMIN), through the browser flow.
+pub(crate) async fn owner_token(app: &TestApp, seeded: &Seeded) -> String {
+    let verifier = "owner-token-verifier-0123456789-0123456789-0123456789";
+    let challenge = openframe::identity::rules::s256_challenge(verifier);
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &seeded.client_id)
+        .append_pair("redirect_uri", REDIRECT_URI)
+        .append_pair("scope", "openid email")
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256")
+        .finish();
+    let mut browser = Browser::new(app);
+    let callback = browser
+        .authorize(
+            &format!("{}/oauth2/authorize?{query}", seeded.issuer),
+            &seeded.email,
+            PASSWORD,
+        )
+        .await;
+    let code = query_param(&callback, "code").unwrap();
+    let tokens: serde_json::Value = app
+        .client
+        .post(format!("{}/oauth2/token", seeded.issuer))
+        .basic_auth(&seeded.client_id, Some(&seeded.client_secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT_URI),
+            ("code_verifier", verifier),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    tokens["access_token"].as_str().unwrap().to_owned()
+}
+
+/// The `{code, message}` body of the edge's error table.
+pub(crate) async fn api_error(response: reqwest::Response) -> (StatusCode, String, String) {
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap();
+    (
+        status,
+        body["code"].as_str().unwrap().to_owned(),
+        body["message"].as_str().unwrap().to_owned(),
+    )
+}

@@ -1,0 +1,284 @@
+//! Account endpoints: invitations (admins, `/api/invitations`, as OpenFrame's API service has
+//! them; accepting at `/sas/invitations/accept`), password resets, self-registration, tenant
+//! discovery, and the mail outbox for appliances without SMTP.
+//!
+//! Admin endpoints take the tenant from the verified access token, never from the request.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use openframe_storage::model::TenantId;
+use serde::Deserialize;
+use std::collections::HashMap;
+
+use super::cookie;
+use crate::domain::{Email, Role};
+use crate::error::ApiError;
+use crate::identity::accounts::Registration;
+use crate::identity::crypto::b64url_decode;
+use crate::identity::tokens::TokenRejected;
+use crate::startup::AppState;
+
+/// A signed-in ADMIN of some tenant, from a bearer token or the `access_token` cookie.
+#[derive(Debug, Clone)]
+pub struct AdminPrincipal {
+    pub tenant: TenantId,
+    pub user_id: String,
+    pub email: String,
+}
+
+impl FromRequestParts<AppState> for AdminPrincipal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::to_owned)
+            .or_else(|| cookie(&parts.headers, "access_token"))
+            .ok_or_else(|| {
+                ApiError::Unauthorized("sign in first: send a bearer access token".into())
+            })?;
+        // The claimed tenant only picks whose keys to verify with; verification checks the rest.
+        let claimed = token
+            .split('.')
+            .nth(1)
+            .and_then(b64url_decode)
+            .and_then(|payload| serde_json::from_slice::<serde_json::Value>(&payload).ok())
+            .and_then(|claims| claims["tenant_id"].as_str().map(str::to_owned))
+            .ok_or_else(|| ApiError::Unauthorized("the access token is malformed".into()))?;
+        let tenant = state.identity.active_tenant(&claimed).await.map_err(|_| {
+            ApiError::Unauthorized("the access token's tenant is not active".into())
+        })?;
+        let claims = match state.identity.verify_access_token(&tenant.id, &token).await {
+            Ok(claims) => claims,
+            Err(TokenRejected::Invalid(why)) => return Err(ApiError::Unauthorized(why)),
+            Err(TokenRejected::Failed(error)) => {
+                return Err(ApiError::Unexpected(anyhow::anyhow!(
+                    "verifying a token: {error}"
+                )));
+            }
+        };
+        let Some(user_id) = claims.user_id else {
+            return Err(ApiError::Forbidden(
+                "this endpoint is for signed-in administrators".into(),
+            ));
+        };
+        if !claims.roles.iter().any(|role| role == "ADMIN") {
+            return Err(ApiError::Forbidden(
+                "this endpoint needs the ADMIN role".into(),
+            ));
+        }
+        Ok(AdminPrincipal {
+            tenant: tenant.id,
+            user_id,
+            email: claims.sub,
+        })
+    }
+}
+
+fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|error| ApiError::InvalidInput(format!("the JSON body is not valid: {error}")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteRequest {
+    email: String,
+    #[serde(default)]
+    roles: Vec<String>,
+}
+
+pub(super) async fn create_invitation(
+    State(state): State<AppState>,
+    admin: AdminPrincipal,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let request: InviteRequest = json_body(&body)?;
+    let email = Email::parse(&request.email).map_err(|e| ApiError::InvalidInput(e.to_string()))?;
+    let roles = request
+        .roles
+        .iter()
+        .map(|role| Role::parse(role))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::InvalidInput(e.to_string()))?;
+    let invitation = state
+        .identity
+        .invite(&admin.tenant, Some(&admin.user_id), email, roles)
+        .await?;
+    Ok((StatusCode::CREATED, Json(invitation)).into_response())
+}
+
+pub(super) async fn list_invitations(
+    State(state): State<AppState>,
+    admin: AdminPrincipal,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.identity.list_invitations(&admin.tenant).await?).into_response())
+}
+
+pub(super) async fn revoke_invitation(
+    State(state): State<AppState>,
+    admin: AdminPrincipal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.identity.revoke_invitation(&admin.tenant, &id).await?).into_response())
+}
+
+pub(super) async fn resend_invitation(
+    State(state): State<AppState>,
+    admin: AdminPrincipal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    Ok(Json(state.identity.resend_invitation(&admin.tenant, &id).await?).into_response())
+}
+
+pub(super) async fn outbox(
+    State(state): State<AppState>,
+    admin: AdminPrincipal,
+) -> Result<Response, ApiError> {
+    let messages = state.identity.mailer.outbox(&admin.tenant).await?;
+    let mut response = Json(messages).into_response();
+    super::no_store(response.headers_mut());
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AcceptRequest {
+    invitation_id: String,
+    #[serde(default)]
+    first_name: String,
+    #[serde(default)]
+    last_name: String,
+    password: String,
+    /// OpenFrame moves a user from another tenant with this; accounts here are per tenant, so
+    /// it is accepted and has nothing to do.
+    #[serde(default)]
+    #[allow(dead_code)]
+    switch_tenant: bool,
+}
+
+pub(super) async fn accept_invitation(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let request: AcceptRequest = json_body(&body)?;
+    let (tenant, user) = state
+        .identity
+        .accept_invitation(
+            &request.invitation_id,
+            &request.first_name,
+            &request.last_name,
+            &request.password,
+        )
+        .await?;
+    Ok(Json(serde_json::json!({
+        "tenantId": tenant.as_str(),
+        "userId": user.id,
+        "email": user.email,
+        "roles": user.roles,
+    }))
+    .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResetRequest {
+    email: String,
+    tenant_id: Option<String>,
+}
+
+pub(super) async fn request_password_reset(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let request: ResetRequest = json_body(&body)?;
+    state
+        .identity
+        .request_password_reset(&request.email, request.tenant_id.as_deref())
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({
+            "status": "ACCEPTED",
+            "message": "if the email has an account, a reset link is on its way",
+        })),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfirmRequest {
+    token: String,
+    new_password: String,
+}
+
+pub(super) async fn confirm_password_reset(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let request: ConfirmRequest = json_body(&body)?;
+    state
+        .identity
+        .confirm_password_reset(&request.token, &request.new_password)
+        .await?;
+    Ok(Json(serde_json::json!({ "status": "PASSWORD_CHANGED" })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegisterRequest {
+    email: String,
+    #[serde(default)]
+    first_name: String,
+    #[serde(default)]
+    last_name: String,
+    password: String,
+    tenant_name: String,
+    tenant_domain: Option<String>,
+}
+
+pub(super) async fn register(
+    State(state): State<AppState>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let request: RegisterRequest = json_body(&body)?;
+    let registration = Registration {
+        email: request.email,
+        first_name: request.first_name,
+        last_name: request.last_name,
+        password: request.password,
+        tenant_name: request.tenant_name,
+        tenant_domain: request.tenant_domain,
+    };
+    let mode = state.config.identity.registration.clone();
+    let (tenant, owner) = state.identity.register(&mode, registration).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "id": tenant.id.as_str(),
+            "name": tenant.name,
+            "status": tenant.status.as_str(),
+            "ownerId": owner.id,
+            "createdAt": tenant.created_at,
+            "issuer": state.identity.issuer(&tenant.id),
+        })),
+    )
+        .into_response())
+}
+
+pub(super) async fn discover(
+    State(state): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let email = query
+        .get("email")
+        .ok_or_else(|| ApiError::InvalidInput("email is required".into()))?;
+    Ok(Json(state.identity.discover(email).await?).into_response())
+}

@@ -1,0 +1,176 @@
+//! Outgoing mail. With an SMTP server configured, messages go through it (lettre, rustls);
+//! without one, nothing leaves the machine: each message is logged and kept in the tenant's
+//! outbox, where admins can read it and forward the link by hand. Either way the caller learns
+//! which happened, so an API can tell an admin "sent" or "not sent: see the outbox".
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use lettre::message::Mailbox;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use openframe_storage::DocumentStore;
+use openframe_storage::model::{Clock, Collection, DocumentId, TenantId};
+
+use crate::config::MailSection;
+
+/// A message to one person.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+}
+
+/// What became of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Handed to the SMTP server.
+    Sent,
+    /// No SMTP server: kept in the tenant's outbox for admins.
+    KeptInOutbox,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Sent => "SENT",
+            Delivery::KeptInOutbox => "IN_OUTBOX",
+        }
+    }
+}
+
+/// The most messages kept per tenant in the outbox listing.
+pub const OUTBOX_LIST_LIMIT: usize = 100;
+
+pub struct Mailer {
+    smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
+    from: Mailbox,
+    documents: Arc<dyn DocumentStore>,
+    clock: Arc<dyn Clock>,
+    outbox: Collection,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer")
+            .field("smtp", &self.smtp.is_some())
+            .field("from", &self.from.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mailer {
+    pub fn new(
+        config: &MailSection,
+        documents: Arc<dyn DocumentStore>,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Mailer> {
+        let from: Mailbox = config
+            .from
+            .parse()
+            .with_context(|| format!("mail.from {:?}", config.from))?;
+        let smtp = if config.smtp_host.is_empty() {
+            None
+        } else {
+            let builder = match config.smtp_security.as_str() {
+                "tls" => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.smtp_host)?,
+                "starttls" => {
+                    AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.smtp_host)?
+                }
+                // Validated to be loopback only.
+                _ => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.smtp_host),
+            };
+            let mut builder = builder
+                .port(config.smtp_port)
+                .timeout(Some(std::time::Duration::from_secs(20)));
+            if !config.smtp_username.is_empty() {
+                let password =
+                    std::fs::read_to_string(&config.smtp_password_file).with_context(|| {
+                        format!(
+                            "cannot read mail.smtp_password_file {}",
+                            config.smtp_password_file
+                        )
+                    })?;
+                builder = builder.credentials(Credentials::new(
+                    config.smtp_username.clone(),
+                    password.trim_end().to_owned(),
+                ));
+            }
+            Some(builder.build())
+        };
+        Ok(Mailer {
+            smtp,
+            from,
+            documents,
+            clock,
+            outbox: Collection::parse("mail_outbox").map_err(|error| anyhow::anyhow!("{error}"))?,
+        })
+    }
+
+    /// Sends `message`, or keeps it in the tenant's outbox when no SMTP server is configured.
+    /// An SMTP failure is an error: the caller decides whether to retry or report it.
+    pub async fn send(&self, tenant: &TenantId, message: Message) -> anyhow::Result<Delivery> {
+        match &self.smtp {
+            Some(smtp) => {
+                let to: Mailbox = message
+                    .to
+                    .parse()
+                    .with_context(|| format!("recipient {:?}", message.to))?;
+                let email = lettre::Message::builder()
+                    .from(self.from.clone())
+                    .to(to)
+                    .subject(message.subject.clone())
+                    .header(lettre::message::header::ContentType::TEXT_PLAIN)
+                    .body(message.body.clone())?;
+                smtp.send(email)
+                    .await
+                    .context("the SMTP server refused the message")?;
+                tracing::info!(tenant = tenant.as_str(), subject = %message.subject, "mail sent");
+                Ok(Delivery::Sent)
+            }
+            None => {
+                let id = crate::identity::crypto::random_uuid()?;
+                let document = serde_json::json!({
+                    "id": id,
+                    "to": message.to,
+                    "subject": message.subject,
+                    "body": message.body,
+                    "createdAt": self.clock.now_ms(),
+                });
+                let document_id =
+                    DocumentId::parse(&id).map_err(|error| anyhow::anyhow!("{error}"))?;
+                self.documents
+                    .insert(tenant, &self.outbox, &document_id, &document)
+                    .await?;
+                // The body holds a one-time link; the log says where to find it, not what it is.
+                tracing::info!(
+                    tenant = tenant.as_str(),
+                    subject = %message.subject,
+                    outbox_id = %id,
+                    "no SMTP server configured: the message is in the tenant's outbox (GET /api/identity/outbox)"
+                );
+                Ok(Delivery::KeptInOutbox)
+            }
+        }
+    }
+
+    /// The tenant's kept messages, newest first.
+    pub async fn outbox(&self, tenant: &TenantId) -> anyhow::Result<Vec<serde_json::Value>> {
+        let mut messages: Vec<serde_json::Value> = self
+            .documents
+            .list(
+                tenant,
+                &self.outbox,
+                None,
+                openframe_storage::documents::MAX_LIST,
+            )
+            .await?
+            .into_iter()
+            .map(|document| document.body)
+            .collect();
+        messages.sort_by_key(|message| std::cmp::Reverse(message["createdAt"].as_i64()));
+        messages.truncate(OUTBOX_LIST_LIMIT);
+        Ok(messages)
+    }
+}

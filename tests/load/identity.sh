@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# Throughput of the identity provider's hot paths, measured with wrk over HTTPS on loopback:
+#   - client_credentials grants/s (one RS256 signature per request),
+#   - refresh_token grants/s (one signature, plus a durable write that spends the old token and
+#     one that stores the new one),
+#   - password sign-ins/s through the login form (one argon2id verification per request).
+#
+#   tests/load/identity.sh [BINARY]     # default: /var/tmp/openframe-release/release/openframe
+#
+# Knobs (environment): DURATION (seconds per benchmark, 15), THREADS (wrk threads, 2),
+# CONNECTIONS (token benchmarks, 32), LOGIN_CONNECTIONS (8), REFRESH_TOKENS (default: sized from
+# the client_credentials rate, see below), KEEP=1 keeps the data dir and logs.
+#
+# It bootstraps a fresh data dir (tenant "bench", an owner, one confidential client), starts
+# `openframe serve` on free loopback ports, runs the three benchmarks, prints a table and stops
+# the server. A run is valid only if every answer was a 200 and no socket error occurred; the
+# script exits 1 otherwise.
+#
+# wrk runs on the same machine as the server and takes part of its CPU; the table shows how the
+# CPU was shared (server, wrk, and everything else on the machine, which should be near zero).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+binary=${1:-/var/tmp/openframe-release/release/openframe}
+duration=${DURATION:-15}
+threads=${THREADS:-2}
+connections=${CONNECTIONS:-32}
+login_connections=${LOGIN_CONNECTIONS:-8}
+refresh_tokens=${REFRESH_TOKENS:-}
+tenant=bench
+email=owner@bench.example
+password='Bench-pass1!'
+
+[ -x "$binary" ] || { echo "no executable at $binary" >&2; exit 1; }
+for tool in wrk curl python3; do
+  command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
+done
+
+work=$(mktemp -d)
+data=$work/data
+server=""
+cleanup() {
+  if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
+    kill -TERM "$server"
+    wait "$server" 2>/dev/null || true
+  fi
+  if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+
+# --- Set up: tenant + owner, a confidential client with the three grants, and the server. ---
+"$binary" init --data-dir "$data" --tenant "$tenant" --admin-email "$email" \
+  --admin-password "$password" --json >"$work/init.json"
+"$binary" client create --data-dir "$data" --tenant "$tenant" --name load \
+  --redirect-uri https://bench.example/cb --grant authorization_code --grant refresh_token \
+  --grant client_credentials --json >"$work/client.json"
+client_id=$(json_field "$work/client.json" client_id)
+client_secret=$(json_field "$work/client.json" client_secret)
+# RFC 6749 §2.3.1: id and secret are form-urlencoded, then joined and base64-encoded.
+basic=$(python3 -c 'import base64,sys,urllib.parse as u; q=lambda s: u.quote(s, safe="")
+print(base64.b64encode(f"{q(sys.argv[1])}:{q(sys.argv[2])}".encode()).decode())' "$client_id" "$client_secret")
+
+https_port=$(free_port)
+admin_port=$(free_port)
+# JSON logs so the warnings can be counted by message at the end.
+RUST_LOG=warn "$binary" serve --data-dir "$data" --listen "127.0.0.1:$https_port" \
+  --admin-listen "127.0.0.1:$admin_port" --log-format json >"$work/serve.log" 2>&1 &
+server=$!
+for _ in $(seq 300); do
+  curl -fs "http://127.0.0.1:$admin_port/health/ready" >/dev/null 2>&1 && break
+  kill -0 "$server" 2>/dev/null || { echo "serve exited:" >&2; cat "$work/serve.log" >&2; exit 1; }
+  sleep 0.1
+done
+curl -fs "http://127.0.0.1:$admin_port/health/ready" >/dev/null || { echo "serve never became ready" >&2; exit 1; }
+base="https://127.0.0.1:$https_port"
+token_url="$base/sas/$tenant/oauth2/token"
+login_url="$base/sas/$tenant/login"
+
+echo "binary:   $binary"
+echo "data dir: $data ($(df -T "$work" | awk 'NR==2 {print $2}'), synchronous=FULL SQLite: writes wait for fsync)"
+echo "machine:  $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) before the run"
+echo "wrk:      -t$threads, ${duration}s per benchmark, --timeout 10s"
+
+# --- CPU accounting: how the machine's CPU was shared during each wrk run. ---
+ticks_per_second=$(getconf CLK_TCK)
+cores=$(nproc)
+machine_ticks() { awk '/^cpu / {busy=$2+$3+$4+$7+$8+$9; print busy, busy+$5+$6}' /proc/stat; }
+server_ticks() { awk '{print $14+$15}' "/proc/$server/stat"; }
+server_rss_mib() { awk '/^VmRSS/ {printf "%d", $2/1024}' "/proc/$server/status"; }
+
+results=$work/results
+: >"$results"
+
+# Anything else using the CPU during a run is subtracted from the server's share, and on two
+# cores that is most of the result. Before each benchmark (server idle), wait until the machine
+# has been quiet for 3 s: under 15% of one core busy. After QUIET_TIMEOUT seconds (600) it goes
+# ahead anyway; the "other CPU" column then shows how much the run was disturbed.
+wait_for_quiet() {
+  local waited=0 before after busy
+  while :; do
+    before=$(machine_ticks); sleep 3; after=$(machine_ticks)
+    busy=$(echo "$before $after" | awk -v hz="$ticks_per_second" '{printf "%d", ($3 - $1) / 3 / hz * 100}')
+    [ "$busy" -lt 15 ] && return 0
+    if [ "$waited" -ge "${QUIET_TIMEOUT:-600}" ]; then
+      echo "  the machine is still busy ($busy% of a core) after ${waited}s; running anyway" >&2
+      return 0
+    fi
+    [ "$waited" = 0 ] && echo "  waiting for the machine to be quiet ($busy% of a core busy)..." >&2
+    waited=$((waited + 3))
+  done
+}
+
+# bench NAME CONNECTIONS SCRIPT URL SCRIPT_ARGS...: one wrk run; appends a row to $results.
+bench() {
+  local name=$1 conns=$2 script=$3 url=$4
+  shift 4
+  wait_for_quiet
+  local before_machine before_server after_machine after_server result
+  before_machine=$(machine_ticks)
+  before_server=$(server_ticks)
+  local TIMEFORMAT='%U %S' # bash's `time`: wrk's own user and system CPU seconds
+  { time wrk -t"$threads" -c"$conns" -d"${duration}s" --timeout 10s --latency \
+      -s "$here/$script" "$url" -- "$@" >"$work/$name.wrk"; } 2>"$work/$name.cpu"
+  after_machine=$(machine_ticks)
+  after_server=$(server_ticks)
+  sed 's/^/    /' "$work/$name.wrk"
+  result=$(grep '^RESULT ' "$work/$name.wrk") || { echo "wrk printed no RESULT line" >&2; exit 1; }
+  # CPU in percent of one core, over the run's wall time: server, wrk, everything else.
+  local cpu
+  cpu=$(echo "$before_machine $after_machine $before_server $after_server $(cat "$work/$name.cpu")" |
+    awk -v hz="$ticks_per_second" -v cores="$cores" '{
+      wall = ($4 - $2) / cores; busy = $3 - $1
+      server = ($6 - $5) / wall * 100; wrk = ($7 + $8) * hz / wall * 100
+      printf "%.0f %.0f %.0f", server, wrk, busy / wall * 100 - server - wrk }')
+  echo "$result $conns $cpu $(server_rss_mib)" >>"$results"
+}
+
+# --- 1. client_credentials ---
+echo
+echo "== client_credentials (-c$connections)"
+status=$(curl -sk -o /dev/null -w '%{http_code}' -H "Authorization: Basic $basic" \
+  -d grant_type=client_credentials "$token_url")
+[ "$status" = 200 ] || { echo "client_credentials answered $status; not benchmarking" >&2; exit 1; }
+bench client_credentials "$connections" identity-client-credentials.lua "$token_url" "$basic"
+
+# --- 2. refresh_token ---
+# Each request spends one never-used token. A refresh does everything a client_credentials grant
+# does (one signature, same lookups) plus two durable writes, so it cannot outrun it: 1.3 times
+# what client_credentials achieved over the same duration is enough, and running out shows up
+# as non-200 answers (the run is then invalid).
+cc_rate=$(awk '$2 == "client_credentials" {print $3}' "$results")
+if [ -z "$refresh_tokens" ]; then
+  refresh_tokens=$(awk -v rate="$cc_rate" -v d="$duration" 'BEGIN {printf "%d", rate * d * 1.3 + 1000}')
+fi
+echo
+echo "== refresh_token (-c$connections): minting $refresh_tokens refresh tokens first"
+python3 "$here/identity-tokens.py" --base "$base" --tenant "$tenant" --client-id "$client_id" \
+  --client-secret "$client_secret" --email "$email" --password "$password" \
+  --count "$refresh_tokens" --out "$work/refresh-tokens.txt"
+bench refresh "$connections" identity-refresh.lua "$token_url" "$basic" \
+  "$work/refresh-tokens.txt" "$threads"
+# The file is now spent: presenting any of its tokens again would revoke its family.
+rm -f "$work/refresh-tokens.txt"
+
+# --- 3. password sign-ins ---
+# One CSRF pair (form token + of_csrf cookie) serves every POST. One sign-in is checked by hand
+# first: a wrong one would count towards the per-account throttle.
+echo
+echo "== login (-c$login_connections)"
+form=$(curl -sk -c "$work/cookies" "$login_url")
+csrf=$(printf '%s' "$form" | sed -n 's/.*name="_csrf" value="\([^"]*\)".*/\1/p')
+csrf_cookie=$(awk '$6 == "of_csrf" {print $7}' "$work/cookies")
+[ -n "$csrf" ] && [ -n "$csrf_cookie" ] || { echo "no CSRF pair in the login form" >&2; exit 1; }
+status=$(curl -sk -o /dev/null -w '%{http_code}' -b "of_csrf=$csrf_cookie" \
+  --data-urlencode "username=$email" --data-urlencode "password=$password" \
+  --data-urlencode "_csrf=$csrf" "$login_url")
+[ "$status" = 200 ] || { echo "sign-in answered $status; not benchmarking" >&2; exit 1; }
+bench login "$login_connections" identity-login.lua "$login_url" "$email" "$password" "$csrf" "$csrf_cookie"
+
+# --- Summary ---
+echo
+echo "| benchmark | conns | requests | req/s | p50 ms | p99 ms | non-200 | socket errors | server CPU | wrk CPU | other CPU | server RSS MiB |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+# RESULT label rps p50 p99 non200 socket requests extra conns server% wrk% other% rss
+awk '{printf "| %s | %d | %d | %.0f | %.1f | %.1f | %d | %d | %d%% | %d%% | %d%% | %d |\n",
+  $2, $10, $8, $3, $4, $5, $6, $7, $11, $12, $13, $14}' "$results"
+echo "(CPU in percent of one core; the machine has $cores. RSS is the server's after each benchmark.)"
+
+echo
+echo "server log ($(wc -l <"$work/serve.log") lines at RUST_LOG=warn), by level and message:"
+python3 - "$work/serve.log" <<'EOF'
+import collections, json, sys
+counts = collections.Counter()
+for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    try:
+        entry = json.loads(line)
+        fields = entry.get("fields", entry)  # tracing-subscriber may nest them or not
+        message = fields.get("message", line.strip())
+        if "detail" in fields:
+            message += ": " + str(fields["detail"])
+        key = (entry.get("level", "?"), message)
+    except ValueError:
+        key = ("raw", line.strip()[:200])
+    counts[key] += 1
+for (level, message), count in counts.most_common(20):
+    print(f"  {count:8d}  {level:5s} {message[:160]}")
+if not counts:
+    print("  (empty)")
+EOF
+
+invalid=$(awk '$6 != 0 || $7 != 0 || $9 != 0 {print $2}' "$results")
+if [ -n "$invalid" ]; then
+  echo "INVALID run: non-200 answers, socket errors or spent tokens in: $invalid" >&2
+  exit 1
+fi
+echo "valid run: every answer was a 200"
