@@ -61,8 +61,47 @@ enum Command {
         #[command(subcommand)]
         command: ClientCommand,
     },
+    /// Let a tenant's people sign in with an upstream OpenID Connect provider.
+    Sso {
+        #[command(subcommand)]
+        command: SsoCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum SsoCommand {
+    /// Add or replace an upstream provider; prints the redirect URI to register there.
+    Set {
+        #[command(flatten)]
+        tenancy: TenancyArgs,
+        #[arg(long)]
+        tenant: String,
+        /// The provider's short name in URLs, e.g. "google" or "corp".
+        #[arg(long)]
+        provider: String,
+        /// The button text on the sign-in page (default: the provider name).
+        #[arg(long, default_value = "")]
+        display_name: String,
+        /// The upstream issuer URL (its discovery document is at ISSUER/.well-known/openid-configuration).
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        client_id: String,
+        /// A file holding the client secret the upstream issued (kept out of shell history).
+        #[arg(long)]
+        client_secret_file: PathBuf,
+        /// An email domain whose people may sign in this way; repeat for several.
+        #[arg(long = "allowed-domain", required = true)]
+        allowed_domains: Vec<String>,
+        /// Create unknown people (as ADMIN) on their first sign-in.
+        #[arg(long)]
+        auto_provision: bool,
+        /// PEM CA certificates to trust for an internal provider.
+        #[arg(long, default_value = "")]
+        ca_file: String,
+    },
 }
 
 /// Where the data is, and how to print the answer. These commands open only the tenancy store,
@@ -334,6 +373,46 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(Printed::new(&client, text))
         }),
+        Command::Sso {
+            command:
+                SsoCommand::Set {
+                    tenancy,
+                    tenant,
+                    provider,
+                    display_name,
+                    issuer,
+                    client_id,
+                    client_secret_file,
+                    allowed_domains,
+                    auto_provision,
+                    ca_file,
+                },
+        } => {
+            let client_secret = std::fs::read_to_string(&client_secret_file)
+                .map_err(|error| {
+                    anyhow::anyhow!("cannot read {}: {error}", client_secret_file.display())
+                })?
+                .trim()
+                .to_owned();
+            let new = openframe::identity::sso::NewSso {
+                provider,
+                display_name,
+                issuer,
+                client_id,
+                client_secret,
+                allowed_domains,
+                auto_provision_users: auto_provision,
+                ca_file,
+            };
+            with_identity(&tenancy, async |identity| {
+                let summary = admin::set_sso(identity, &tenant, new).await?;
+                let text = format!(
+                    "tenant {} signs in with {} ({}); register this redirect URI there: {}",
+                    summary.tenant_id, summary.provider, summary.issuer, summary.redirect_uri
+                );
+                Ok(Printed::new(&summary, text))
+            })
+        }
         Command::Healthcheck {
             url,
             ca_cert,

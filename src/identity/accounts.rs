@@ -259,6 +259,8 @@ impl Identity {
             roles,
             first_name: first_name.trim().to_owned(),
             last_name: last_name.trim().to_owned(),
+            // The link came by mail: following it proves the mailbox.
+            email_verified: true,
         };
         match self.create_user(&tenant.id, new).await {
             Ok(user) => Ok((tenant.id, user)),
@@ -354,6 +356,7 @@ impl Identity {
             .await
             .map_err(|_| invalid())?;
         user.record.password_hash = Some(super::password::hash(new_password.to_owned()).await?);
+        user.record.email_verified = true;
         user.record.updated_at = self.clock.now_ms();
         self.store.replace_user(&tenant.id, &user).await?;
         self.store
@@ -404,6 +407,7 @@ impl Identity {
             roles: vec![Role::Owner],
             first_name: request.first_name.trim().to_owned(),
             last_name: request.last_name.trim().to_owned(),
+            email_verified: false,
         };
         let owner = self.create_user(&tenant.id, new).await?;
         tracing::info!(tenant = tenant.id.as_str(), "a tenant registered itself");

@@ -112,6 +112,7 @@ pub async fn create_user(
         roles: vec![Role::parse(role)?],
         first_name: String::new(),
         last_name: String::new(),
+        email_verified: false,
     };
     let user = identity.create_user(&id, new).await?;
     Ok(UserSummary {
@@ -192,6 +193,7 @@ pub async fn init(
                 roles: vec![Role::Owner],
                 first_name: String::new(),
                 last_name: String::new(),
+                email_verified: false,
             };
             identity.create_user(&id, new).await?;
             true
@@ -238,4 +240,35 @@ pub async fn bootstrap_if_empty(
         )?;
     }
     Ok(Some(outcome))
+}
+
+/// What `openframe sso set` did, with the URI to register at the upstream provider.
+#[derive(Debug, Clone, Serialize)]
+pub struct SsoSummary {
+    pub tenant_id: String,
+    pub provider: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub allowed_domains: Vec<String>,
+    pub auto_provision_users: bool,
+    /// Register this as a redirect URI at the upstream provider.
+    pub redirect_uri: String,
+}
+
+pub async fn set_sso(
+    identity: &Identity,
+    tenant: &str,
+    new: super::sso::NewSso,
+) -> Result<SsoSummary, IdentityError> {
+    let id = existing_tenant(identity, tenant).await?;
+    let config = identity.set_sso(&id, new).await?;
+    Ok(SsoSummary {
+        tenant_id: id.as_str().to_owned(),
+        redirect_uri: format!("{}/sso/{}/callback", identity.issuer(&id), config.provider),
+        provider: config.provider,
+        issuer: config.issuer,
+        client_id: config.client_id,
+        allowed_domains: config.allowed_domains,
+        auto_provision_users: config.auto_provision_users,
+    })
 }

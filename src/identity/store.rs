@@ -238,6 +238,11 @@ impl IdentityStore {
         })
     }
 
+    /// The document store itself, for identity records kept outside this file (SSO settings).
+    pub fn documents(&self) -> &Arc<dyn DocumentStore> {
+        &self.documents
+    }
+
     async fn get<T: DeserializeOwned>(
         &self,
         tenant: &TenantId,

@@ -184,9 +184,11 @@ echo
 echo "| benchmark | conns | requests | req/s | p50 ms | p99 ms | non-200 | socket errors | server CPU | wrk CPU | other CPU | server RSS MiB |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 # RESULT label rps p50 p99 non200 socket requests extra conns server% wrk% other% rss
-awk '{printf "| %s | %d | %d | %.0f | %.1f | %.1f | %d | %d | %d%% | %d%% | %d%% | %d |\n",
-  $2, $10, $8, $3, $4, $5, $6, $7, $11, $12, $13, $14}' "$results"
-echo "(CPU in percent of one core; the machine has $cores. RSS is the server's after each benchmark.)"
+awk '{printf "| %s | %d | %d | %.0f | %.1f | %.1f | %d | %d | %d%% | %d%% | %d%%%s | %d |\n",
+  $2, $10, $8, $3, $4, $5, $6, $7, $11, $12, $13, ($13 > 10 ? " (disturbed)" : ""), $14}' "$results"
+echo "(CPU in percent of one core; the machine has $cores. \"other\" is every other process: above"
+echo " 10% of a core the row is marked disturbed and understates the server. RSS: the server's"
+echo " resident memory after each benchmark.)"
 
 echo
 echo "server log ($(wc -l <"$work/serve.log") lines at RUST_LOG=warn), by level and message:"
@@ -205,7 +207,7 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
         key = ("raw", line.strip()[:200])
     counts[key] += 1
 for (level, message), count in counts.most_common(20):
-    print(f"  {count:8d}  {level:5s} {message[:160]}")
+    print(f"  {level} x{count}: {message[:200]}")
 if not counts:
     print("  (empty)")
 EOF

@@ -270,7 +270,28 @@ fn login_form(
     continuation: Option<&str>,
     email: &str,
     message: Option<&str>,
+    providers: &[(String, String)],
 ) -> String {
+    let return_query = continuation.map_or_else(String::new, |target| {
+        format!(
+            "?{}",
+            url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("return", target)
+                .finish()
+        )
+    });
+    let sso: String = providers
+        .iter()
+        .map(|(id, name)| {
+            format!(
+                "<p><a href=\"{prefix}/sso/{id}{query}\">Sign in with {name}</a></p>",
+                prefix = escape_html(&tenant_prefix(tenant)),
+                id = escape_html(id),
+                query = escape_html(&return_query),
+                name = escape_html(name),
+            )
+        })
+        .collect();
     let notice = message.map_or_else(String::new, |message| {
         format!("<p role=\"alert\">{}</p>", escape_html(message))
     });
@@ -286,7 +307,7 @@ fn login_form(
          <input type=\"hidden\" name=\"_csrf\" value=\"{csrf}\">{continuation}\
          <label>Email <input name=\"username\" type=\"email\" autocomplete=\"username\" value=\"{email}\" required></label>\
          <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\
-         <button type=\"submit\">Sign in</button></form>",
+         <button type=\"submit\">Sign in</button></form>{sso}",
         name = escape_html(&tenant.name),
         prefix = escape_html(&tenant_prefix(tenant)),
         csrf = escape_html(csrf),
@@ -315,7 +336,7 @@ fn csrf_ok(
     verify_signed_value(&key, token) == Some(format!("{}:{nonce}", tenant.id.as_str()).as_str())
 }
 
-fn render_login(
+async fn render_login(
     identity: &Identity,
     tenant: &Tenant,
     status: StatusCode,
@@ -323,6 +344,7 @@ fn render_login(
     email: &str,
     message: Option<&str>,
 ) -> Response {
+    let providers = identity.sso_buttons(&tenant.id).await;
     let (nonce, token) = match csrf_pair(identity, tenant) {
         Ok(pair) => pair,
         Err(error) => {
@@ -336,7 +358,7 @@ fn render_login(
     let mut response = page(
         status,
         "Sign in",
-        &login_form(tenant, &token, continuation, email, message),
+        &login_form(tenant, &token, continuation, email, message, &providers),
     );
     let csrf_cookie = set_cookie(
         CSRF_COOKIE,
@@ -364,7 +386,7 @@ pub(super) async fn login_page(
         .get("return")
         .map(String::as_str)
         .filter(|target| rules::is_safe_continuation(&tenant_prefix(&tenant), target));
-    render_login(identity, &tenant, StatusCode::OK, continuation, "", None)
+    render_login(identity, &tenant, StatusCode::OK, continuation, "", None).await
 }
 
 pub(super) async fn login_submit(
@@ -396,7 +418,8 @@ pub(super) async fn login_submit(
             continuation,
             typed_email,
             Some("The sign-in form expired or did not come from this site. Please try again."),
-        );
+        )
+        .await;
     }
     let password_given = form.get("password").cloned().unwrap_or_default();
     let wrong = "Wrong email or password.";
@@ -408,7 +431,8 @@ pub(super) async fn login_submit(
             continuation,
             typed_email,
             Some(wrong),
-        );
+        )
+        .await;
     };
     if password_given.chars().count() > crate::domain::MAX_PASSWORD_CHARS {
         return render_login(
@@ -418,7 +442,8 @@ pub(super) async fn login_submit(
             continuation,
             email.as_str(),
             Some(wrong),
-        );
+        )
+        .await;
     }
     let account = format!("{}/{}", tenant.id.as_str(), email.as_str());
     let address = peer_ip(peer.as_ref().map(|Extension(peer)| peer));
@@ -434,7 +459,8 @@ pub(super) async fn login_submit(
             Some(&format!(
                 "Too many failed sign-in attempts. Try again in {minutes} minute(s)."
             )),
-        );
+        )
+        .await;
         if let Ok(value) = HeaderValue::from_str(&wait.0.to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
@@ -473,12 +499,24 @@ pub(super) async fn login_submit(
                 continuation,
                 email.as_str(),
                 Some(wrong),
-            );
+            )
+            .await;
         }
     };
     identity.throttle.record_success(&account);
 
-    let (session_value, session) = match new_session(identity, &user) {
+    signed_in(identity, &tenant, &user, continuation).await
+}
+
+/// Starts a sign-in session for `user` and continues to `continuation` (or a "signed in" page).
+/// Shared by the password form and upstream SSO.
+pub(super) async fn signed_in(
+    identity: &Identity,
+    tenant: &Tenant,
+    user: &UserRecord,
+    continuation: Option<&str>,
+) -> Response {
+    let (session_value, session) = match new_session(identity, user) {
         Ok(pair) => pair,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "cannot create a session");
@@ -509,7 +547,7 @@ pub(super) async fn login_submit(
         ),
     };
     let cookie_value = set_cookie(
-        &session_cookie(&tenant),
+        &session_cookie(tenant),
         &session_value,
         "/",
         identity.settings.session_ttl.as_secs(),

@@ -10,6 +10,7 @@ pub mod accounts;
 mod authorize;
 pub mod bff;
 mod discovery;
+pub mod sso;
 mod token;
 
 use std::collections::HashMap;
@@ -84,6 +85,8 @@ pub fn router() -> Router<AppState> {
             "/sas/{tenant}/connect/logout",
             get(authorize::logout).post(authorize::logout),
         )
+        .route("/sas/{tenant}/sso/{provider}", get(sso::start))
+        .route("/sas/{tenant}/sso/{provider}/callback", get(sso::callback))
         .route("/sas/{tenant}/oauth2/token", post(token::token))
         .route("/sas/{tenant}/oauth2/introspect", post(token::introspect))
         .route("/sas/{tenant}/oauth2/revoke", post(token::revoke))

@@ -8,3 +8,4 @@ mod bff;
 mod flow;
 mod rotation;
 mod security;
+mod sso;
