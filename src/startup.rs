@@ -172,6 +172,22 @@ impl Application {
             public_url = %state.config.public_url(),
             "openframe is serving"
         );
+        // Expired codes, tokens and sessions are deleted hourly, so the stores stay bounded.
+        let sweeper_identity = state.identity.clone();
+        let sweeper_stop = stop.clone();
+        let sweeper = tokio::spawn(async move {
+            let mut every_hour = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tokio::select! {
+                    () = sweeper_stop.cancelled() => break,
+                    _ = every_hour.tick() => match sweeper_identity.sweep_expired().await {
+                        Ok(0) => {}
+                        Ok(removed) => tracing::info!(removed, "swept expired identity records"),
+                        Err(error) => tracing::warn!(%error, "sweeping expired identity records failed"),
+                    },
+                }
+            }
+        });
         let signal_stop = stop.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -242,6 +258,7 @@ impl Application {
                 "connections still open after the grace period; closing them"
             );
         }
+        let _ = sweeper.await;
         admin_stop.cancel();
         match admin_task.await {
             Ok(Ok(())) => {}

@@ -195,6 +195,17 @@ impl Identity {
         })
     }
 
+    /// Removes expired codes, tokens, sessions and links of every tenant; see
+    /// [`IdentityStore::sweep_expired`]. `serve` runs it hourly.
+    pub async fn sweep_expired(&self) -> Result<u64, IdentityError> {
+        let now = self.clock.now_ms();
+        let mut removed = 0;
+        for tenant in self.tenants.tenants().await? {
+            removed += self.store.sweep_expired(&tenant.id, now).await?;
+        }
+        Ok(removed)
+    }
+
     pub fn public_url(&self) -> &str {
         &self.public_url
     }

@@ -748,4 +748,49 @@ impl IdentityStore {
         )
         .await
     }
+
+    /// Deletes what can no longer be used: codes, refresh tokens, sessions, reset links and
+    /// revocation markers whose `expiresAt` has passed. Returns how many records went.
+    pub async fn sweep_expired(
+        &self,
+        tenant: &TenantId,
+        now: UnixMillis,
+    ) -> Result<u64, DocumentError> {
+        let mut removed = 0;
+        for collection in [
+            &self.c.codes,
+            &self.c.refresh,
+            &self.c.sessions,
+            &self.c.resets,
+            &self.c.revoked,
+        ] {
+            let mut after: Option<DocumentId> = None;
+            loop {
+                let page = self
+                    .documents
+                    .list(tenant, collection, after.as_ref(), 500)
+                    .await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.id.clone());
+                let full = page.len() == 500;
+                for document in page {
+                    let expired = document.body["expiresAt"]
+                        .as_i64()
+                        .is_some_and(|at| at <= now);
+                    if expired
+                        && self
+                            .documents
+                            .delete(tenant, collection, &document.id, Some(document.version))
+                            .await?
+                    {
+                        removed += 1;
+                    }
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+        Ok(removed)
+    }
 }

@@ -53,6 +53,21 @@ fn key(identity: &Identity) -> aws_lc_rs::hmac::Key {
     identity.master().mac_key("sso-state")
 }
 
+async fn enabled_config(
+    identity: &Identity,
+    tenant: &openframe_storage::model::TenantId,
+    provider: &str,
+) -> Result<crate::identity::sso::SsoConfig, Response> {
+    match identity.sso(tenant, provider).await {
+        Ok(Some(config)) if config.enabled => Ok(config),
+        Ok(_) => Err(refused(
+            StatusCode::NOT_FOUND,
+            "This sign-in option is not configured.",
+        )),
+        Err(error) => Err(crate::error::ApiError::from(error).into_response()),
+    }
+}
+
 pub(super) async fn start(
     State(state): State<AppState>,
     Path((raw, provider)): Path<(String, String)>,
@@ -63,15 +78,9 @@ pub(super) async fn start(
         Ok(tenant) => tenant,
         Err(reply) => return reply.into_response(),
     };
-    let config = match identity.sso(&tenant.id, &provider).await {
-        Ok(Some(config)) if config.enabled => config,
-        Ok(_) => {
-            return refused(
-                StatusCode::NOT_FOUND,
-                "This sign-in option is not configured.",
-            );
-        }
-        Err(error) => return crate::error::ApiError::from(error).into_response(),
+    let config = match enabled_config(identity, &tenant.id, &provider).await {
+        Ok(config) => config,
+        Err(response) => return response,
     };
     let prefix = format!("/sas/{}", tenant.id.as_str());
     let continuation = query
@@ -191,15 +200,9 @@ pub(super) async fn callback(
             "The sign-in provider sent no code.",
         );
     };
-    let config = match identity.sso(&tenant.id, &provider).await {
-        Ok(Some(config)) if config.enabled => config,
-        Ok(_) => {
-            return refused(
-                StatusCode::NOT_FOUND,
-                "This sign-in option is not configured.",
-            );
-        }
-        Err(error) => return crate::error::ApiError::from(error).into_response(),
+    let config = match enabled_config(identity, &tenant.id, &provider).await {
+        Ok(config) => config,
+        Err(response) => return response,
     };
     let redirect_uri = callback_uri(identity, tenant.id.as_str(), &provider);
     let person = identity

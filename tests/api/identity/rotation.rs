@@ -130,3 +130,60 @@ async fn signing_keys_are_stored_sealed_not_in_the_clear() {
     );
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[tokio::test]
+async fn expired_codes_and_sessions_are_swept_and_live_ones_kept() {
+    let clock = ManualClock::starting_at(1_800_000_000_000);
+    let app = spawn_at(&clock).await;
+    let seeded = seed(&app, "acme").await;
+    let identity = &app.state.identity;
+    let tenant = openframe_storage::TenantId::parse("acme").unwrap();
+    let request = |user_id: &str| openframe::identity::tokens::CodeRequest {
+        client_id: seeded.client_id.clone(),
+        user_id: user_id.to_owned(),
+        redirect_uri: super::support::REDIRECT_URI.to_owned(),
+        scope: vec!["openid".into()],
+        nonce: None,
+        code_challenge: None,
+        auth_time: 1_800_000_000_000,
+    };
+    let old_code = identity.issue_code(&tenant, request("u1")).await.unwrap();
+    let mut browser = super::support::Browser::new(&app);
+    let signed_in = browser
+        .submit_login("/sas/acme/login", &seeded.email, super::support::PASSWORD)
+        .await;
+    assert_eq!(signed_in.status(), reqwest::StatusCode::OK);
+
+    clock.advance_ms(121_000);
+    let fresh_code = identity.issue_code(&tenant, request("u1")).await.unwrap();
+    assert_eq!(
+        identity.sweep_expired().await.unwrap(),
+        1,
+        "only the expired code goes"
+    );
+    let hash = |code: &str| openframe::identity::crypto::sha256_hex(code.as_bytes());
+    assert!(
+        identity
+            .store
+            .code(&tenant, &hash(&old_code))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        identity
+            .store
+            .code(&tenant, &hash(&fresh_code))
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // Past the 8 h session lifetime the sign-in session goes too.
+    clock.advance_ms(8 * 3600 * 1000);
+    assert_eq!(
+        identity.sweep_expired().await.unwrap(),
+        2,
+        "the second code and the session"
+    );
+}
