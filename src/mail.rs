@@ -14,9 +14,27 @@ use openframe_storage::model::{Clock, Collection, DocumentId, TenantId};
 
 use crate::config::MailSection;
 
+/// What a message is for: admins may read invitations in the outbox; only owners may read
+/// password resets, or an admin could take over the owner's account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailKind {
+    Invitation,
+    PasswordReset,
+}
+
+impl MailKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailKind::Invitation => "INVITATION",
+            MailKind::PasswordReset => "PASSWORD_RESET",
+        }
+    }
+}
+
 /// A message to one person.
 #[derive(Debug, Clone)]
 pub struct Message {
+    pub kind: MailKind,
     pub to: String,
     pub subject: String,
     pub body: String,
@@ -108,6 +126,11 @@ impl Mailer {
         })
     }
 
+    /// Whether messages leave the machine (an SMTP server is configured).
+    pub fn has_smtp(&self) -> bool {
+        self.smtp.is_some()
+    }
+
     /// Sends `message`, or keeps it in the tenant's outbox when no SMTP server is configured.
     /// An SMTP failure is an error: the caller decides whether to retry or report it.
     pub async fn send(&self, tenant: &TenantId, message: Message) -> anyhow::Result<Delivery> {
@@ -133,6 +156,7 @@ impl Mailer {
                 let id = crate::identity::crypto::random_uuid()?;
                 let document = serde_json::json!({
                     "id": id,
+                    "kind": message.kind.as_str(),
                     "to": message.to,
                     "subject": message.subject,
                     "body": message.body,

@@ -10,7 +10,7 @@ use super::crypto::{random_token, sha256_hex};
 use super::store::{InvitationRecord, ResetRecord, UserRecord, Versioned};
 use super::{Identity, IdentityError, NewUser};
 use crate::domain::{Email, Invalid, Role};
-use crate::mail::{Delivery, Message};
+use crate::mail::{Delivery, MailKind, Message};
 
 /// An invitation as admins see it; `status` includes the computed `EXPIRED`.
 #[derive(Debug, Clone, Serialize)]
@@ -81,18 +81,16 @@ impl Identity {
         &self,
         tenant: &TenantId,
         record: &InvitationRecord,
+        secret: &str,
     ) -> Result<Delivery, IdentityError> {
-        let link = format!(
-            "{}/invitations?invitationId={}",
-            self.public_url(),
-            record.id
-        );
+        let link = format!("{}/invitations?invitationId={secret}", self.public_url());
         let body = format!(
             "You are invited to OpenFrame ({tenant}).\n\nAccept within {hours} hours: {link}\n\nIf you did not expect this, ignore this message.\n",
             tenant = tenant.as_str(),
             hours = self.settings.invitation_ttl.as_secs() / 3600,
         );
         let message = Message {
+            kind: MailKind::Invitation,
             to: record.email.clone(),
             subject: "Your invitation to OpenFrame".to_owned(),
             body,
@@ -133,8 +131,11 @@ impl Identity {
             .into());
         }
         let now = self.clock.now_ms();
+        let secret = random_token()?;
         let record = InvitationRecord {
-            id: random_token()?,
+            id: super::crypto::random_uuid()?,
+            token_hash: sha256_hex(secret.as_bytes()),
+            delivered_by_mail: self.mailer.has_smtp(),
             email: email.as_str().to_owned(),
             roles: roles.iter().map(|role| role.as_str().to_owned()).collect(),
             status: "PENDING".to_owned(),
@@ -144,7 +145,7 @@ impl Identity {
             updated_at: now,
         };
         self.store.insert_invitation(tenant, &record).await?;
-        let delivery = self.mail_invitation(tenant, &record).await?;
+        let delivery = self.mail_invitation(tenant, &record, &secret).await?;
         Ok(self.invitation_view(&record, Some(delivery)))
     }
 
@@ -199,25 +200,37 @@ impl Identity {
     ) -> Result<InvitationView, IdentityError> {
         let mut invitation = self.pending_invitation(tenant, id).await?;
         let now = self.clock.now_ms();
+        // A new secret: the old link stops working.
+        let secret = random_token()?;
+        invitation.record.token_hash = sha256_hex(secret.as_bytes());
+        invitation.record.delivered_by_mail = self.mailer.has_smtp();
         invitation.record.expires_at = now + ms(self.settings.invitation_ttl);
         invitation.record.updated_at = now;
         self.store.replace_invitation(tenant, &invitation).await?;
-        let delivery = self.mail_invitation(tenant, &invitation.record).await?;
+        let delivery = self
+            .mail_invitation(tenant, &invitation.record, &secret)
+            .await?;
         Ok(self.invitation_view(&invitation.record, Some(delivery)))
     }
 
     /// Accepts an invitation: creates the user with the invited roles. The invitation is found
-    /// by its id alone, as OpenFrame's accept request carries no tenant.
+    /// by the secret of its link alone (OpenFrame's `invitationId`), as the request names no
+    /// tenant.
     pub async fn accept_invitation(
         &self,
-        id: &str,
+        secret: &str,
         first_name: &str,
         last_name: &str,
         password: &str,
     ) -> Result<(TenantId, UserRecord), IdentityError> {
+        let token_hash = sha256_hex(secret.as_bytes());
         let mut found = None;
         for tenant in self.tenants.tenants().await? {
-            if let Some(invitation) = self.store.invitation(&tenant.id, id).await? {
+            if let Some(invitation) = self
+                .store
+                .invitation_by_token(&tenant.id, &token_hash)
+                .await?
+            {
                 found = Some((tenant, invitation));
                 break;
             }
@@ -259,13 +272,14 @@ impl Identity {
             roles,
             first_name: first_name.trim().to_owned(),
             last_name: last_name.trim().to_owned(),
-            // The link came by mail: following it proves the mailbox.
-            email_verified: true,
+            // A link that came by mail proves the mailbox; one an admin forwarded does not.
+            email_verified: invitation.record.delivered_by_mail,
         };
         match self.create_user(&tenant.id, new).await {
             Ok(user) => Ok((tenant.id, user)),
             Err(error) => {
                 // Give the invitation back: a weak password must not burn it.
+                let id = &invitation.record.id;
                 if let Ok(Some(mut claimed)) = self.store.invitation(&tenant.id, id).await {
                     claimed.record.status = "PENDING".to_owned();
                     let _ = self.store.replace_invitation(&tenant.id, &claimed).await;
@@ -300,6 +314,7 @@ impl Identity {
             let secret = random_token()?;
             let reset = ResetRecord {
                 user_id: user.record.id.clone(),
+                delivered_by_mail: self.mailer.has_smtp(),
                 expires_at: self.clock.now_ms() + ms(self.settings.reset_ttl),
                 used: false,
             };
@@ -317,6 +332,7 @@ impl Identity {
                 minutes = self.settings.reset_ttl.as_secs() / 60,
             );
             let message = Message {
+                kind: MailKind::PasswordReset,
                 to: email.as_str().to_owned(),
                 subject: "Reset your OpenFrame password".to_owned(),
                 body,
@@ -356,7 +372,8 @@ impl Identity {
             .await
             .map_err(|_| invalid())?;
         user.record.password_hash = Some(super::password::hash(new_password.to_owned()).await?);
-        user.record.email_verified = true;
+        // Following a link that came by mail proves the mailbox.
+        user.record.email_verified |= reset.record.delivered_by_mail;
         user.record.updated_at = self.clock.now_ms();
         self.store.replace_user(&tenant.id, &user).await?;
         self.store

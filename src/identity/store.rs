@@ -138,11 +138,16 @@ pub struct RevokedRecord {
     pub expires_at: UnixMillis,
 }
 
-/// An invitation to join a tenant. Its id is the secret in the invitation link: 256 random bits.
+/// An invitation to join a tenant. Its `id` is public (admins list, revoke and resend by it);
+/// the link in the mail carries a separate 256-bit secret, stored only as `token_hash`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct InvitationRecord {
     pub id: String,
+    pub token_hash: String,
+    /// The link went out by SMTP (so accepting proves the mailbox), rather than through the
+    /// outbox, where an admin saw it.
+    pub delivered_by_mail: bool,
     pub email: String,
     pub roles: Vec<String>,
     /// `PENDING`, `ACCEPTED` or `REVOKED`; `EXPIRED` is computed, never stored.
@@ -158,6 +163,7 @@ pub struct InvitationRecord {
 #[serde(rename_all = "camelCase")]
 pub struct ResetRecord {
     pub user_id: String,
+    pub delivered_by_mail: bool,
     pub expires_at: UnixMillis,
     pub used: bool,
 }
@@ -676,6 +682,25 @@ impl IdentityStore {
             return Ok(None);
         }
         self.get(tenant, &self.c.invitations, id).await
+    }
+
+    /// The invitation whose link secret hashes to `token_hash`.
+    pub async fn invitation_by_token(
+        &self,
+        tenant: &TenantId,
+        token_hash: &str,
+    ) -> Result<Option<Versioned<InvitationRecord>>, DocumentError> {
+        let found = self
+            .documents
+            .find_by_field(
+                tenant,
+                &self.c.invitations,
+                "tokenHash",
+                &serde_json::Value::from(token_hash),
+                1,
+            )
+            .await?;
+        found.into_iter().next().map(decode).transpose()
     }
 
     pub async fn replace_invitation(

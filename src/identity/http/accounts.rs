@@ -27,22 +27,45 @@ pub struct AdminPrincipal {
     pub tenant: TenantId,
     pub user_id: String,
     pub email: String,
+    pub owner: bool,
 }
 
 impl FromRequestParts<AppState> for AdminPrincipal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
+        let bearer = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::to_owned)
+            .map(str::to_owned);
+        let from_cookie = bearer.is_none();
+        let token = bearer
             .or_else(|| cookie(&parts.headers, "access_token"))
             .ok_or_else(|| {
                 ApiError::Unauthorized("sign in first: send a bearer access token".into())
             })?;
+        // A browser sends the cookie with any request to us, also one a hostile page starts:
+        // a cookie-authenticated change must come from a page of this appliance.
+        let safe_method = matches!(
+            parts.method,
+            axum::http::Method::GET | axum::http::Method::HEAD
+        );
+        if from_cookie && !safe_method {
+            let public = url::Url::parse(state.identity.public_url()).map(|url| url.origin());
+            let origin = parts
+                .headers
+                .get(axum::http::header::ORIGIN)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| url::Url::parse(value).ok())
+                .map(|url| url.origin());
+            if origin.is_none() || origin != public.ok() {
+                return Err(ApiError::Forbidden(
+                    "a change authenticated by cookie must come from this appliance's own pages (Origin)".into(),
+                ));
+            }
+        }
         // The claimed tenant only picks whose keys to verify with; verification checks the rest.
         let claimed = token
             .split('.')
@@ -77,6 +100,7 @@ impl FromRequestParts<AppState> for AdminPrincipal {
             tenant: tenant.id,
             user_id,
             email: claims.sub,
+            owner: claims.roles.iter().any(|role| role == "OWNER"),
         })
     }
 }
@@ -141,7 +165,11 @@ pub(super) async fn outbox(
     State(state): State<AppState>,
     admin: AdminPrincipal,
 ) -> Result<Response, ApiError> {
-    let messages = state.identity.mailer.outbox(&admin.tenant).await?;
+    let mut messages = state.identity.mailer.outbox(&admin.tenant).await?;
+    // A reset link for the owner, read by an admin, would hand the admin the owner's account.
+    if !admin.owner {
+        messages.retain(|message| message["kind"] == crate::mail::MailKind::Invitation.as_str());
+    }
     let mut response = Json(messages).into_response();
     super::no_store(response.headers_mut());
     Ok(response)

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::support::{
     Browser, PASSWORD, Seeded, api_error, client_credentials, oauth_error, owner_token, seed,
+    user_token,
 };
 use crate::helpers::{TestApp, spawn_app, spawn_at, spawn_with, test_config};
 
@@ -45,6 +46,16 @@ async fn invitations(app: &TestApp, token: &str) -> Vec<Value> {
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.unwrap()
+}
+
+/// The secret of the newest invitation link mailed to `email`, read from the outbox.
+async fn invitation_secret(app: &TestApp, token: &str, email: &str) -> String {
+    let messages = outbox(app, token).await;
+    let message = messages
+        .iter()
+        .find(|message| message["to"] == email && message["kind"] == "INVITATION")
+        .unwrap_or_else(|| panic!("no invitation to {email} in {messages:?}"));
+    link_parameter(message["body"].as_str().unwrap(), "invitationId")
 }
 
 fn link_parameter(body: &str, name: &str) -> String {
@@ -100,7 +111,17 @@ async fn an_invitation_without_smtp_lands_in_the_outbox_and_is_accepted_once() {
         "{body}"
     );
     let id = link_parameter(body, "invitationId");
-    assert_eq!(id, invitation["id"]);
+    assert_ne!(
+        id,
+        invitation["id"].as_str().unwrap(),
+        "the link's secret is not the public id"
+    );
+    let by_public_id = accept(
+        &app,
+        json!({"invitationId": invitation["id"], "password": "Inv1ted-pass!"}),
+    )
+    .await;
+    assert_eq!(api_error(by_public_id).await.1, "not_found");
 
     // A second pending invitation for the same email, or one for an existing user: 409.
     let (status, code, message) =
@@ -175,9 +196,10 @@ async fn an_invitation_without_smtp_lands_in_the_outbox_and_is_accepted_once() {
         .await
         .unwrap();
     assert_eq!(revoked.json::<Value>().await.unwrap()["status"], "REVOKED");
+    let second_secret = invitation_secret(&app, &token, "late@acme.example").await;
     let refused = accept(
         &app,
-        json!({"invitationId": second_id, "password": "Inv1ted-pass!"}),
+        json!({"invitationId": second_secret, "password": "Inv1ted-pass!"}),
     )
     .await;
     assert_eq!(
@@ -191,6 +213,40 @@ async fn an_invitation_without_smtp_lands_in_the_outbox_and_is_accepted_once() {
         .collect();
     states.sort();
     assert_eq!(states, ["ACCEPTED", "REVOKED"]);
+
+    // The invited ADMIN may read invitations in the outbox, never password resets: a reset link
+    // for the owner would hand over the owner's account.
+    let tech = user_token(&app, &seeded, "tech@acme.example", "Inv1ted-pass!").await;
+    let reset = app
+        .client
+        .post(app.https_url("/sas/password-reset/request"))
+        .json(&json!({"email": seeded.email}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reset.status(), StatusCode::ACCEPTED);
+    let kinds = |messages: Vec<Value>| -> Vec<String> {
+        messages
+            .iter()
+            .map(|m| m["kind"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(!kinds(outbox(&app, &tech).await).contains(&"PASSWORD_RESET".to_owned()));
+    assert!(kinds(outbox(&app, &token).await).contains(&"PASSWORD_RESET".to_owned()));
+    // A forwarded link does not prove the mailbox.
+    let tenant = openframe_storage::TenantId::parse("acme").unwrap();
+    let invited = app
+        .state
+        .identity
+        .store
+        .user_by_email(
+            &tenant,
+            &openframe::domain::Email::parse("tech@acme.example").unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!invited.record.email_verified);
 }
 
 #[tokio::test]
@@ -253,6 +309,33 @@ async fn invitation_endpoints_need_an_admin_of_the_same_tenant() {
         "beta sees none of acme's invitations: {listed:?}"
     );
     assert!(outbox(&app, &beta_token).await.is_empty());
+
+    // With the browser's cookie instead of a bearer token, a change must come from our own pages.
+    let by_cookie = |origin: Option<String>| {
+        let mut request = app
+            .client
+            .post(app.https_url("/api/invitations"))
+            .header("cookie", format!("access_token={acme_token}"))
+            .json(&json!({"email": "via-cookie@acme.example"}));
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let refused = by_cookie(None).await;
+    let (status, code, message) = api_error(refused).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+    assert_eq!(
+        message,
+        "a change authenticated by cookie must come from this appliance's own pages (Origin)"
+    );
+    let cross_site = by_cookie(Some("https://evil.example".into())).await;
+    assert_eq!(cross_site.status(), StatusCode::FORBIDDEN);
+    let same_site = by_cookie(Some(app.https_url(""))).await;
+    assert_eq!(same_site.status(), StatusCode::CREATED);
 }
 
 #[tokio::test]
@@ -267,10 +350,11 @@ async fn an_expired_invitation_is_shown_as_expired_and_can_be_resent() {
         .await
         .unwrap();
     let id = invitation["id"].as_str().unwrap();
+    let first_secret = invitation_secret(&app, &token, "slow@acme.example").await;
     clock.advance_ms(24 * 3600 * 1000 + 1);
     let refused = accept(
         &app,
-        json!({"invitationId": id, "password": "Inv1ted-pass!"}),
+        json!({"invitationId": first_secret, "password": "Inv1ted-pass!"}),
     )
     .await;
     let (status, _, message) = api_error(refused).await;
@@ -301,9 +385,18 @@ async fn an_expired_invitation_is_shown_as_expired_and_can_be_resent() {
         resent["expiresAt"].as_i64().unwrap(),
         clock_now(&clock) + 24 * 3600 * 1000
     );
+    // The resent link has a new secret; the old link is dead.
+    let new_secret = invitation_secret(&app, &token, "slow@acme.example").await;
+    assert_ne!(new_secret, first_secret);
+    let old_link = accept(
+        &app,
+        json!({"invitationId": first_secret, "password": "Inv1ted-pass!"}),
+    )
+    .await;
+    assert_eq!(api_error(old_link).await.1, "not_found");
     let accepted = accept(
         &app,
-        json!({"invitationId": id, "password": "Inv1ted-pass!"}),
+        json!({"invitationId": new_secret, "password": "Inv1ted-pass!"}),
     )
     .await;
     assert_eq!(accepted.status(), StatusCode::OK);
@@ -590,12 +683,26 @@ async fn with_smtp_an_invitation_is_mailed_not_kept() {
         message.contains("Subject: Your invitation to OpenFrame"),
         "{message}"
     );
-    assert!(
-        message.contains(&format!(
-            "invitationId={}",
-            invitation["id"].as_str().unwrap()
-        )),
-        "{message}"
-    );
+    // The mailed link works, and accepting it proves the mailbox.
+    let secret = link_parameter(&message, "invitationId");
+    let accepted = accept(
+        &app,
+        json!({"invitationId": secret, "password": "Inv1ted-pass!"}),
+    )
+    .await;
+    assert_eq!(accepted.status(), StatusCode::OK);
+    let tenant = openframe_storage::TenantId::parse("acme").unwrap();
+    let user = app
+        .state
+        .identity
+        .store
+        .user_by_email(
+            &tenant,
+            &openframe::domain::Email::parse("mailed@acme.example").unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(user.record.email_verified);
     assert!(outbox(&app, &token).await.is_empty());
 }

@@ -289,6 +289,16 @@ pub(crate) async fn client_credentials(app: &TestApp, seeded: &Seeded) -> reqwes
 
 /// An access token of the seeded OWNER (roles OWNER and ADMIN), through the browser flow.
 pub(crate) async fn owner_token(app: &TestApp, seeded: &Seeded) -> String {
+    user_token(app, seeded, &seeded.email, PASSWORD).await
+}
+
+/// An access token of any user of the seeded tenant, through the browser flow.
+pub(crate) async fn user_token(
+    app: &TestApp,
+    seeded: &Seeded,
+    email: &str,
+    password: &str,
+) -> String {
     let verifier = "owner-token-verifier-0123456789-0123456789-0123456789";
     let challenge = openframe::identity::rules::s256_challenge(verifier);
     let query = url::form_urlencoded::Serializer::new(String::new())
@@ -303,8 +313,8 @@ pub(crate) async fn owner_token(app: &TestApp, seeded: &Seeded) -> String {
     let callback = browser
         .authorize(
             &format!("{}/oauth2/authorize?{query}", seeded.issuer),
-            &seeded.email,
-            PASSWORD,
+            email,
+            password,
         )
         .await;
     let code = query_param(&callback, "code").unwrap();
