@@ -196,6 +196,9 @@ enum ClientCommand {
         /// Default: authorization_code and refresh_token.
         #[arg(long = "grant")]
         grants: Vec<String>,
+        /// openid, profile, email or offline_access; repeat for several. Default: all of them.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
     },
 }
 
@@ -357,6 +360,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     post_logout_redirect_uris,
                     public,
                     grants,
+                    scopes,
                 },
         } => with_identity(&tenancy, async |identity| {
             let new = NewClient {
@@ -365,6 +369,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 redirect_uris,
                 post_logout_redirect_uris,
                 grant_types: grants,
+                scopes,
             };
             let client = admin::create_client(identity, &tenant, new).await?;
             let mut text = format!("client_id: {}", client.client_id);

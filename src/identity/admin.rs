@@ -36,6 +36,7 @@ pub struct ClientSummary {
     pub public: bool,
     pub grant_types: Vec<String>,
     pub redirect_uris: Vec<String>,
+    pub scopes: Vec<String>,
 }
 
 /// What `openframe init` did.
@@ -138,6 +139,7 @@ pub async fn create_client(
         name: created.client.name,
         grant_types: created.client.grant_types,
         redirect_uris: created.client.redirect_uris,
+        scopes: created.client.scopes,
     })
 }
 

@@ -132,6 +132,8 @@ pub struct NewClient {
     pub post_logout_redirect_uris: Vec<String>,
     /// Empty: `authorization_code` and `refresh_token`.
     pub grant_types: Vec<String>,
+    /// The scopes it may ask for. Empty: every supported scope.
+    pub scopes: Vec<String>,
 }
 
 /// A registered client and, for a confidential one, its secret: shown once, never stored.
@@ -398,6 +400,26 @@ impl Identity {
             rules::check_redirect_uri(uri)
                 .map_err(|problem| Invalid::new("redirect_uri", problem))?;
         }
+        for scope in &new.scopes {
+            if !rules::SUPPORTED_SCOPES.contains(&scope.as_str()) {
+                return Err(Invalid::new(
+                    "scope",
+                    format!(
+                        "{scope:?} is not a scope; use {}",
+                        rules::SUPPORTED_SCOPES.join(", ")
+                    ),
+                )
+                .into());
+            }
+        }
+        let scopes = if new.scopes.is_empty() {
+            rules::SUPPORTED_SCOPES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        } else {
+            new.scopes
+        };
         let secret = if new.public {
             None
         } else {
@@ -415,10 +437,7 @@ impl Identity {
             grant_types,
             redirect_uris: new.redirect_uris,
             post_logout_redirect_uris: new.post_logout_redirect_uris,
-            scopes: rules::SUPPORTED_SCOPES
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
+            scopes,
             require_pkce: new.public,
             built_in: false,
             created_at: self.clock.now_ms(),

@@ -445,6 +445,44 @@ fn init_is_idempotent_and_the_identity_commands_print_json() {
         "--json",
     ]));
     assert_eq!(public["public"], true);
+    assert_eq!(
+        public["scopes"],
+        serde_json::json!(["openid", "profile", "email", "offline_access"])
+    );
+    let narrow = json_of(&openframe(&[
+        "client",
+        "create",
+        "--data-dir",
+        data,
+        "--tenant",
+        "beta",
+        "--name",
+        "Reporting",
+        "--grant",
+        "client_credentials",
+        "--scope",
+        "email",
+        "--json",
+    ]));
+    assert_eq!(narrow["scopes"], serde_json::json!(["email"]));
+    let bad_scope = openframe(&[
+        "client",
+        "create",
+        "--data-dir",
+        data,
+        "--tenant",
+        "beta",
+        "--name",
+        "X",
+        "--scope",
+        "admin",
+        "--grant",
+        "client_credentials",
+    ]);
+    assert_eq!(
+        stderr_of(&bad_scope).trim(),
+        "openframe: error: scope: \"admin\" is not a scope; use openid, profile, email, offline_access"
+    );
     assert!(public.get("client_secret").is_none());
     let unknown_tenant = openframe(&[
         "client",

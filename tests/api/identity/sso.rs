@@ -24,6 +24,7 @@ async fn federate(app: &TestApp, auto_provision: bool) -> Seeded {
             name: "acme's appliance".into(),
             public: false,
             redirect_uris: vec![callback.clone()],
+            scopes: Vec::new(),
             post_logout_redirect_uris: Vec::new(),
             grant_types: Vec::new(),
         },

@@ -36,6 +36,7 @@ pub(crate) async fn seed(app: &TestApp, tenant: &str) -> Seeded {
             name: "Relying party".into(),
             public: false,
             redirect_uris: vec![REDIRECT_URI.into()],
+            scopes: Vec::new(),
             post_logout_redirect_uris: vec![POST_LOGOUT_URI.into()],
             grant_types: vec![
                 "authorization_code".into(),
@@ -64,6 +65,7 @@ pub(crate) async fn public_client(app: &TestApp, tenant: &str) -> String {
             name: "Single-page app".into(),
             public: true,
             redirect_uris: vec![REDIRECT_URI.into()],
+            scopes: Vec::new(),
             post_logout_redirect_uris: Vec::new(),
             grant_types: Vec::new(),
         },
