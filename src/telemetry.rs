@@ -8,11 +8,18 @@ use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber. Called once by `main`; tests do not install one.
 pub fn init(config: &LogConfig) {
-    let filter = std::env::var("RUST_LOG")
+    let directives = std::env::var("RUST_LOG")
         .ok()
-        .and_then(|directives| EnvFilter::try_new(directives).ok())
-        .or_else(|| EnvFilter::try_new(&config.level).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .filter(|directives| EnvFilter::try_new(directives).is_ok())
+        .unwrap_or_else(|| config.level.clone());
+    let mut filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    // rustls warns once per connection about what a client sent (an IP address as SNI, as wrk
+    // and some agents do): any client could fill the log. Unless asked for, keep only errors.
+    if !directives.contains("rustls")
+        && let Ok(quiet) = "rustls::msgs::handshake=error".parse()
+    {
+        filter = filter.add_directive(quiet);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -371,7 +371,7 @@ impl Identity {
             .spend_reset(&tenant.id, &hash, &reset)
             .await
             .map_err(|_| invalid())?;
-        user.record.password_hash = Some(super::password::hash(new_password.to_owned()).await?);
+        user.record.password_hash = Some(self.passwords.hash(new_password.to_owned()).await?);
         // Following a link that came by mail proves the mailbox.
         user.record.email_verified |= reset.record.delivered_by_mail;
         user.record.updated_at = self.clock.now_ms();

@@ -64,6 +64,8 @@ pub struct Identity {
     public_url: String,
     pub throttle: LoginThrottle,
     pub mailer: crate::mail::Mailer,
+    /// argon2id with bounded concurrency and reused work memory.
+    pub passwords: password::Passwords,
 }
 
 /// Failures of identity operations that a caller can act on, plus the unexpected.
@@ -190,6 +192,9 @@ impl Identity {
             keys,
             throttle: LoginThrottle::new(limits, clock.clone()),
             mailer,
+            passwords: password::Passwords::new(
+                std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
+            )?,
             master,
             clock,
             settings,
@@ -321,7 +326,7 @@ impl Identity {
         let password_hash = match new.password {
             Some(password) => {
                 crate::domain::check_password_policy(&password)?;
-                Some(password::hash(password).await?)
+                Some(self.passwords.hash(password).await?)
             }
             None => None,
         };

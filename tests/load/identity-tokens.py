@@ -89,7 +89,7 @@ def authorize_path(tenant, client_id):
 
 
 def sign_in(args):
-    """Steps 1-3 of the flow, once: returns the of_sas_session cookie value."""
+    """Steps 1-3 of the flow, once: returns the tenant's sign-in session cookie value."""
     appliance = Appliance(args.base)
     response, _ = appliance.request("GET", authorize_path(args.tenant, args.client_id))
     if response.status != 302:
@@ -114,7 +114,7 @@ def sign_in(args):
     )
     if response.status != 303:
         raise SystemExit(f"sign-in answered {response.status}, expected 303:\n{page[:500]}")
-    return cookie_value(response, "of_sas_session")
+    return cookie_value(response, f"of_sas_session_{args.tenant}")
 
 
 def mint(appliance, args, session, basic):
@@ -122,7 +122,7 @@ def mint(appliance, args, session, basic):
     response, body = appliance.request(
         "GET",
         authorize_path(args.tenant, args.client_id),
-        headers={"Cookie": f"of_sas_session={session}"},
+        headers={"Cookie": f"of_sas_session_{args.tenant}={session}"},
     )
     location = response.headers.get("Location", "")
     code = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query).get("code")

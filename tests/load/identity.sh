@@ -9,7 +9,8 @@
 #
 # Knobs (environment): DURATION (seconds per benchmark, 15), THREADS (wrk threads, 2),
 # CONNECTIONS (token benchmarks, 32), LOGIN_CONNECTIONS (8), REFRESH_TOKENS (default: sized from
-# the client_credentials rate, see below), KEEP=1 keeps the data dir and logs.
+# the client_credentials rate, see below), QUIET_TIMEOUT (seconds to wait for an idle machine
+# before each benchmark, 600), KEEP=1 keeps the data dir and logs.
 #
 # It bootstraps a fresh data dir (tenant "bench", an owner, one confidential client), starts
 # `openframe serve` on free loopback ports, runs the three benchmarks, prints a table and stops

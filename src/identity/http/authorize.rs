@@ -18,11 +18,11 @@ use super::{
     tenant,
 };
 use crate::domain::Email;
+use crate::identity::Identity;
 use crate::identity::crypto::{random_token, sha256_hex, sign_value, verify_signed_value};
 use crate::identity::rules;
 use crate::identity::store::{SessionRecord, UserRecord};
 use crate::identity::tokens::CodeRequest;
-use crate::identity::{Identity, password};
 use crate::startup::AppState;
 
 /// The sign-in session's cookie, one per tenant. Its path is `/` so that `/oauth/logout` (the
@@ -477,7 +477,7 @@ pub(super) async fn login_submit(
         }
     };
     let stored_hash = user.as_ref().and_then(|user| user.password_hash.clone());
-    let matches = match password::verify(password_given, stored_hash).await {
+    let matches = match identity.passwords.verify(password_given, stored_hash).await {
         Ok(matches) => matches,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "password verification failed");
