@@ -4,6 +4,9 @@
 //! `synchronous = FULL` makes each commit durable before it returns (WAL's default `NORMAL` may
 //! lose the last commits on power loss, which breaks the acknowledged-write contract).
 //! Every tenant-owned row has `tenant_id` in its primary key; every statement binds it.
+//! Write transactions begin IMMEDIATE: a deferred one reads first and upgrades to a write later,
+//! and under load that upgrade failed at once with "database is locked" (no busy wait applies
+//! to it), which surfaced as 503s from the token endpoint.
 
 mod migrations;
 
@@ -12,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::Engine;
 use crate::blocking;
@@ -438,7 +441,7 @@ impl DocumentStore for SqliteStore {
             (tenant.clone(), collection.clone(), id.clone(), body.clone());
         self.write("insert document", move |connection, inner| {
             let transaction = connection
-                .transaction()
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(failure("insert document"))?;
             require_tenant(&transaction, &tenant)?;
             let now = inner.clock.now_ms();
@@ -484,7 +487,7 @@ impl DocumentStore for SqliteStore {
             (tenant.clone(), collection.clone(), id.clone(), body.clone());
         self.write("replace document", move |connection, inner| {
             let transaction = connection
-                .transaction()
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(failure("replace document"))?;
             require_tenant(&transaction, &tenant)?;
             let stored = stored_version(&transaction, &tenant, &collection, &id)?;
@@ -661,7 +664,7 @@ impl DocumentStore for SqliteStore {
         let (tenant, collection, id) = (tenant.clone(), collection.clone(), id.clone());
         self.write("delete document", move |connection, _| {
             let transaction = connection
-                .transaction()
+                .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(failure("delete document"))?;
             let Some(found) = stored_version(&transaction, &tenant, &collection, &id)? else {
                 return Ok(false);
