@@ -102,27 +102,36 @@ pub struct CodeRecord {
     pub family: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct RefreshRecord {
-    pub family: String,
-    pub client_id: String,
-    pub user_id: String,
-    pub scope: String,
-    pub auth_time: UnixMillis,
-    pub expires_at: UnixMillis,
-    pub used: bool,
-}
-
-/// Every token descending from one authorization: revoking the family revokes them all.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// Every token descending from one authorization (one sign-in of one user at one client).
+/// Revoking the family revokes them all: access tokens name it in `sid`.
+///
+/// The family also holds its refresh token. A refresh token is `{family id}.{secret}`; the
+/// family keeps the SHA-256 of the live secret and of the recently spent ones, so a refresh is
+/// one versioned replace of this record (one durable write), and a spent secret coming back is
+/// recognised as reuse rather than mistaken for garbage.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct FamilyRecord {
     pub client_id: String,
     pub user_id: String,
     pub revoked: bool,
     pub created_at: UnixMillis,
+    /// The scope granted at sign-in; refreshes may narrow what an access token carries.
+    pub scope: String,
+    pub auth_time: UnixMillis,
+    /// SHA-256 (hex) of the live refresh secret; `None` if the client gets no refresh tokens.
+    pub current_hash: Option<String>,
+    /// SHA-256 of the newest spent secrets (at most [`SPENT_KEPT`]).
+    pub spent_hashes: Vec<String>,
+    /// When the live refresh token expires.
+    pub expires_at: UnixMillis,
+    /// When the record may be deleted: after its refresh token and every access token from it
+    /// have expired.
+    pub purge_at: UnixMillis,
 }
+
+/// How many spent refresh secrets a family remembers for reuse detection.
+pub const SPENT_KEPT: usize = 32;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -188,7 +197,6 @@ struct Collections {
     clients: Collection,
     keys: Collection,
     codes: Collection,
-    refresh: Collection,
     families: Collection,
     sessions: Collection,
     revoked: Collection,
@@ -234,7 +242,6 @@ impl IdentityStore {
                 clients: collection("oauth_clients")?,
                 keys: collection("tenant_keys")?,
                 codes: collection("oauth_codes")?,
-                refresh: collection("oauth_refresh_tokens")?,
                 families: collection("oauth_token_families")?,
                 sessions: collection("sas_sessions")?,
                 revoked: collection("oauth_revoked_tokens")?,
@@ -461,43 +468,7 @@ impl IdentityStore {
         .await
     }
 
-    // Refresh tokens and their families.
-
-    pub async fn insert_refresh(
-        &self,
-        tenant: &TenantId,
-        token_hash: &str,
-        refresh: &RefreshRecord,
-    ) -> Result<(), DocumentError> {
-        self.insert(tenant, &self.c.refresh, token_hash, refresh)
-            .await
-    }
-
-    pub async fn refresh(
-        &self,
-        tenant: &TenantId,
-        token_hash: &str,
-    ) -> Result<Option<Versioned<RefreshRecord>>, DocumentError> {
-        self.get(tenant, &self.c.refresh, token_hash).await
-    }
-
-    pub async fn mark_refresh_used(
-        &self,
-        tenant: &TenantId,
-        token_hash: &str,
-        refresh: &Versioned<RefreshRecord>,
-    ) -> Result<(), DocumentError> {
-        let mut used = refresh.record.clone();
-        used.used = true;
-        self.replace(
-            tenant,
-            &self.c.refresh,
-            token_hash,
-            &used,
-            Some(refresh.version),
-        )
-        .await
-    }
+    // Token families, which hold the refresh tokens.
 
     pub async fn insert_family(
         &self,
@@ -514,13 +485,38 @@ impl IdentityStore {
         tenant: &TenantId,
         family_id: &str,
     ) -> Result<Option<FamilyRecord>, DocumentError> {
+        Ok(self
+            .family_versioned(tenant, family_id)
+            .await?
+            .map(|versioned| versioned.record))
+    }
+
+    pub async fn family_versioned(
+        &self,
+        tenant: &TenantId,
+        family_id: &str,
+    ) -> Result<Option<Versioned<FamilyRecord>>, DocumentError> {
         if DocumentId::parse(family_id).is_err() {
             return Ok(None);
         }
-        Ok(self
-            .get(tenant, &self.c.families, family_id)
-            .await?
-            .map(|versioned| versioned.record))
+        self.get(tenant, &self.c.families, family_id).await
+    }
+
+    /// Replaces a family if nobody changed it since it was read (a refresh's one write).
+    pub async fn replace_family(
+        &self,
+        tenant: &TenantId,
+        family_id: &str,
+        family: &Versioned<FamilyRecord>,
+    ) -> Result<(), DocumentError> {
+        self.replace(
+            tenant,
+            &self.c.families,
+            family_id,
+            &family.record,
+            Some(family.version),
+        )
+        .await
     }
 
     /// Revokes every token of a family. Idempotent; a missing family is created revoked, so a
@@ -774,20 +770,21 @@ impl IdentityStore {
         .await
     }
 
-    /// Deletes what can no longer be used: codes, refresh tokens, sessions, reset links and
-    /// revocation markers whose `expiresAt` has passed. Returns how many records went.
+    /// Deletes what can no longer be used: codes, sessions, reset links and revocation markers
+    /// whose `expiresAt` has passed, and token families past their `purgeAt`. Returns how many
+    /// records went.
     pub async fn sweep_expired(
         &self,
         tenant: &TenantId,
         now: UnixMillis,
     ) -> Result<u64, DocumentError> {
         let mut removed = 0;
-        for collection in [
-            &self.c.codes,
-            &self.c.refresh,
-            &self.c.sessions,
-            &self.c.resets,
-            &self.c.revoked,
+        for (collection, field) in [
+            (&self.c.codes, "expiresAt"),
+            (&self.c.families, "purgeAt"),
+            (&self.c.sessions, "expiresAt"),
+            (&self.c.resets, "expiresAt"),
+            (&self.c.revoked, "expiresAt"),
         ] {
             let mut after: Option<DocumentId> = None;
             loop {
@@ -799,9 +796,7 @@ impl IdentityStore {
                 after = Some(last.id.clone());
                 let full = page.len() == 500;
                 for document in page {
-                    let expired = document.body["expiresAt"]
-                        .as_i64()
-                        .is_some_and(|at| at <= now);
+                    let expired = document.body[field].as_i64().is_some_and(|at| at <= now);
                     if expired
                         && self
                             .documents

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::crypto::{b64url, random_token, random_uuid, sha256, sha256_hex};
 use super::jwt::JwtError;
 use super::keys::VerifyError;
-use super::store::{ClientRecord, CodeRecord, FamilyRecord, RefreshRecord, UserRecord, Versioned};
+use super::store::{ClientRecord, CodeRecord, FamilyRecord, SPENT_KEPT, UserRecord, Versioned};
 use super::{Identity, IdentityError, rules};
 use crate::domain::Role;
 
@@ -259,11 +259,30 @@ impl Identity {
         }
 
         let family_id = random_uuid()?;
+        let refresh_secret = if client.allows_grant("refresh_token") {
+            Some(random_token()?)
+        } else {
+            None
+        };
+        let access_ttl = ttl_ms(self.settings.access_ttl);
+        let expires_at = if refresh_secret.is_some() {
+            now + ttl_ms(self.settings.refresh_ttl)
+        } else {
+            now + access_ttl
+        };
         let family = FamilyRecord {
             client_id: client.client_id.clone(),
             user_id: stored.record.user_id.clone(),
             revoked: false,
             created_at: now,
+            scope: stored.record.scope.clone(),
+            auth_time: stored.record.auth_time,
+            current_hash: refresh_secret
+                .as_deref()
+                .map(|secret| sha256_hex(secret.as_bytes())),
+            spent_hashes: Vec::new(),
+            expires_at,
+            purge_at: expires_at + access_ttl,
         };
         self.store
             .insert_family(tenant, &family_id, &family)
@@ -304,19 +323,7 @@ impl Identity {
                 .await?,
             );
         }
-        if client.allows_grant("refresh_token") {
-            response.refresh_token = Some(
-                self.new_refresh(
-                    tenant,
-                    &family_id,
-                    client,
-                    &user.id,
-                    &stored.record.scope,
-                    stored.record.auth_time,
-                )
-                .await?,
-            );
-        }
+        response.refresh_token = refresh_secret.map(|secret| format!("{family_id}.{secret}"));
         self.touch_last_login(tenant, &user.id).await;
         Ok(response)
     }
@@ -329,31 +336,31 @@ impl Identity {
         refresh_token: &str,
         requested_scope: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
-        let hash = sha256_hex(refresh_token.as_bytes());
         let invalid =
             || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
-        let Some(stored) = self.store.refresh(tenant, &hash).await? else {
+        let Some((family_id, secret)) = refresh_token.split_once('.') else {
             return Err(invalid());
         };
-        if stored.record.client_id != client.client_id {
+        let Some(mut family) = self.store.family_versioned(tenant, family_id).await? else {
+            return Err(invalid());
+        };
+        if family.record.client_id != client.client_id || family.record.revoked {
             return Err(invalid());
         }
-        let family_revoked = self
-            .store
-            .family(tenant, &stored.record.family)
-            .await?
-            .is_none_or(|family| family.revoked);
-        if family_revoked {
+        let presented = sha256_hex(secret.as_bytes());
+        if family.record.current_hash.as_deref() != Some(presented.as_str()) {
+            if family.record.spent_hashes.contains(&presented) {
+                return Err(self
+                    .refresh_reused(tenant, client, family_id, &family.record)
+                    .await);
+            }
             return Err(invalid());
-        }
-        if stored.record.used {
-            return Err(self.refresh_reused(tenant, client, &stored.record).await);
         }
         let now = self.clock.now_ms();
-        if stored.record.expires_at <= now {
+        if family.record.expires_at <= now {
             return Err(invalid());
         }
-        let original: Vec<String> = stored
+        let original: Vec<String> = family
             .record
             .scope
             .split(' ')
@@ -369,35 +376,32 @@ impl Identity {
             })?,
             None => original,
         };
-        match self.store.mark_refresh_used(tenant, &hash, &stored).await {
+        let user = self.active_user(tenant, &family.record.user_id).await?;
+
+        // Rotate: one versioned write spends the presented secret and stores the next one.
+        let next = random_token()?;
+        let read = family.record.clone();
+        let record = &mut family.record;
+        record.spent_hashes.push(presented);
+        if record.spent_hashes.len() > SPENT_KEPT {
+            let excess = record.spent_hashes.len() - SPENT_KEPT;
+            record.spent_hashes.drain(..excess);
+        }
+        record.current_hash = Some(sha256_hex(next.as_bytes()));
+        record.expires_at = now + ttl_ms(self.settings.refresh_ttl);
+        record.purge_at = record.expires_at + ttl_ms(self.settings.access_ttl);
+        match self.store.replace_family(tenant, family_id, &family).await {
             Ok(()) => {}
             // Spent concurrently by someone else: the same signal as reuse.
             Err(DocumentError::VersionConflict { .. }) => {
-                return Err(self.refresh_reused(tenant, client, &stored.record).await);
+                return Err(self.refresh_reused(tenant, client, family_id, &read).await);
             }
             Err(other) => return Err(other.into()),
         }
-        let user = self.active_user(tenant, &stored.record.user_id).await?;
         let mut response = self
-            .mint(
-                tenant,
-                client,
-                Some(&user),
-                &scope,
-                Some(&stored.record.family),
-            )
+            .mint(tenant, client, Some(&user), &scope, Some(family_id))
             .await?;
-        response.refresh_token = Some(
-            self.new_refresh(
-                tenant,
-                &stored.record.family,
-                client,
-                &user.id,
-                &scope.join(" "),
-                stored.record.auth_time,
-            )
-            .await?,
-        );
+        response.refresh_token = Some(format!("{family_id}.{next}"));
         Ok(response)
     }
 
@@ -437,10 +441,11 @@ impl Identity {
         &self,
         tenant: &TenantId,
         client: &ClientRecord,
-        spent: &RefreshRecord,
+        family_id: &str,
+        family: &FamilyRecord,
     ) -> OAuthError {
         if let Err(error) = self
-            .revoke_family(tenant, &spent.family, &client.client_id, &spent.user_id)
+            .revoke_family(tenant, family_id, &client.client_id, &family.user_id)
             .await
         {
             return error;
@@ -579,31 +584,6 @@ impl Identity {
         Ok(self.keys.sign(tenant, &claims).await?)
     }
 
-    async fn new_refresh(
-        &self,
-        tenant: &TenantId,
-        family: &str,
-        client: &ClientRecord,
-        user_id: &str,
-        scope: &str,
-        auth_time: UnixMillis,
-    ) -> Result<String, OAuthError> {
-        let token = random_token()?;
-        let record = RefreshRecord {
-            family: family.to_owned(),
-            client_id: client.client_id.clone(),
-            user_id: user_id.to_owned(),
-            scope: scope.to_owned(),
-            auth_time,
-            expires_at: self.clock.now_ms() + ttl_ms(self.settings.refresh_ttl),
-            used: false,
-        };
-        self.store
-            .insert_refresh(tenant, &sha256_hex(token.as_bytes()), &record)
-            .await?;
-        Ok(token)
-    }
-
     async fn revoke_family(
         &self,
         tenant: &TenantId,
@@ -611,11 +591,14 @@ impl Identity {
         client_id: &str,
         user_id: &str,
     ) -> Result<(), OAuthError> {
+        let now = self.clock.now_ms();
         let fallback = FamilyRecord {
             client_id: client_id.to_owned(),
             user_id: user_id.to_owned(),
             revoked: true,
-            created_at: self.clock.now_ms(),
+            created_at: now,
+            purge_at: now + ttl_ms(self.settings.refresh_ttl) + ttl_ms(self.settings.access_ttl),
+            ..FamilyRecord::default()
         };
         Ok(self.store.revoke_family(tenant, family, fallback).await?)
     }
@@ -732,20 +715,10 @@ impl Identity {
                 Err(TokenRejected::Failed(error)) => Err(error),
             };
         }
-        let Some(stored) = self
-            .store
-            .refresh(tenant, &sha256_hex(token.as_bytes()))
-            .await?
-        else {
+        let Some((_, record, state)) = self.refresh_family(tenant, token).await? else {
             return Ok(inactive);
         };
-        let record = stored.record;
-        let family_live = self
-            .store
-            .family(tenant, &record.family)
-            .await?
-            .is_some_and(|family| !family.revoked);
-        let live = !record.used && record.expires_at > self.clock.now_ms() && family_live;
+        let live = state == RefreshState::Live && record.expires_at > self.clock.now_ms();
         if !live || record.client_id != caller.client_id {
             return Ok(inactive);
         }
@@ -789,20 +762,46 @@ impl Identity {
                 .await?;
             return Ok(());
         }
-        if let Some(stored) = self
-            .store
-            .refresh(tenant, &sha256_hex(token.as_bytes()))
-            .await?
-            && stored.record.client_id == caller.client_id
+        if let Some((family_id, record, _)) = self.refresh_family(tenant, token).await?
+            && record.client_id == caller.client_id
         {
-            self.revoke_family(
-                tenant,
-                &stored.record.family,
-                &caller.client_id,
-                &stored.record.user_id,
-            )
-            .await?;
+            self.revoke_family(tenant, &family_id, &caller.client_id, &record.user_id)
+                .await?;
         }
         Ok(())
     }
+
+    /// The family a refresh token names, if the token is one of its secrets (live or spent);
+    /// `None` for anything else.
+    async fn refresh_family(
+        &self,
+        tenant: &TenantId,
+        token: &str,
+    ) -> Result<Option<(String, FamilyRecord, RefreshState)>, OAuthError> {
+        let Some((family_id, secret)) = token.split_once('.') else {
+            return Ok(None);
+        };
+        let Some(family) = self.store.family(tenant, family_id).await? else {
+            return Ok(None);
+        };
+        let presented = sha256_hex(secret.as_bytes());
+        let state = if family.revoked {
+            RefreshState::Revoked
+        } else if family.current_hash.as_deref() == Some(presented.as_str()) {
+            RefreshState::Live
+        } else if family.spent_hashes.contains(&presented) {
+            RefreshState::Spent
+        } else {
+            return Ok(None);
+        };
+        Ok(Some((family_id.to_owned(), family, state)))
+    }
+}
+
+/// Where a presented refresh token stands in its family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefreshState {
+    Live,
+    Spent,
+    Revoked,
 }

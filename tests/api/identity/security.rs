@@ -900,3 +900,49 @@ async fn the_token_endpoint_refuses_bad_clients_and_bad_requests_precisely() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_guessed_refresh_secret_is_refused_without_revoking_the_family() {
+    let app = spawn_app().await;
+    let seeded = seed(&app, "acme").await;
+    let mut browser = Browser::new(&app);
+    let code = code_for(&app, &seeded, &mut browser).await;
+    let tokens: Value = redeem(&app, &seeded, &code).await.json().await.unwrap();
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (family, _) = refresh
+        .split_once('.')
+        .expect("refresh tokens are family.secret");
+    // Knowing the family id (it is in every refresh token) is not enough to end the sign-in:
+    // only a secret the family really issued counts as reuse.
+    let guessed = format!(
+        "{family}.{}",
+        openframe::identity::crypto::random_token().unwrap()
+    );
+    let (_, error, description) = oauth_error(
+        token_request(
+            &app,
+            &seeded,
+            &[("grant_type", "refresh_token"), ("refresh_token", &guessed)],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(
+        (error.as_str(), description.as_str()),
+        (
+            "invalid_grant",
+            "the refresh token is invalid, expired or revoked"
+        )
+    );
+    assert_eq!(
+        introspect(&app, &seeded, &guessed).await,
+        json!({"active": false})
+    );
+    let real = token_request(
+        &app,
+        &seeded,
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+    )
+    .await;
+    assert_eq!(real.status(), StatusCode::OK);
+}
