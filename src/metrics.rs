@@ -28,6 +28,13 @@ pub struct StoreLabels {
     pub engine: String,
 }
 
+/// Security-relevant identity events, for alerting: failed and throttled sign-ins, replayed
+/// codes and refresh tokens, wrong client secrets.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IdentityEventLabels {
+    pub event: &'static str,
+}
+
 /// Every metric the appliance exports, registered once.
 #[derive(Debug)]
 pub struct Metrics {
@@ -37,6 +44,7 @@ pub struct Metrics {
     pub store_up: Family<StoreLabels, Gauge>,
     pub tls_handshake_failures: Counter,
     pub open_connections: Gauge,
+    pub identity_events: Family<IdentityEventLabels, Counter>,
 }
 
 impl Metrics {
@@ -79,6 +87,12 @@ impl Metrics {
             "HTTPS connections open now",
             open_connections.clone(),
         );
+        let identity_events = Family::<IdentityEventLabels, Counter>::default();
+        registry.register(
+            "identity_events",
+            "Security-relevant identity events (signin_failed, signin_throttled, code_replayed, refresh_reused, client_auth_failed)",
+            identity_events.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http_requests,
@@ -86,6 +100,7 @@ impl Metrics {
             store_up,
             tls_handshake_failures,
             open_connections,
+            identity_events,
         })
     }
 

@@ -90,8 +90,12 @@ impl Application {
             &config,
             clock,
         );
+        let metrics = Metrics::new();
         let identity = match identity {
-            Ok(identity) => Arc::new(identity),
+            Ok(mut identity) => {
+                identity.events = metrics.identity_events.clone();
+                Arc::new(identity)
+            }
             Err(error) => {
                 let _ = storage.close().await;
                 return Err(error.context("cannot start identity"));
@@ -101,7 +105,7 @@ impl Application {
         Ok(Application {
             state: AppState {
                 storage,
-                metrics: Metrics::new(),
+                metrics,
                 stopping: Arc::new(AtomicBool::new(false)),
                 config: Arc::new(config),
                 identity,

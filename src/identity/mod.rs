@@ -66,6 +66,11 @@ pub struct Identity {
     pub mailer: crate::mail::Mailer,
     /// argon2id with bounded concurrency and reused work memory.
     pub passwords: password::Passwords,
+    /// Counts security events; `serve` registers it with the metrics, the CLI does not.
+    pub events: prometheus_client::metrics::family::Family<
+        crate::metrics::IdentityEventLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
 }
 
 /// Failures of identity operations that a caller can act on, plus the unexpected.
@@ -192,6 +197,7 @@ impl Identity {
             keys,
             throttle: LoginThrottle::new(limits, clock.clone()),
             mailer,
+            events: Default::default(),
             passwords: password::Passwords::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             )?,
@@ -211,6 +217,13 @@ impl Identity {
             removed += self.store.sweep_expired(&tenant.id, now).await?;
         }
         Ok(removed)
+    }
+
+    /// Counts one security event (see `openframe_identity_events` in the metrics).
+    pub fn count(&self, event: &'static str) {
+        self.events
+            .get_or_create(&crate::metrics::IdentityEventLabels { event })
+            .inc();
     }
 
     pub fn public_url(&self) -> &str {

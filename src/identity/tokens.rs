@@ -221,6 +221,7 @@ impl Identity {
                 &stored.record.user_id,
             )
             .await?;
+            self.count("code_replayed");
             tracing::warn!(
                 tenant = tenant.as_str(),
                 client_id = %client.client_id,
@@ -450,6 +451,7 @@ impl Identity {
         {
             return error;
         }
+        self.count("refresh_reused");
         tracing::warn!(
             tenant = tenant.as_str(),
             client_id = %client.client_id,

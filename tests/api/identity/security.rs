@@ -715,6 +715,25 @@ async fn password_guessing_is_throttled_even_for_the_right_password() {
     );
     assert!(!browser.has_cookie("of_sas_session_acme"));
 
+    // Operators can alert on it.
+    let metrics = app
+        .plain
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("openframe_identity_events_total{event=\"signin_failed\"} 5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("openframe_identity_events_total{event=\"signin_throttled\"} 1"),
+        "{metrics}"
+    );
+
     // Another account from another browser is unaffected (the address limit is higher).
     let other = seed(&app, "beta").await;
     let mut second = Browser::new(&app);
