@@ -35,6 +35,8 @@ impl MailKind {
 #[derive(Debug, Clone)]
 pub struct Message {
     pub kind: MailKind,
+    /// When the message's link stops working; a kept message is deleted then.
+    pub expires_at: openframe_storage::model::UnixMillis,
     pub to: String,
     pub subject: String,
     pub body: String,
@@ -67,6 +69,9 @@ pub struct Mailer {
     documents: Arc<dyn DocumentStore>,
     clock: Arc<dyn Clock>,
     outbox: Collection,
+    /// Seals kept bodies: they hold live one-time links, which must not sit readable in the
+    /// database or its backups.
+    master: Arc<crate::identity::crypto::MasterKey>,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -83,6 +88,7 @@ impl Mailer {
         config: &MailSection,
         documents: Arc<dyn DocumentStore>,
         clock: Arc<dyn Clock>,
+        master: Arc<crate::identity::crypto::MasterKey>,
     ) -> anyhow::Result<Mailer> {
         let from: Mailbox = config
             .from
@@ -122,7 +128,8 @@ impl Mailer {
             from,
             documents,
             clock,
-            outbox: Collection::parse("mail_outbox").map_err(|error| anyhow::anyhow!("{error}"))?,
+            master,
+            outbox: Collection::parse(OUTBOX).map_err(|error| anyhow::anyhow!("{error}"))?,
         })
     }
 
@@ -153,14 +160,20 @@ impl Mailer {
                 Ok(Delivery::Sent)
             }
             None => {
-                let id = crate::identity::crypto::random_uuid()?;
+                // Ids sort by creation time, so listing pages come oldest first.
+                let now = self.clock.now_ms();
+                let id = format!("{now:013}-{}", crate::identity::crypto::random_uuid()?);
+                let sealed = self
+                    .master
+                    .seal(&outbox_context(tenant, &id), message.body.as_bytes())?;
                 let document = serde_json::json!({
                     "id": id,
                     "kind": message.kind.as_str(),
                     "to": message.to,
                     "subject": message.subject,
-                    "body": message.body,
-                    "createdAt": self.clock.now_ms(),
+                    "bodySealed": crate::identity::crypto::b64url(&sealed),
+                    "createdAt": now,
+                    "expiresAt": message.expires_at,
                 });
                 let document_id =
                     DocumentId::parse(&id).map_err(|error| anyhow::anyhow!("{error}"))?;
@@ -179,22 +192,74 @@ impl Mailer {
         }
     }
 
-    /// The tenant's kept messages, newest first.
-    pub async fn outbox(&self, tenant: &TenantId) -> anyhow::Result<Vec<serde_json::Value>> {
-        let mut messages: Vec<serde_json::Value> = self
-            .documents
-            .list(
-                tenant,
-                &self.outbox,
-                None,
-                openframe_storage::documents::MAX_LIST,
-            )
-            .await?
-            .into_iter()
-            .map(|document| document.body)
-            .collect();
-        messages.sort_by_key(|message| std::cmp::Reverse(message["createdAt"].as_i64()));
+    /// The tenant's kept messages of the given kinds, newest first, bodies opened.
+    pub async fn outbox(
+        &self,
+        tenant: &TenantId,
+        kinds: &[MailKind],
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
+        let mut messages = Vec::new();
+        let mut after: Option<DocumentId> = None;
+        loop {
+            let page = self
+                .documents
+                .list(
+                    tenant,
+                    &self.outbox,
+                    after.as_ref(),
+                    openframe_storage::documents::MAX_LIST,
+                )
+                .await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            let full = page.len() == openframe_storage::documents::MAX_LIST;
+            for document in page {
+                let wanted = kinds
+                    .iter()
+                    .any(|kind| document.body["kind"] == kind.as_str());
+                let live = document.body["expiresAt"]
+                    .as_i64()
+                    .is_none_or(|at| at > self.clock.now_ms());
+                if wanted && live {
+                    messages.push(self.opened(tenant, document)?);
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        messages.reverse();
         messages.truncate(OUTBOX_LIST_LIMIT);
         Ok(messages)
     }
+
+    fn opened(
+        &self,
+        tenant: &TenantId,
+        document: openframe_storage::documents::Document,
+    ) -> anyhow::Result<serde_json::Value> {
+        let mut body = document.body;
+        let sealed = body["bodySealed"]
+            .as_str()
+            .and_then(crate::identity::crypto::b64url_decode)
+            .context("a kept message has no sealed body")?;
+        let text = self
+            .master
+            .open(&outbox_context(tenant, document.id.as_str()), &sealed)?;
+        if let Some(object) = body.as_object_mut() {
+            object.remove("bodySealed");
+            object.insert(
+                "body".into(),
+                String::from_utf8_lossy(&text).into_owned().into(),
+            );
+        }
+        Ok(body)
+    }
+}
+
+/// The outbox collection; the identity sweep deletes its expired messages.
+pub const OUTBOX: &str = "mail_outbox";
+
+fn outbox_context(tenant: &TenantId, id: &str) -> Vec<u8> {
+    format!("openframe/outbox/{}/{id}", tenant.as_str()).into_bytes()
 }

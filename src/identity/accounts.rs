@@ -91,6 +91,7 @@ impl Identity {
         );
         let message = Message {
             kind: MailKind::Invitation,
+            expires_at: record.expires_at,
             to: record.email.clone(),
             subject: "Your invitation to OpenFrame".to_owned(),
             body,
@@ -295,10 +296,17 @@ impl Identity {
         &self,
         email: &str,
         only_tenant: Option<&str>,
+        address: std::net::IpAddr,
     ) -> Result<(), IdentityError> {
         let Ok(email) = Email::parse(email) else {
             return Ok(());
         };
+        // Past the limit the request is dropped, with the same answer as always.
+        if self.reset_requests.check(email.as_str(), address).is_err() {
+            tracing::info!(%address, "password-reset request dropped: too many for this email or address");
+            return Ok(());
+        }
+        self.reset_requests.record_failure(email.as_str(), address);
         for tenant in self.tenants.tenants().await? {
             if only_tenant.is_some_and(|only| only != tenant.id.as_str())
                 || self.active_tenant(tenant.id.as_str()).await.is_err()
@@ -333,6 +341,7 @@ impl Identity {
             );
             let message = Message {
                 kind: MailKind::PasswordReset,
+                expires_at: reset.expires_at,
                 to: email.as_str().to_owned(),
                 subject: "Reset your OpenFrame password".to_owned(),
                 body,
@@ -375,6 +384,7 @@ impl Identity {
         // Following a link that came by mail proves the mailbox.
         user.record.email_verified |= reset.record.delivered_by_mail;
         user.record.updated_at = self.clock.now_ms();
+        user.record.tokens_not_before = user.record.updated_at;
         self.store.replace_user(&tenant.id, &user).await?;
         self.store
             .delete_sessions_of(&tenant.id, &user.record.id)

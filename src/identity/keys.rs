@@ -134,11 +134,23 @@ impl SigningKeys {
         let now = self.clock.now_ms();
         let master = self.master.clone();
         let tenant_owned = tenant.clone();
+        // Keys already decrypted stay as they are: a reload (every JWKS request) then costs a
+        // store read, not RSA parsing an unauthenticated client could make us repeat.
+        let known: HashMap<String, Arc<RsaKeyPair>> = self
+            .cached(tenant)
+            .map(|ring| {
+                ring.keys
+                    .iter()
+                    .filter_map(|key| key.pair.clone().map(|pair| (key.kid.clone(), pair)))
+                    .collect()
+            })
+            .unwrap_or_default();
         // Decrypting and parsing RSA keys is CPU work: off the executor.
-        let ring =
-            tokio::task::spawn_blocking(move || build_ring(&tenant_owned, records, &master, now))
-                .await
-                .context("the key loading task failed")??;
+        let ring = tokio::task::spawn_blocking(move || {
+            build_ring(&tenant_owned, records, &master, now, &known)
+        })
+        .await
+        .context("the key loading task failed")??;
         let ring = Arc::new(ring);
         let mut rings = self
             .rings
@@ -300,13 +312,18 @@ fn build_ring(
     mut records: Vec<KeyRecord>,
     master: &MasterKey,
     now: UnixMillis,
+    known: &HashMap<String, Arc<RsaKeyPair>>,
 ) -> anyhow::Result<Ring> {
     records.sort_by(|a, b| (a.signs_from, &a.kid).cmp(&(b.signs_from, &b.kid)));
     let mut keys = Vec::with_capacity(records.len());
     for (index, record) in records.iter().enumerate() {
         let successor_from = records.get(index + 1).map(|next| next.signs_from);
         let may_sign = successor_from.is_none_or(|from| from > now);
-        let pair = if may_sign {
+        let pair = if !may_sign {
+            None
+        } else if let Some(pair) = known.get(&record.kid) {
+            Some(pair.clone())
+        } else {
             let sealed = b64url_decode(&record.private_sealed)
                 .context("a stored signing key is not base64url")?;
             let pkcs8 = master
@@ -317,8 +334,6 @@ fn build_ring(
             Some(Arc::new(RsaKeyPair::from_pkcs8(&pkcs8).map_err(
                 |error| anyhow::anyhow!("signing key {} does not parse: {error}", record.kid),
             )?))
-        } else {
-            None
         };
         keys.push(LoadedKey {
             kid: record.kid.clone(),

@@ -63,7 +63,15 @@ pub struct Identity {
     /// `https://host:port`, no trailing slash; issuers are `{public_url}/sas/{tenant}`.
     public_url: String,
     pub throttle: LoginThrottle,
+    /// Password-reset requests, counted like failed sign-ins, so nobody can mail-bomb a user or
+    /// fill the outbox: 3 per email and address an hour, 20 per address.
+    pub reset_requests: LoginThrottle,
     pub mailer: crate::mail::Mailer,
+    /// Upstream SSO discovery documents by issuer, fetched at most every few minutes, so
+    /// unauthenticated hits on `/sas/{tenant}/sso/{provider}` do not each fetch from upstream.
+    pub(crate) sso_metadata: std::sync::Mutex<
+        std::collections::HashMap<String, (std::time::Instant, sso::UpstreamMetadata)>,
+    >,
     /// argon2id with bounded concurrency and reused work memory.
     pub passwords: password::Passwords,
     /// Counts security events; `serve` registers it with the metrics, the CLI does not.
@@ -165,10 +173,15 @@ impl Identity {
         config: &crate::config::Config,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Identity> {
-        let mailer = crate::mail::Mailer::new(&config.mail, documents.clone(), clock.clone())?;
         let public_url = config.public_url();
-        let config = &config.identity;
         let master = Arc::new(MasterKey::load_or_create(data_dir)?);
+        let mailer = crate::mail::Mailer::new(
+            &config.mail,
+            documents.clone(),
+            clock.clone(),
+            master.clone(),
+        )?;
+        let config = &config.identity;
         let store = IdentityStore::new(documents)?;
         let settings = Settings {
             access_ttl: seconds(config.access_token_ttl_seconds),
@@ -196,8 +209,17 @@ impl Identity {
             store,
             keys,
             throttle: LoginThrottle::new(limits, clock.clone()),
+            reset_requests: LoginThrottle::new(
+                Limits {
+                    per_account: 3,
+                    per_address: 20,
+                    window_ms: 3_600_000,
+                },
+                clock.clone(),
+            ),
             mailer,
             events: Default::default(),
+            sso_metadata: Default::default(),
             passwords: password::Passwords::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
             )?,
@@ -361,6 +383,7 @@ impl Identity {
             created_at: now,
             updated_at: now,
             last_login: None,
+            tokens_not_before: 0,
         };
         self.store.insert_user(tenant, &user).await?;
         Ok(user)

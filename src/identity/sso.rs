@@ -18,6 +18,9 @@ use super::{Identity, IdentityError, NewUser};
 use crate::domain::{Email, Invalid, Role};
 use openframe_storage::model::{Collection, DocumentId, TenantId};
 
+/// How long an upstream's discovery document is reused.
+const METADATA_TTL: Duration = Duration::from_secs(300);
+
 /// A tenant's upstream provider, as stored. The client secret is sealed with the master key.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -212,6 +215,31 @@ impl Identity {
 
     /// Fetches the upstream's discovery document and checks it names the configured issuer.
     pub async fn upstream_metadata(&self, config: &SsoConfig) -> anyhow::Result<UpstreamMetadata> {
+        let key = format!("{}|{}", config.issuer, config.ca_file);
+        {
+            let cache = self
+                .sso_metadata
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            if let Some((fetched, metadata)) = cache.get(&key)
+                && fetched.elapsed() < METADATA_TTL
+            {
+                return Ok(metadata.clone());
+            }
+        }
+        let metadata = self.fetch_upstream_metadata(config).await?;
+        let mut cache = self
+            .sso_metadata
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        cache.insert(key, (std::time::Instant::now(), metadata.clone()));
+        Ok(metadata)
+    }
+
+    async fn fetch_upstream_metadata(
+        &self,
+        config: &SsoConfig,
+    ) -> anyhow::Result<UpstreamMetadata> {
         let client = http_client(&config.ca_file)?;
         let url = format!("{}/.well-known/openid-configuration", config.issuer);
         let metadata: UpstreamMetadata = client

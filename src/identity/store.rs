@@ -35,6 +35,10 @@ pub struct UserRecord {
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
     pub last_login: Option<UnixMillis>,
+    /// Tokens and sign-ins from before this moment are void (set by a password reset), whether
+    /// or not their families could all be found and revoked.
+    #[serde(default)]
+    pub tokens_not_before: UnixMillis,
 }
 
 impl UserRecord {
@@ -202,6 +206,7 @@ struct Collections {
     revoked: Collection,
     invitations: Collection,
     resets: Collection,
+    outbox: Collection,
 }
 
 #[derive(Debug, Clone)]
@@ -247,6 +252,7 @@ impl IdentityStore {
                 revoked: collection("oauth_revoked_tokens")?,
                 invitations: collection("invitations")?,
                 resets: collection("password_resets")?,
+                outbox: collection(crate::mail::OUTBOX)?,
             },
         })
     }
@@ -785,6 +791,7 @@ impl IdentityStore {
             (&self.c.sessions, "expiresAt"),
             (&self.c.resets, "expiresAt"),
             (&self.c.revoked, "expiresAt"),
+            (&self.c.outbox, "expiresAt"),
         ] {
             let mut after: Option<DocumentId> = None;
             loop {

@@ -1,6 +1,9 @@
-//! Login throttling: failed sign-ins are counted per account and per client address over a
-//! sliding window; past the limit, attempts are refused without checking the password, so a
-//! guesser learns nothing and costs us no argon2 work. State is in memory: a restart forgives.
+//! Login throttling: failed sign-ins are counted over a sliding window per (account, address),
+//! per account across all addresses (a looser limit), and per address; past a limit, attempts
+//! are refused without checking the password, so a guesser learns nothing and costs us no
+//! argon2 work. The per-pair limit is the tight one, so someone guessing from elsewhere cannot
+//! lock the owner out from their own address with a handful of tries. IPv6 addresses count by
+//! /64, the block one host usually has. State is in memory: a restart forgives.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -29,8 +32,24 @@ pub struct LoginThrottle {
 
 #[derive(Debug, Default)]
 struct Failures {
+    pairs: HashMap<(String, IpAddr), VecDeque<UnixMillis>>,
     accounts: HashMap<String, VecDeque<UnixMillis>>,
     addresses: HashMap<IpAddr, VecDeque<UnixMillis>>,
+}
+
+/// How much looser the account-wide limit is than the per-address one.
+const ACCOUNT_WIDE_FACTOR: usize = 10;
+
+/// IPv4 as is; IPv6 by its /64.
+fn network(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::from(segments)
+        }
+    }
 }
 
 /// The most keys remembered; beyond it the oldest-looking entries are dropped, so a flood of
@@ -69,34 +88,43 @@ impl LoginThrottle {
 
     /// Whether an attempt for `account` from `address` may be checked now.
     pub fn check(&self, account: &str, address: IpAddr) -> Result<(), RetryAfter> {
+        let address = network(address);
         let now = self.clock.now_ms();
         let since = now - self.limits.window_ms;
+        let window = self.limits.window_ms;
         let mut failures = self
             .failures
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
         let mut wait = None;
+        if let Some(times) = failures.pairs.get_mut(&(account.to_owned(), address)) {
+            prune(times, since);
+            wait = wait.max(retry_after(times, self.limits.per_account, now, window));
+        }
         if let Some(times) = failures.accounts.get_mut(account) {
             prune(times, since);
-            wait = retry_after(times, self.limits.per_account, now, self.limits.window_ms);
+            let limit = self.limits.per_account * ACCOUNT_WIDE_FACTOR;
+            wait = wait.max(retry_after(times, limit, now, window));
         }
         if let Some(times) = failures.addresses.get_mut(&address) {
             prune(times, since);
-            let by_address =
-                retry_after(times, self.limits.per_address, now, self.limits.window_ms);
-            wait = wait.max(by_address);
+            wait = wait.max(retry_after(times, self.limits.per_address, now, window));
         }
         wait.map_or(Ok(()), |seconds| Err(RetryAfter(seconds)))
     }
 
     pub fn record_failure(&self, account: &str, address: IpAddr) {
+        let address = network(address);
         let now = self.clock.now_ms();
         let mut failures = self
             .failures
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        if failures.accounts.len() >= MAX_TRACKED {
+        if failures.pairs.len() >= MAX_TRACKED || failures.accounts.len() >= MAX_TRACKED {
             let since = now - self.limits.window_ms;
+            failures
+                .pairs
+                .retain(|_, times| times.back().is_some_and(|&t| t > since));
             failures
                 .accounts
                 .retain(|_, times| times.back().is_some_and(|&t| t > since));
@@ -104,6 +132,11 @@ impl LoginThrottle {
                 .addresses
                 .retain(|_, times| times.back().is_some_and(|&t| t > since));
         }
+        failures
+            .pairs
+            .entry((account.to_owned(), address))
+            .or_default()
+            .push_back(now);
         failures
             .accounts
             .entry(account.to_owned())
@@ -116,14 +149,15 @@ impl LoginThrottle {
             .push_back(now);
     }
 
-    /// A successful sign-in clears the account's failures (not the address's: one right
-    /// password must not reset a guesser working through many accounts).
-    pub fn record_success(&self, account: &str) {
+    /// A successful sign-in clears its (account, address) failures; the wider counts stay, so
+    /// one right password does not reset a guesser working through many accounts.
+    pub fn record_success(&self, account: &str, address: IpAddr) {
+        let address = network(address);
         let mut failures = self
             .failures
             .lock()
             .unwrap_or_else(|poison| poison.into_inner());
-        failures.accounts.remove(account);
+        failures.pairs.remove(&(account.to_owned(), address));
     }
 }
 
@@ -180,10 +214,37 @@ mod tests {
         for _ in 0..2 {
             throttle.record_failure("t/a@example.com", ip);
         }
-        throttle.record_success("t/a@example.com");
+        throttle.record_success("t/a@example.com", ip);
         for _ in 0..2 {
             throttle.record_failure("t/a@example.com", ip);
         }
         assert_eq!(throttle.check("t/a@example.com", ip), Ok(()));
+    }
+
+    #[test]
+    fn guessing_from_elsewhere_does_not_lock_the_owner_out() {
+        let clock = ManualClock::starting_at(0);
+        let throttle = throttle(&clock);
+        let attacker: IpAddr = "198.51.100.7".parse().unwrap();
+        let owner: IpAddr = "192.0.2.44".parse().unwrap();
+        for _ in 0..3 {
+            throttle.record_failure("t/owner@example.com", attacker);
+        }
+        assert!(throttle.check("t/owner@example.com", attacker).is_err());
+        assert_eq!(throttle.check("t/owner@example.com", owner), Ok(()));
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_64() {
+        let clock = ManualClock::starting_at(0);
+        let throttle = throttle(&clock);
+        for n in 0..5 {
+            let address: IpAddr = format!("2001:db8:1:2::{n:x}").parse().unwrap();
+            throttle.record_failure(&format!("t/user{n}@example.com"), address);
+        }
+        let same_block: IpAddr = "2001:db8:1:2:ffff::1".parse().unwrap();
+        assert!(throttle.check("t/fresh@example.com", same_block).is_err());
+        let other_block: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(throttle.check("t/fresh@example.com", other_block), Ok(()));
     }
 }

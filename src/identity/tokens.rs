@@ -18,6 +18,9 @@ use super::store::{ClientRecord, CodeRecord, FamilyRecord, SPENT_KEPT, UserRecor
 use super::{Identity, IdentityError, rules};
 use crate::domain::Role;
 
+/// The longest a sign-in lasts however often its refresh token is used: 30 days.
+pub const MAX_FAMILY_AGE_MS: i64 = 30 * 24 * 3600 * 1000;
+
 /// Clock skew tolerated when checking `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECONDS: i64 = 30;
 
@@ -378,6 +381,9 @@ impl Identity {
             None => original,
         };
         let user = self.active_user(tenant, &family.record.user_id).await?;
+        if family.record.created_at < user.tokens_not_before {
+            return Err(invalid());
+        }
 
         // Rotate: one versioned write spends the presented secret and stores the next one.
         let next = random_token()?;
@@ -389,7 +395,10 @@ impl Identity {
             record.spent_hashes.drain(..excess);
         }
         record.current_hash = Some(sha256_hex(next.as_bytes()));
-        record.expires_at = now + ttl_ms(self.settings.refresh_ttl);
+        // Each use slides the expiry, but never past the family's absolute lifetime: a thief
+        // who keeps refreshing cannot keep a sign-in alive forever.
+        record.expires_at =
+            (now + ttl_ms(self.settings.refresh_ttl)).min(record.created_at + MAX_FAMILY_AGE_MS);
         record.purge_at = record.expires_at + ttl_ms(self.settings.access_ttl);
         match self.store.replace_family(tenant, family_id, &family).await {
             Ok(()) => {}
@@ -676,6 +685,23 @@ impl Identity {
                 .map_err(OAuthError::from)?;
             if family.is_none_or(|family| family.revoked) {
                 return invalid("the token has been revoked");
+            }
+        }
+        // A user's token lives only as long as the user does, as an active user, and not past
+        // a password reset.
+        if let Some(user_id) = &claims.user_id {
+            let user = self
+                .store
+                .user(tenant, user_id)
+                .await
+                .map_err(OAuthError::from)?;
+            match user {
+                Some(user) if user.record.is_active() => {
+                    if claims.iat.saturating_mul(1000) < user.record.tokens_not_before - 999 {
+                        return invalid("the token has been revoked");
+                    }
+                }
+                _ => return invalid("the token's user no longer exists or is disabled"),
             }
         }
         Ok(())

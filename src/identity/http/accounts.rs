@@ -19,6 +19,7 @@ use crate::error::ApiError;
 use crate::identity::accounts::Registration;
 use crate::identity::crypto::b64url_decode;
 use crate::identity::tokens::TokenRejected;
+use crate::mail::MailKind;
 use crate::startup::AppState;
 
 /// A signed-in ADMIN of some tenant, from a bearer token or the `access_token` cookie.
@@ -86,12 +87,38 @@ impl FromRequestParts<AppState> for AdminPrincipal {
                 )));
             }
         };
+        // Only the appliance's own browser client acts for administrators: a token a
+        // third-party relying party obtained for a user (to read their profile) must not
+        // also manage the tenant.
+        if claims.client_id != crate::identity::GATEWAY_CLIENT_ID {
+            return Err(ApiError::Forbidden(
+                "this endpoint accepts only tokens of the appliance's own sign-in (openframe-gateway)".into(),
+            ));
+        }
         let Some(user_id) = claims.user_id else {
             return Err(ApiError::Forbidden(
                 "this endpoint is for signed-in administrators".into(),
             ));
         };
-        if !claims.roles.iter().any(|role| role == "ADMIN") {
+        // Roles as they are now, not as the token remembers them.
+        let user = state
+            .identity
+            .store
+            .user(&tenant.id, &user_id)
+            .await
+            .map_err(|error| ApiError::from(crate::identity::IdentityError::from(error)))?
+            .map(|user| user.record)
+            .filter(|user| user.is_active())
+            .ok_or_else(|| {
+                ApiError::Unauthorized("the token's user no longer exists or is disabled".into())
+            })?;
+        let roles: Vec<Role> = user
+            .roles
+            .iter()
+            .filter_map(|role| Role::parse(role).ok())
+            .collect();
+        let roles = Role::effective(&roles);
+        if !roles.contains(&Role::Admin) {
             return Err(ApiError::Forbidden(
                 "this endpoint needs the ADMIN role".into(),
             ));
@@ -99,8 +126,8 @@ impl FromRequestParts<AppState> for AdminPrincipal {
         Ok(AdminPrincipal {
             tenant: tenant.id,
             user_id,
-            email: claims.sub,
-            owner: claims.roles.iter().any(|role| role == "OWNER"),
+            email: user.email,
+            owner: roles.contains(&Role::Owner),
         })
     }
 }
@@ -165,11 +192,13 @@ pub(super) async fn outbox(
     State(state): State<AppState>,
     admin: AdminPrincipal,
 ) -> Result<Response, ApiError> {
-    let mut messages = state.identity.mailer.outbox(&admin.tenant).await?;
     // A reset link for the owner, read by an admin, would hand the admin the owner's account.
-    if !admin.owner {
-        messages.retain(|message| message["kind"] == crate::mail::MailKind::Invitation.as_str());
-    }
+    let kinds: &[MailKind] = if admin.owner {
+        &[MailKind::Invitation, MailKind::PasswordReset]
+    } else {
+        &[MailKind::Invitation]
+    };
+    let messages = state.identity.mailer.outbox(&admin.tenant, kinds).await?;
     let mut response = Json(messages).into_response();
     super::no_store(response.headers_mut());
     Ok(response)
@@ -223,12 +252,17 @@ struct ResetRequest {
 
 pub(super) async fn request_password_reset(
     State(state): State<AppState>,
+    peer: Option<axum::Extension<super::PeerAddr>>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
     let request: ResetRequest = json_body(&body)?;
     state
         .identity
-        .request_password_reset(&request.email, request.tenant_id.as_deref())
+        .request_password_reset(
+            &request.email,
+            request.tenant_id.as_deref(),
+            super::peer_ip(peer.as_ref().map(|axum::Extension(peer)| peer)),
+        )
         .await?;
     Ok((
         StatusCode::ACCEPTED,

@@ -505,7 +505,7 @@ pub(super) async fn login_submit(
             .await;
         }
     };
-    identity.throttle.record_success(&account);
+    identity.throttle.record_success(&account, address);
 
     signed_in(identity, &tenant, &user, continuation).await
 }
@@ -583,6 +583,16 @@ pub(super) async fn logout(
     OAuthParams(pairs): OAuthParams,
 ) -> Response {
     let identity = &state.identity;
+    // Without an ID token hint (which proves a relying party sent the browser here), a
+    // cross-site request is refused rather than allowed to sign the person out.
+    if super::started_by_another_site(&headers)
+        && !pairs.iter().any(|(name, _)| name == "id_token_hint")
+    {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Sign-out must be started from this appliance or with an id_token_hint.",
+        );
+    }
     let (tenant, params) = match tenant_and_parameters(identity, &raw, pairs).await {
         Ok(resolved) => resolved,
         Err(response) => return response,

@@ -347,6 +347,14 @@ pub(super) async fn logout(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let identity = &state.identity;
+    if super::started_by_another_site(&headers) {
+        return OAuthReply::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request",
+            "sign-out must be started from this appliance's own pages",
+        )
+        .into_response();
+    }
     let tenant = match tenant_of(identity, &headers, &query).await {
         Ok(tenant) => tenant,
         Err(reply) => return reply.into_response(),

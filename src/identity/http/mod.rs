@@ -267,6 +267,16 @@ pub(crate) fn parameters(pairs: Vec<(String, String)>) -> Result<HashMap<String,
     Ok(map)
 }
 
+/// Whether the browser says another site started this request (`Sec-Fetch-Site: cross-site`).
+/// Sign-out by GET is OpenFrame's interface; a hostile page must not be able to sign people
+/// out by pointing an image or a link at it.
+pub(crate) fn started_by_another_site(headers: &HeaderMap) -> bool {
+    headers
+        .get("sec-fetch-site")
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|site| site.eq_ignore_ascii_case("cross-site"))
+}
+
 pub(crate) fn peer_ip(peer: Option<&PeerAddr>) -> IpAddr {
     peer.map_or(IpAddr::from([0, 0, 0, 0]), |peer| peer.0.ip())
 }

@@ -88,7 +88,7 @@ async fn authenticate_client(
         .await
         .map_err(OAuthReply::from)?
     else {
-        tracing::info!(tenant = tenant.id.as_str(), client_id = %client_id.chars().take(64).collect::<String>(), "unknown client");
+        tracing::info!(tenant = tenant.id.as_str(), client_id = ?client_id.chars().take(64).collect::<String>(), "unknown client");
         return Err(refuse(unknown));
     };
     match (&client.secret_hash, secret) {

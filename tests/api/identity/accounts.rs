@@ -8,8 +8,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::support::{
-    Browser, PASSWORD, Seeded, api_error, client_credentials, oauth_error, owner_token, seed,
-    user_token,
+    Browser, PASSWORD, Seeded, api_error, client_credentials, oauth_error, owner_token,
+    relying_party_token, seed, user_token,
 };
 use crate::helpers::{TestApp, spawn_app, spawn_at, spawn_with, test_config};
 
@@ -104,6 +104,22 @@ async fn an_invitation_without_smtp_lands_in_the_outbox_and_is_accepted_once() {
 
     let messages = outbox(&app, &token).await;
     assert_eq!(messages.len(), 1);
+    // At rest the body (a live one-time link) is sealed, not stored readable.
+    let raw = app
+        .state
+        .storage
+        .documents
+        .list(
+            &openframe_storage::TenantId::parse("acme").unwrap(),
+            &openframe_storage::model::Collection::parse("mail_outbox").unwrap(),
+            None,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(raw.len(), 1);
+    assert!(raw[0].body.get("body").is_none(), "{:?}", raw[0].body);
+    assert!(!raw[0].body.to_string().contains("invitationId="));
     assert_eq!(messages[0]["to"], "tech@acme.example");
     let body = messages[0]["body"].as_str().unwrap();
     assert!(
@@ -288,6 +304,19 @@ async fn invitation_endpoints_need_an_admin_of_the_same_tenant() {
         (status, code.as_str()),
         (StatusCode::FORBIDDEN, "forbidden")
     );
+    // The owner's token as a third-party relying party got it: good for userinfo, not for
+    // managing the tenant.
+    let rp_token = relying_party_token(&app, &acme).await;
+    let (status, code, message) =
+        api_error(invite(&app, &rp_token, json!({"email": "x@acme.example"})).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+    assert_eq!(
+        message,
+        "this endpoint accepts only tokens of the appliance's own sign-in (openframe-gateway)"
+    );
 
     let invitation: Value = invite(&app, &acme_token, json!({"email": "x@acme.example"}))
         .await
@@ -432,6 +461,18 @@ async fn a_password_reset_changes_the_password_once_and_revokes_every_token() {
         "the answer does not reveal accounts"
     );
 
+    // More requests for the same email from the same address are dropped past three an hour,
+    // with the same answer, so nobody can mail-bomb a user or fill the outbox.
+    for _ in 0..3 {
+        assert_eq!(request(&seeded.email).await.status(), StatusCode::ACCEPTED);
+    }
+    let kept = outbox(&app, &token).await;
+    assert_eq!(
+        kept.iter()
+            .filter(|m| m["kind"] == "PASSWORD_RESET")
+            .count(),
+        3
+    );
     let messages = outbox(&app, &token).await;
     let body = messages[0]["body"].as_str().unwrap();
     let reset_token = link_parameter(body, "token");

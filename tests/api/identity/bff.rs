@@ -98,6 +98,22 @@ async fn the_browser_signs_in_refreshes_and_signs_out_with_cookies_only() {
     assert_ne!(cookie_named(&renewed, "refresh_token"), refresh);
     assert_ne!(cookie_named(&renewed, "access_token"), access);
 
+    // Another site cannot sign the person out by pointing the browser at the logout URL.
+    let forced = app
+        .client
+        .get(app.https_url("/oauth/logout?tenantId=acme"))
+        .header("sec-fetch-site", "cross-site")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forced.status(), StatusCode::FORBIDDEN);
+    assert!(forced.headers().get("set-cookie").is_none());
+    let body: serde_json::Value = forced.json().await.unwrap();
+    assert_eq!(
+        body["error_description"],
+        "sign-out must be started from this appliance's own pages"
+    );
+
     // Logout: 204, every cookie cleared, the refresh token and the sign-in session are gone.
     let signed_out = browser.get("/oauth/logout?tenantId=acme").await;
     assert_eq!(signed_out.status(), StatusCode::NO_CONTENT);

@@ -294,19 +294,43 @@ pub(crate) async fn owner_token(app: &TestApp, seeded: &Seeded) -> String {
     user_token(app, seeded, &seeded.email, PASSWORD).await
 }
 
-/// An access token of any user of the seeded tenant, through the browser flow.
+/// An access token of any user of the seeded tenant, as the appliance's own browser client
+/// (`openframe-gateway`, public, PKCE) gets it: the only client whose tokens manage the tenant.
 pub(crate) async fn user_token(
     app: &TestApp,
     seeded: &Seeded,
     email: &str,
     password: &str,
 ) -> String {
+    token_via(app, seeded, email, password, false).await
+}
+
+/// The same user's access token as the seeded third-party relying party gets it.
+pub(crate) async fn relying_party_token(app: &TestApp, seeded: &Seeded) -> String {
+    token_via(app, seeded, &seeded.email, PASSWORD, true).await
+}
+
+async fn token_via(
+    app: &TestApp,
+    seeded: &Seeded,
+    email: &str,
+    password: &str,
+    relying_party: bool,
+) -> String {
     let verifier = "owner-token-verifier-0123456789-0123456789-0123456789";
     let challenge = openframe::identity::rules::s256_challenge(verifier);
+    let (client_id, callback_uri) = if relying_party {
+        (seeded.client_id.clone(), REDIRECT_URI.to_owned())
+    } else {
+        (
+            "openframe-gateway".to_owned(),
+            app.https_url("/oauth/callback"),
+        )
+    };
     let query = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("response_type", "code")
-        .append_pair("client_id", &seeded.client_id)
-        .append_pair("redirect_uri", REDIRECT_URI)
+        .append_pair("client_id", &client_id)
+        .append_pair("redirect_uri", &callback_uri)
         .append_pair("scope", "openid email")
         .append_pair("code_challenge", &challenge)
         .append_pair("code_challenge_method", "S256")
@@ -320,15 +344,17 @@ pub(crate) async fn user_token(
         )
         .await;
     let code = query_param(&callback, "code").unwrap();
-    let tokens: serde_json::Value = app
-        .client
-        .post(format!("{}/oauth2/token", seeded.issuer))
-        .basic_auth(&seeded.client_id, Some(&seeded.client_secret))
+    let mut request = app.client.post(format!("{}/oauth2/token", seeded.issuer));
+    if relying_party {
+        request = request.basic_auth(&seeded.client_id, Some(&seeded.client_secret));
+    }
+    let tokens: serde_json::Value = request
         .form(&[
             ("grant_type", "authorization_code"),
             ("code", &code),
-            ("redirect_uri", REDIRECT_URI),
+            ("redirect_uri", &callback_uri),
             ("code_verifier", verifier),
+            ("client_id", &client_id),
         ])
         .send()
         .await
