@@ -36,6 +36,15 @@ async fn outbox(app: &TestApp, token: &str) -> Vec<Value> {
     response.json().await.unwrap()
 }
 
+async fn revoke_invitation(app: &TestApp, token: &str, id: &str) -> reqwest::Response {
+    app.client
+        .delete(app.https_url(&format!("/api/invitations/{id}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn invitations(app: &TestApp, token: &str) -> Vec<Value> {
     let response = app
         .client
@@ -204,13 +213,7 @@ async fn an_invitation_without_smtp_lands_in_the_outbox_and_is_accepted_once() {
         .await
         .unwrap();
     let second_id = second["id"].as_str().unwrap();
-    let revoked = app
-        .client
-        .delete(app.https_url(&format!("/api/invitations/{second_id}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let revoked = revoke_invitation(&app, &token, second_id).await;
     assert_eq!(revoked.json::<Value>().await.unwrap()["status"], "REVOKED");
     let second_secret = invitation_secret(&app, &token, "late@acme.example").await;
     let refused = accept(
@@ -324,13 +327,7 @@ async fn invitation_endpoints_need_an_admin_of_the_same_tenant() {
         .await
         .unwrap();
     let id = invitation["id"].as_str().unwrap();
-    let cross = app
-        .client
-        .delete(app.https_url(&format!("/api/invitations/{id}")))
-        .bearer_auth(&beta_token)
-        .send()
-        .await
-        .unwrap();
+    let cross = revoke_invitation(&app, &beta_token, id).await;
     assert_eq!(api_error(cross).await.1, "not_found");
     let listed = invitations(&app, &beta_token).await;
     assert!(
