@@ -6,7 +6,8 @@
 //! - [`startup`]: [`startup::Application`], built by `main` and the tests alike.
 //! - [`datadir`], [`tls`]: the data directory's lock and the HTTPS certificate.
 //! - [`domain`]: validated values (emails, roles, the password policy); no IO.
-//! - [`identity`]: each tenant's OAuth2/OIDC provider (keys, users, clients, tokens, sign-in).
+//! - [`identity`]: each tenant's OAuth2/OIDC provider (keys, users, clients, tokens, sign-in);
+//!   [`mail`]: invitations and reset links out by SMTP, or into a sealed outbox.
 //! - [`gateway`]: the public HTTPS edge; [`admin`]: health and metrics on loopback.
 //! - [`error`]: the one table mapping errors to HTTP; [`metrics`], [`telemetry`]: observability.
 //! - [`ops`]: `doctor` and `healthcheck`.

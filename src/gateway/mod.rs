@@ -1,6 +1,7 @@
-//! The public HTTPS edge. For now it serves the appliance's front page and the JSON 404 for every
-//! other path; the route table of ARCHITECTURE.md (identity, APIs, agents, tools, ingest) mounts
-//! here as those capabilities arrive, behind the same middleware.
+//! The public HTTPS edge: the appliance's front page, the identity endpoints (`/sas/…`,
+//! `/oauth/…`, the account APIs) and the JSON 404 for every other path. The rest of the route
+//! table of ARCHITECTURE.md (APIs, agents, tools, ingest) mounts here as it arrives, behind the
+//! same middleware.
 
 use axum::Router;
 use axum::extract::Request;

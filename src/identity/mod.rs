@@ -6,8 +6,9 @@
 //! job); it issues, verifies and revokes.
 //!
 //! Reading order: [`crypto`] (master key, digests), [`jwt`] (pinned RS256), [`keys`] (rotation),
-//! [`store`] (records), [`rules`] (PKCE, redirects, scopes), [`tokens`] (grants), [`http`]
-//! (the endpoints), [`admin`] (what the command line does).
+//! [`store`] (records), [`rules`] (PKCE, redirects, scopes), [`password`] and [`throttle`]
+//! (sign-in), [`tokens`] (grants), [`accounts`] (invitations, resets, registration), [`sso`]
+//! (upstream providers), [`http`] (the endpoints), [`admin`] (what the command line does).
 
 pub mod accounts;
 pub mod admin;
