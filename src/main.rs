@@ -159,6 +159,17 @@ enum TenantCommand {
 
 #[derive(Debug, Subcommand)]
 enum UserCommand {
+    /// Set a user's password (account recovery); ends every session and token of the user.
+    SetPassword {
+        #[command(flatten)]
+        tenancy: TenancyArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: String,
+    },
     Create {
         #[command(flatten)]
         tenancy: TenancyArgs,
@@ -333,6 +344,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 })
             }
         },
+        Command::User {
+            command:
+                UserCommand::SetPassword {
+                    tenancy,
+                    tenant,
+                    email,
+                    password,
+                },
+        } => with_identity(&tenancy, async |identity| {
+            let user = admin::set_password(identity, &tenant, &email, &password).await?;
+            let text = format!(
+                "set the password of {} in tenant {}; their sessions and tokens are revoked",
+                user.email, user.tenant_id
+            );
+            Ok(Printed::new(&user, text))
+        }),
         Command::User {
             command:
                 UserCommand::Create {

@@ -380,19 +380,31 @@ impl Identity {
             .spend_reset(&tenant.id, &hash, &reset)
             .await
             .map_err(|_| invalid())?;
-        user.record.password_hash = Some(self.passwords.hash(new_password.to_owned()).await?);
         // Following a link that came by mail proves the mailbox.
         user.record.email_verified |= reset.record.delivered_by_mail;
+        self.replace_password(&tenant.id, user, new_password).await
+    }
+
+    /// Sets a user's password (checked against the policy) and ends every session and token
+    /// the user had: after a reset, whoever knew the old password is out.
+    pub async fn replace_password(
+        &self,
+        tenant: &TenantId,
+        mut user: Versioned<UserRecord>,
+        new_password: &str,
+    ) -> Result<(), IdentityError> {
+        crate::domain::check_password_policy(new_password)?;
+        user.record.password_hash = Some(self.passwords.hash(new_password.to_owned()).await?);
         user.record.updated_at = self.clock.now_ms();
         user.record.tokens_not_before = user.record.updated_at;
-        self.store.replace_user(&tenant.id, &user).await?;
+        self.store.replace_user(tenant, &user).await?;
         self.store
-            .delete_sessions_of(&tenant.id, &user.record.id)
+            .delete_sessions_of(tenant, &user.record.id)
             .await?;
         self.store
-            .revoke_families_of(&tenant.id, &user.record.id)
+            .revoke_families_of(tenant, &user.record.id)
             .await?;
-        tracing::info!(tenant = tenant.id.as_str(), user_id = %user.record.id, "password reset; sessions and tokens revoked");
+        tracing::info!(tenant = tenant.as_str(), user_id = %user.record.id, "password replaced; sessions and tokens revoked");
         Ok(())
     }
 

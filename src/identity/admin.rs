@@ -274,3 +274,28 @@ pub async fn set_sso(
         auto_provision_users: config.auto_provision_users,
     })
 }
+
+/// Sets a user's password from the command line: how the operator recovers an account (even
+/// the only owner's) on an appliance without SMTP. Every session and token of the user ends.
+pub async fn set_password(
+    identity: &Identity,
+    tenant: &str,
+    email: &str,
+    password: &str,
+) -> Result<UserSummary, IdentityError> {
+    let id = existing_tenant(identity, tenant).await?;
+    let email = Email::parse(email)?;
+    let user = identity
+        .store
+        .user_by_email(&id, &email)
+        .await?
+        .ok_or_else(|| IdentityError::NotFound(format!("no user {email} in tenant {tenant}")))?;
+    let summary = UserSummary {
+        id: user.record.id.clone(),
+        tenant_id: id.as_str().to_owned(),
+        email: user.record.email.clone(),
+        roles: user.record.roles.clone(),
+    };
+    identity.replace_password(&id, user, password).await?;
+    Ok(summary)
+}

@@ -393,6 +393,20 @@ fn init_is_idempotent_and_the_identity_commands_print_json() {
         "--json",
     ]));
     assert_eq!(user["roles"], serde_json::json!(["ADMIN"]));
+    let recovered = json_of(&openframe(&[
+        "user",
+        "set-password",
+        "--data-dir",
+        data,
+        "--tenant",
+        "beta",
+        "--email",
+        "tech@beta.example",
+        "--password",
+        "N3w-enough!",
+        "--json",
+    ]));
+    assert_eq!(recovered["id"], user["id"]);
     let weak = openframe(&[
         "user",
         "create",

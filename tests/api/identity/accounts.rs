@@ -744,3 +744,57 @@ async fn with_smtp_an_invitation_is_mailed_not_kept() {
     assert!(user.record.email_verified);
     assert!(outbox(&app, &token).await.is_empty());
 }
+
+#[tokio::test]
+async fn the_operator_can_set_a_password_and_every_old_token_ends() {
+    let app = spawn_app().await;
+    let seeded = seed(&app, "acme").await;
+    let token = owner_token(&app, &seeded).await;
+    let identity = &app.state.identity;
+    let weak =
+        openframe::identity::admin::set_password(identity, "acme", &seeded.email, "short").await;
+    assert_eq!(
+        weak.unwrap_err().to_string(),
+        "password: must be at least 8 characters"
+    );
+    let unknown = openframe::identity::admin::set_password(
+        identity,
+        "acme",
+        "ghost@acme.example",
+        "Rec0vered-pass!",
+    )
+    .await;
+    assert_eq!(
+        unknown.unwrap_err().to_string(),
+        "no user ghost@acme.example in tenant acme"
+    );
+    let user = openframe::identity::admin::set_password(
+        identity,
+        "acme",
+        &seeded.email,
+        "Rec0vered-pass!",
+    )
+    .await
+    .unwrap();
+    assert_eq!(user.email, seeded.email);
+    assert_eq!(
+        can_sign_in(&app, "acme", &seeded.email, PASSWORD).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        can_sign_in(&app, "acme", &seeded.email, "Rec0vered-pass!").await,
+        StatusCode::OK
+    );
+    let userinfo = app
+        .client
+        .get(format!("{}/userinfo", seeded.issuer))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let (_, error, description) = oauth_error(userinfo).await;
+    assert_eq!(
+        (error.as_str(), description.as_str()),
+        ("invalid_token", "the token has been revoked")
+    );
+}
