@@ -36,6 +36,31 @@ async fn outbox(app: &TestApp, token: &str) -> Vec<Value> {
     response.json().await.unwrap()
 }
 
+/// After a password change: the old password fails, the new one works, and `token` (issued
+/// before) is refused as revoked.
+async fn assert_password_replaced(app: &TestApp, seeded: &Seeded, new_password: &str, token: &str) {
+    assert_eq!(
+        can_sign_in(app, "acme", &seeded.email, PASSWORD).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        can_sign_in(app, "acme", &seeded.email, new_password).await,
+        StatusCode::OK
+    );
+    let userinfo = app
+        .client
+        .get(format!("{}/userinfo", seeded.issuer))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let (_, error, description) = oauth_error(userinfo).await;
+    assert_eq!(
+        (error.as_str(), description.as_str()),
+        ("invalid_token", "the token has been revoked")
+    );
+}
+
 async fn revoke_invitation(app: &TestApp, token: &str, id: &str) -> reqwest::Response {
     app.client
         .delete(app.https_url(&format!("/api/invitations/{id}")))
@@ -501,27 +526,8 @@ async fn a_password_reset_changes_the_password_once_and_revokes_every_token() {
         )
     );
 
-    assert_eq!(
-        can_sign_in(&app, "acme", &seeded.email, PASSWORD).await,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        can_sign_in(&app, "acme", &seeded.email, "N3w-password!").await,
-        StatusCode::OK
-    );
-    // The token issued before the reset is revoked with its family.
-    let userinfo = app
-        .client
-        .get(format!("{}/userinfo", seeded.issuer))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    let (_, error, description) = oauth_error(userinfo).await;
-    assert_eq!(
-        (error.as_str(), description.as_str()),
-        ("invalid_token", "the token has been revoked")
-    );
+    // Only the new password works, and the token from before is revoked.
+    assert_password_replaced(&app, &seeded, "N3w-password!", &token).await;
 }
 
 #[tokio::test]
@@ -777,24 +783,6 @@ async fn the_operator_can_set_a_password_and_every_old_token_ends() {
     .await
     .unwrap();
     assert_eq!(user.email, seeded.email);
-    assert_eq!(
-        can_sign_in(&app, "acme", &seeded.email, PASSWORD).await,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        can_sign_in(&app, "acme", &seeded.email, "Rec0vered-pass!").await,
-        StatusCode::OK
-    );
-    let userinfo = app
-        .client
-        .get(format!("{}/userinfo", seeded.issuer))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    let (_, error, description) = oauth_error(userinfo).await;
-    assert_eq!(
-        (error.as_str(), description.as_str()),
-        ("invalid_token", "the token has been revoked")
-    );
+    // Only the new password works, and the token from before is revoked.
+    assert_password_replaced(&app, &seeded, "Rec0vered-pass!", &token).await;
 }
