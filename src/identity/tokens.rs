@@ -621,6 +621,16 @@ impl Identity {
         tenant: &TenantId,
         token: &str,
     ) -> Result<AccessClaims, TokenRejected> {
+        Ok(self.verify_user_token(tenant, token).await?.0)
+    }
+
+    /// [`Self::verify_access_token`], also returning the token's user as checking found it
+    /// (`None` for a client's own token), so callers that need the user read it once.
+    pub async fn verify_user_token(
+        &self,
+        tenant: &TenantId,
+        token: &str,
+    ) -> Result<(AccessClaims, Option<UserRecord>), TokenRejected> {
         let claims: AccessClaims =
             self.keys
                 .verify(tenant, token)
@@ -634,16 +644,15 @@ impl Identity {
                         TokenRejected::Failed(OAuthError::Unexpected(error))
                     }
                 })?;
-        self.check_claims(tenant, &claims, true).await?;
-        Ok(claims)
+        let user = self.check_claims(tenant, &claims).await?;
+        Ok((claims, user))
     }
 
     async fn check_claims(
         &self,
         tenant: &TenantId,
         claims: &AccessClaims,
-        check_lifetime: bool,
-    ) -> Result<(), TokenRejected> {
+    ) -> Result<Option<UserRecord>, TokenRejected> {
         let invalid = |why: &str| Err(TokenRejected::Invalid(why.to_owned()));
         if claims.iss != self.issuer(tenant) {
             return invalid("the token was issued by another issuer");
@@ -652,13 +661,11 @@ impl Identity {
             return invalid("the token belongs to another tenant");
         }
         let now = to_seconds(self.clock.now_ms());
-        if check_lifetime {
-            if claims.exp <= now - LEEWAY_SECONDS {
-                return invalid("the token has expired");
-            }
-            if claims.nbf > now + LEEWAY_SECONDS || claims.iat > now + LEEWAY_SECONDS {
-                return invalid("the token is not valid yet");
-            }
+        if claims.exp <= now - LEEWAY_SECONDS {
+            return invalid("the token has expired");
+        }
+        if claims.nbf > now + LEEWAY_SECONDS || claims.iat > now + LEEWAY_SECONDS {
+            return invalid("the token is not valid yet");
         }
         if !claims.aud.contains(&claims.client_id)
             || self
@@ -689,22 +696,23 @@ impl Identity {
         }
         // A user's token lives only as long as the user does, as an active user, and not past
         // a password reset.
-        if let Some(user_id) = &claims.user_id {
-            let user = self
-                .store
-                .user(tenant, user_id)
-                .await
-                .map_err(OAuthError::from)?;
-            match user {
-                Some(user) if user.record.is_active() => {
-                    if claims.iat.saturating_mul(1000) < user.record.tokens_not_before - 999 {
-                        return invalid("the token has been revoked");
-                    }
+        let Some(user_id) = &claims.user_id else {
+            return Ok(None);
+        };
+        let user = self
+            .store
+            .user(tenant, user_id)
+            .await
+            .map_err(OAuthError::from)?;
+        match user {
+            Some(user) if user.record.is_active() => {
+                if claims.iat.saturating_mul(1000) < user.record.tokens_not_before - 999 {
+                    return invalid("the token has been revoked");
                 }
-                _ => return invalid("the token's user no longer exists or is disabled"),
+                Ok(Some(user.record))
             }
+            _ => invalid("the token's user no longer exists or is disabled"),
         }
-        Ok(())
     }
 
     /// RFC 7662 introspection, answered only about tokens issued to the asking client.

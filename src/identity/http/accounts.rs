@@ -78,8 +78,8 @@ impl FromRequestParts<AppState> for AdminPrincipal {
         let tenant = state.identity.active_tenant(&claimed).await.map_err(|_| {
             ApiError::Unauthorized("the access token's tenant is not active".into())
         })?;
-        let claims = match state.identity.verify_access_token(&tenant.id, &token).await {
-            Ok(claims) => claims,
+        let (claims, user) = match state.identity.verify_user_token(&tenant.id, &token).await {
+            Ok(verified) => verified,
             Err(TokenRejected::Invalid(why)) => return Err(ApiError::Unauthorized(why)),
             Err(TokenRejected::Failed(error)) => {
                 return Err(ApiError::Unexpected(anyhow::anyhow!(
@@ -95,23 +95,13 @@ impl FromRequestParts<AppState> for AdminPrincipal {
                 "this endpoint accepts only tokens of the appliance's own sign-in (openframe-gateway)".into(),
             ));
         }
-        let Some(user_id) = claims.user_id else {
+        // Verification found the user active; its roles are the ones that count now, not the
+        // ones the token remembers.
+        let Some(user) = user else {
             return Err(ApiError::Forbidden(
                 "this endpoint is for signed-in administrators".into(),
             ));
         };
-        // Roles as they are now, not as the token remembers them.
-        let user = state
-            .identity
-            .store
-            .user(&tenant.id, &user_id)
-            .await
-            .map_err(|error| ApiError::from(crate::identity::IdentityError::from(error)))?
-            .map(|user| user.record)
-            .filter(|user| user.is_active())
-            .ok_or_else(|| {
-                ApiError::Unauthorized("the token's user no longer exists or is disabled".into())
-            })?;
         let roles: Vec<Role> = user
             .roles
             .iter()
@@ -125,7 +115,7 @@ impl FromRequestParts<AppState> for AdminPrincipal {
         }
         Ok(AdminPrincipal {
             tenant: tenant.id,
-            user_id,
+            user_id: user.id,
             email: user.email,
             owner: roles.contains(&Role::Owner),
         })

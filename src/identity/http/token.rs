@@ -289,8 +289,8 @@ pub(super) async fn userinfo(
         )
         .with_challenge(challenge));
     };
-    let claims = match identity.verify_access_token(&tenant.id, token.trim()).await {
-        Ok(claims) => claims,
+    let (claims, user) = match identity.verify_user_token(&tenant.id, token.trim()).await {
+        Ok(verified) => verified,
         Err(TokenRejected::Invalid(why)) => {
             tracing::info!(tenant = tenant.id.as_str(), reason = %why, "userinfo refused a token");
             return Err(bearer_error(
@@ -312,15 +312,8 @@ pub(super) async fn userinfo(
             "userinfo needs the openid scope",
         ));
     }
-    let user = match &claims.user_id {
-        Some(user_id) => identity
-            .store
-            .user(&tenant.id, user_id)
-            .await
-            .map_err(OAuthError::from)?,
-        None => None,
-    };
-    let Some(user) = user.map(|user| user.record).filter(|user| user.is_active()) else {
+    // Verification checked the user is active; a client's own token has no user.
+    let Some(user) = user else {
         return Err(bearer_error(
             identity,
             &tenant,
