@@ -12,6 +12,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod agent_tokens;
 pub mod crypto;
 pub mod http;
 pub mod jwt;
@@ -260,6 +261,11 @@ impl Identity {
 
     pub(crate) fn master(&self) -> &MasterKey {
         &self.master
+    }
+
+    /// The master key, for other parts that seal secrets (the tool registry).
+    pub fn master_key(&self) -> Arc<MasterKey> {
+        self.master.clone()
     }
 
     /// The tenant named in a path, if it exists and is active; otherwise `InvalidTenant`, the

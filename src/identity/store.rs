@@ -6,6 +6,7 @@
 //! racing to use one code, exactly one wins the versioned replace.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use openframe_storage::DocumentStore;
 use openframe_storage::documents::Document;
@@ -213,6 +214,9 @@ struct Collections {
 pub struct IdentityStore {
     documents: Arc<dyn DocumentStore>,
     c: Collections,
+    /// Moves on every write that can end a token's validity (a revocation, a user changed), so
+    /// caches of verified tokens (the gateway's) know to verify again.
+    revocations: Arc<AtomicU64>,
 }
 
 fn collection(name: &str) -> anyhow::Result<Collection> {
@@ -254,7 +258,17 @@ impl IdentityStore {
                 resets: collection("password_resets")?,
                 outbox: collection(crate::mail::OUTBOX)?,
             },
+            revocations: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// The revocation epoch: it changes whenever a token may have stopped being valid.
+    pub fn revocation_epoch(&self) -> u64 {
+        self.revocations.load(Ordering::Acquire)
+    }
+
+    fn revoked_something(&self) {
+        self.revocations.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The document store itself, for identity records kept outside this file (SSO settings).
@@ -368,14 +382,18 @@ impl IdentityStore {
         tenant: &TenantId,
         user: &Versioned<UserRecord>,
     ) -> Result<(), DocumentError> {
-        self.replace(
-            tenant,
-            &self.c.users,
-            &user.record.id,
-            &user.record,
-            Some(user.version),
-        )
-        .await
+        let replaced = self
+            .replace(
+                tenant,
+                &self.c.users,
+                &user.record.id,
+                &user.record,
+                Some(user.version),
+            )
+            .await;
+        // Roles, status or `tokens_not_before` may have changed: cached verdicts are stale.
+        self.revoked_something();
+        replaced
     }
 
     pub async fn count_users(&self, tenant: &TenantId) -> Result<u64, DocumentError> {
@@ -515,14 +533,19 @@ impl IdentityStore {
         family_id: &str,
         family: &Versioned<FamilyRecord>,
     ) -> Result<(), DocumentError> {
-        self.replace(
-            tenant,
-            &self.c.families,
-            family_id,
-            &family.record,
-            Some(family.version),
-        )
-        .await
+        let replaced = self
+            .replace(
+                tenant,
+                &self.c.families,
+                family_id,
+                &family.record,
+                Some(family.version),
+            )
+            .await;
+        if family.record.revoked {
+            self.revoked_something();
+        }
+        replaced
     }
 
     /// Revokes every token of a family. Idempotent; a missing family is created revoked, so a
@@ -538,8 +561,11 @@ impl IdentityStore {
             .await?
             .map_or(fallback, |versioned| versioned.record);
         family.revoked = true;
-        self.replace(tenant, &self.c.families, family_id, &family, None)
-            .await
+        let replaced = self
+            .replace(tenant, &self.c.families, family_id, &family, None)
+            .await;
+        self.revoked_something();
+        replaced
     }
 
     // Revoked access tokens, by jti, kept until they would have expired anyway.
@@ -550,14 +576,17 @@ impl IdentityStore {
         jti: &str,
         expires_at: UnixMillis,
     ) -> Result<(), DocumentError> {
-        self.replace(
-            tenant,
-            &self.c.revoked,
-            jti,
-            &RevokedRecord { expires_at },
-            None,
-        )
-        .await
+        let replaced = self
+            .replace(
+                tenant,
+                &self.c.revoked,
+                jti,
+                &RevokedRecord { expires_at },
+                None,
+            )
+            .await;
+        self.revoked_something();
+        replaced
     }
 
     pub async fn is_jti_revoked(
@@ -659,6 +688,7 @@ impl IdentityStore {
                     None,
                 )
                 .await?;
+                self.revoked_something();
             }
         }
         Ok(())
