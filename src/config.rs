@@ -23,6 +23,7 @@ pub struct Config {
     pub search: SearchSection,
     pub identity: IdentitySection,
     pub mail: MailSection,
+    pub gateway: GatewaySection,
     pub log: LogConfig,
 }
 
@@ -200,6 +201,91 @@ impl Default for MailSection {
             smtp_password_file: String::new(),
             from: "OpenFrame <openframe@localhost>".into(),
         }
+    }
+}
+
+/// The public edge: limits, cross-origin access, API keys and the tool proxy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySection {
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: u64,
+    /// How long a client may take to send a request's headers (slow clients are dropped).
+    pub header_read_timeout_seconds: u64,
+    /// Origins (`https://host[:port]`, comma-separated) whose pages may call the APIs from a
+    /// browser. Empty: only the appliance's own pages.
+    pub cors_allowed_origins: String,
+    /// A plain-HTTP listener that only redirects to HTTPS (e.g. `0.0.0.0:80`). Empty: none.
+    pub http_redirect_listen: String,
+    /// Unauthenticated endpoints (sign-in, tokens, agent registration): requests per second
+    /// per client address, sustained. 0 turns the limit off.
+    pub per_ip_requests_per_second: u32,
+    /// ... and the burst allowed above that rate.
+    pub per_ip_burst: u32,
+    /// API keys' default limits (OpenFrame's), overridable per key.
+    pub api_key_requests_per_minute: u64,
+    pub api_key_requests_per_hour: u64,
+    pub api_key_requests_per_day: u64,
+    /// API keys' request statistics are written in batches, this often.
+    pub api_key_stats_flush_seconds: u64,
+    /// A verified access token is remembered this long (never past its expiry, and forgotten at
+    /// once when anything is revoked in this process). 0 verifies every request in full.
+    pub token_cache_seconds: u64,
+    /// The tool proxy's limit for one upstream request.
+    pub tool_timeout_seconds: u64,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 10 * 1024 * 1024,
+            header_read_timeout_seconds: 10,
+            cors_allowed_origins: String::new(),
+            http_redirect_listen: String::new(),
+            per_ip_requests_per_second: 20,
+            per_ip_burst: 200,
+            api_key_requests_per_minute: 100,
+            api_key_requests_per_hour: 3_000,
+            api_key_requests_per_day: 30_000,
+            api_key_stats_flush_seconds: 10,
+            token_cache_seconds: 30,
+            tool_timeout_seconds: 30,
+        }
+    }
+}
+
+impl GatewaySection {
+    /// The configured CORS origins, parsed and validated.
+    pub fn cors_origins(&self) -> Result<Vec<String>, String> {
+        self.cors_allowed_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|origin| !origin.is_empty())
+            .map(|origin| {
+                let parsed = url::Url::parse(origin).map_err(|_| {
+                    format!("{origin:?} is not an origin such as \"https://portal.example.com\"")
+                })?;
+                let serialised = parsed.origin().ascii_serialization();
+                if serialised != origin || !matches!(parsed.scheme(), "https" | "http") {
+                    return Err(format!(
+                        "{origin:?} is not an origin: give scheme, host and port only, e.g. \"{serialised}\""
+                    ));
+                }
+                Ok(serialised)
+            })
+            .collect()
+    }
+
+    pub fn redirect_listen(&self) -> Result<Option<SocketAddr>, String> {
+        if self.http_redirect_listen.is_empty() {
+            return Ok(None);
+        }
+        self.http_redirect_listen.parse().map(Some).map_err(|_| {
+            format!(
+                "{:?} is not an address such as \"0.0.0.0:80\"",
+                self.http_redirect_listen
+            )
+        })
     }
 }
 
@@ -514,6 +600,77 @@ impl Config {
                     "{:?} is not a sender such as \"OpenFrame <openframe@example.com>\"",
                     mail.from
                 ),
+            ));
+        }
+        let gateway = &self.gateway;
+        if let Err(message) = gateway.cors_origins() {
+            return Err(invalid("gateway.cors_allowed_origins", message));
+        }
+        if let Err(message) = gateway.redirect_listen() {
+            return Err(invalid("gateway.http_redirect_listen", message));
+        }
+        let limits = [
+            (
+                "gateway.max_body_bytes",
+                gateway.max_body_bytes,
+                1024,
+                1 << 30,
+            ),
+            (
+                "gateway.header_read_timeout_seconds",
+                gateway.header_read_timeout_seconds,
+                1,
+                300,
+            ),
+            (
+                "gateway.api_key_requests_per_minute",
+                gateway.api_key_requests_per_minute,
+                1,
+                u64::from(u32::MAX),
+            ),
+            (
+                "gateway.api_key_requests_per_hour",
+                gateway.api_key_requests_per_hour,
+                1,
+                u64::from(u32::MAX),
+            ),
+            (
+                "gateway.api_key_requests_per_day",
+                gateway.api_key_requests_per_day,
+                1,
+                u64::from(u32::MAX),
+            ),
+            (
+                "gateway.api_key_stats_flush_seconds",
+                gateway.api_key_stats_flush_seconds,
+                1,
+                3600,
+            ),
+            (
+                "gateway.token_cache_seconds",
+                gateway.token_cache_seconds,
+                0,
+                300,
+            ),
+            (
+                "gateway.tool_timeout_seconds",
+                gateway.tool_timeout_seconds,
+                1,
+                3600,
+            ),
+        ];
+        for (key, value, low, high) in limits {
+            if !(low..=high).contains(&value) {
+                return Err(invalid(
+                    key,
+                    format!("{value} is out of range {low}..={high}"),
+                ));
+            }
+        }
+        if gateway.per_ip_requests_per_second > 0 && gateway.per_ip_burst == 0 {
+            return Err(invalid(
+                "gateway.per_ip_burst",
+                "must be at least 1 while gateway.per_ip_requests_per_second is set".into(),
             ));
         }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {

@@ -29,6 +29,16 @@ pub enum ApiError {
     Gone(String),
     #[error("tenant {0:?} does not exist or is not active")]
     InvalidTenant(String),
+    /// OpenFrame's answer, code and all, so its integrators' retry logic keeps working.
+    #[error("Too many requests. Please try again later.")]
+    RateLimited { retry_after: i64 },
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    /// A tool behind the proxy could not be reached or answered badly.
+    #[error("{0}")]
+    BadGateway(String),
+    #[error("{0}")]
+    GatewayTimeout(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -63,6 +73,12 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Gone(_) => (StatusCode::GONE, "gone"),
             ApiError::InvalidTenant(_) => (StatusCode::NOT_FOUND, "invalid_tenant"),
+            ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMIT_EXCEEDED"),
+            ApiError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
+            ApiError::GatewayTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             ApiError::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }
@@ -78,6 +94,10 @@ pub struct ErrorBody {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();
+        let retry_after = match &self {
+            ApiError::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        };
         let message = match &self {
             ApiError::Unexpected(error) => {
                 tracing::error!(error = format!("{error:#}"), "unexpected error");
@@ -95,6 +115,13 @@ impl IntoResponse for ApiError {
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer"),
             );
+        }
+        if let Some(seconds) = retry_after
+            && let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(

@@ -8,17 +8,21 @@
 //! - [`domain`]: validated values (emails, roles, the password policy); no IO.
 //! - [`identity`]: each tenant's OAuth2/OIDC provider (keys, users, clients, tokens, sign-in);
 //!   [`mail`]: invitations and reset links out by SMTP, or into a sealed outbox.
-//! - [`gateway`]: the public HTTPS edge; [`admin`]: health and metrics on loopback.
+//! - [`gateway`]: the public HTTPS edge (access rules, tokens, API keys, limits, tool proxy);
+//!   [`api`]: the technician API (`/api`); [`external_api`]: the integrators' API;
+//!   [`admin`]: health and metrics on loopback.
 //! - [`error`]: the one table mapping errors to HTTP; [`metrics`], [`telemetry`]: observability.
 //! - [`ops`]: `doctor` and `healthcheck`.
 //!
 //! Storage lives in the `openframe-storage` crate; nothing here names an engine.
 
 pub mod admin;
+pub mod api;
 pub mod config;
 pub mod datadir;
 pub mod domain;
 pub mod error;
+pub mod external_api;
 pub mod gateway;
 pub mod identity;
 pub mod mail;

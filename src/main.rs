@@ -66,8 +66,114 @@ enum Command {
         #[command(subcommand)]
         command: SsoCommand,
     },
+    /// Manage integrators' API keys (`X-API-Key` on /external-api); the API has the same.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+    /// Register the integrated tools the gateway proxies to (`/tools/{id}/…`).
+    Tool {
+        #[command(subcommand)]
+        command: ToolCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum ApikeyCommand {
+    /// Create a key; the full key is printed once and never again.
+    Create {
+        #[command(flatten)]
+        tenancy: TenancyArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// A scope the key holds (repeat); default: every read scope.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// When it stops working, RFC 3339 (e.g. 2027-01-31T00:00:00Z); default: never.
+        #[arg(long)]
+        expires_at: Option<String>,
+        /// Its own limits (default: the gateway's).
+        #[arg(long)]
+        per_minute: Option<u64>,
+        #[arg(long)]
+        per_hour: Option<u64>,
+        #[arg(long)]
+        per_day: Option<u64>,
+    },
+    /// List a tenant's keys with their statistics.
+    List {
+        #[command(flatten)]
+        tenancy: TenancyArgs,
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Delete a key (a running appliance stops accepting it within a minute).
+    Delete {
+        #[command(flatten)]
+        tenancy: TenancyArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once per process")]
+enum ToolCommand {
+    /// Register a tool, or replace its registration.
+    Set {
+        #[command(flatten)]
+        tenancy: TenancyArgs,
+        #[arg(long)]
+        tenant: String,
+        /// The tool's id in paths, e.g. "fleetmdm-server" or "meshcentral-server".
+        #[arg(long)]
+        id: String,
+        /// A display name (default: the id).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// OpenFrame's tool type, e.g. MESHCENTRAL or FLEET_MDM.
+        #[arg(long = "type")]
+        tool_type: String,
+        /// Base URL of the tool's REST API.
+        #[arg(long)]
+        api_url: String,
+        /// Base URL of its WebSocket endpoint (ws:// or wss://).
+        #[arg(long)]
+        ws_url: Option<String>,
+        /// A file holding the credential the proxy injects (kept out of shell history).
+        #[arg(long)]
+        credential_file: Option<PathBuf>,
+        /// Inject the credential as this header; without it, as `Authorization: Bearer`.
+        #[arg(long)]
+        credential_header: Option<String>,
+        /// A path prefix the proxy may reach ("/" for all); repeat for several.
+        #[arg(long = "allow", required = true)]
+        allowed_paths: Vec<String>,
+        /// PEM CA certificates for a tool with a private certificate.
+        #[arg(long, default_value = "")]
+        ca_file: String,
+        /// Do not verify the tool's TLS certificate (prefer --ca-file).
+        #[arg(long)]
+        insecure_skip_tls_verify: bool,
+        /// What the health check requests.
+        #[arg(long, default_value = "/")]
+        health_path: String,
+    },
+    /// List a tenant's tools (never their credentials).
+    List {
+        #[command(flatten)]
+        tenancy: TenancyArgs,
+        #[arg(long)]
+        tenant: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -445,6 +551,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(Printed::new(&summary, text))
             })
         }
+        Command::Tool { command } => tool_command(command),
+        Command::Apikey { command } => apikey_command(command),
         Command::Healthcheck {
             url,
             ca_cert,
@@ -461,6 +569,212 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{answer}");
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn apikey_command(command: ApikeyCommand) -> anyhow::Result<ExitCode> {
+    use openframe::gateway::api_keys::{ApiKeys, KeySettings, RateLimits};
+    let keys = async |identity: &Identity| -> Result<ApiKeys, IdentityError> {
+        let keys = ApiKeys::new(
+            identity.tenants.clone(),
+            identity.store.documents().clone(),
+            identity.clock.clone(),
+            &identity.master_key(),
+            &openframe::config::GatewaySection::default(),
+        )?;
+        keys.load().await?;
+        Ok(keys)
+    };
+    let describe = |record: &openframe::gateway::api_keys::ApiKeyRecord| {
+        serde_json::json!({
+            "id": record.id,
+            "name": record.name,
+            "enabled": record.enabled,
+            "scopes": record.scopes,
+            "expiresAt": record.expires_at,
+            "rateLimits": record.rate_limits,
+        })
+    };
+    match command {
+        ApikeyCommand::Create {
+            tenancy,
+            tenant,
+            name,
+            description,
+            scopes,
+            expires_at,
+            per_minute,
+            per_hour,
+            per_day,
+        } => {
+            let expires_at = expires_at
+                .map(|text| {
+                    time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+                        .map(|at| i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX))
+                        .map_err(|_| anyhow::anyhow!("--expires-at {text:?} is not an RFC 3339 time such as 2027-01-31T00:00:00Z"))
+                })
+                .transpose()?;
+            let settings = KeySettings {
+                name,
+                description,
+                scopes: (!scopes.is_empty()).then_some(scopes),
+                expires_at,
+                rate_limits: RateLimits {
+                    per_minute,
+                    per_hour,
+                    per_day,
+                },
+                enabled: true,
+            };
+            with_identity(&tenancy, async |identity| {
+                let tenant = identity.active_tenant(&tenant).await?.id;
+                let (record, full) = keys(identity)
+                    .await?
+                    .create(&tenant, "cli", settings)
+                    .await?;
+                let mut json = describe(&record);
+                json["fullKey"] = full.clone().into();
+                let text = format!(
+                    "API key {} created; the key (shown once): {full}",
+                    record.id
+                );
+                Ok(Printed::new(&json, text))
+            })
+        }
+        ApikeyCommand::List { tenancy, tenant } => with_identity(&tenancy, async |identity| {
+            let tenant = identity.active_tenant(&tenant).await?.id;
+            let listed = keys(identity).await?.list(&tenant).await?;
+            let text = listed
+                .iter()
+                .map(|(record, stats)| {
+                    format!(
+                        "{}\t{}\t{}\t{} requests",
+                        record.id,
+                        record.name,
+                        if record.enabled {
+                            "enabled"
+                        } else {
+                            "disabled"
+                        },
+                        stats.total_requests
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let json: Vec<serde_json::Value> = listed
+                .iter()
+                .map(|(record, stats)| {
+                    let mut json = describe(record);
+                    json["stats"] = serde_json::to_value(stats).unwrap_or_default();
+                    json
+                })
+                .collect();
+            Ok(Printed::new(&json, text))
+        }),
+        ApikeyCommand::Delete {
+            tenancy,
+            tenant,
+            id,
+        } => with_identity(&tenancy, async |identity| {
+            let tenant = identity.active_tenant(&tenant).await?.id;
+            keys(identity).await?.delete(&tenant, &id).await?;
+            Ok(Printed::new(
+                &serde_json::json!({"deleted": id}),
+                format!("API key {id} deleted"),
+            ))
+        }),
+    }
+}
+
+fn tool_command(command: ToolCommand) -> anyhow::Result<ExitCode> {
+    use openframe::gateway::tools::{CredentialKind, NewTool, ToolRegistry};
+    let registry = |identity: &Identity| {
+        ToolRegistry::new(
+            identity.store.documents().clone(),
+            identity.clock.clone(),
+            identity.master_key(),
+        )
+        .map_err(IdentityError::from)
+    };
+    let summary = |tool: &openframe::gateway::tools::ToolRecord| {
+        serde_json::json!({
+            "id": tool.id,
+            "name": tool.name,
+            "toolType": tool.tool_type,
+            "apiUrl": tool.api_url,
+            "wsUrl": tool.ws_url,
+            "allowedPaths": tool.allowed_paths,
+            "tlsVerify": tool.tls_verify,
+            "hasCredentials": tool.credential.is_some(),
+        })
+    };
+    match command {
+        ToolCommand::Set {
+            tenancy,
+            tenant,
+            id,
+            name,
+            tool_type,
+            api_url,
+            ws_url,
+            credential_file,
+            credential_header,
+            allowed_paths,
+            ca_file,
+            insecure_skip_tls_verify,
+            health_path,
+        } => {
+            let credential = match credential_file {
+                None => None,
+                Some(path) => {
+                    let secret = std::fs::read_to_string(&path)
+                        .map_err(|error| {
+                            anyhow::anyhow!("cannot read {}: {error}", path.display())
+                        })?
+                        .trim()
+                        .to_owned();
+                    Some(match credential_header {
+                        Some(header) => (CredentialKind::Header, header, secret),
+                        None => (CredentialKind::BearerToken, String::new(), secret),
+                    })
+                }
+            };
+            let new = NewTool {
+                name: if name.is_empty() { id.clone() } else { name },
+                id,
+                tool_type,
+                api_url,
+                ws_url,
+                credential,
+                allowed_paths,
+                ca_file,
+                tls_verify: !insecure_skip_tls_verify,
+                health_path,
+            };
+            with_identity(&tenancy, async |identity| {
+                let tenant = identity.active_tenant(&tenant).await?.id;
+                let tool = registry(identity)?.set(&tenant, new).await?;
+                let text = format!(
+                    "tool {} of tenant {} proxied at /tools/{}/ to {}",
+                    tool.id,
+                    tenant.as_str(),
+                    tool.id,
+                    tool.api_url
+                );
+                Ok(Printed::new(&summary(&tool), text))
+            })
+        }
+        ToolCommand::List { tenancy, tenant } => with_identity(&tenancy, async |identity| {
+            let tenant = identity.active_tenant(&tenant).await?.id;
+            let tools = registry(identity)?.list(&tenant).await?;
+            let text = tools
+                .iter()
+                .map(|tool| format!("{}\t{}\t{}", tool.id, tool.tool_type, tool.api_url))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let json: Vec<serde_json::Value> = tools.iter().map(summary).collect();
+            Ok(Printed::new(&json, text))
+        }),
     }
 }
 

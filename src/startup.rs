@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::datadir::DataDirLock;
+use crate::gateway::Gateway;
+use crate::gateway::api_keys::ApiKeys;
+use crate::gateway::tools::ToolRegistry;
 use crate::identity::Identity;
 use crate::identity::http::PeerAddr;
 use crate::metrics::Metrics;
@@ -36,6 +39,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Every tenant's OAuth2/OIDC provider.
     pub identity: Arc<Identity>,
+    /// The edge: token verification, API keys, tools.
+    pub gateway: Arc<Gateway>,
 }
 
 /// A built appliance: listeners bound, stores open, not yet serving.
@@ -43,6 +48,8 @@ pub struct Application {
     state: AppState,
     https: TcpListener,
     admin: TcpListener,
+    /// The optional plain-HTTP listener that redirects to HTTPS.
+    redirect: Option<TcpListener>,
     tls: TlsAcceptor,
     /// Held until the stores are closed, so no second process opens them meanwhile.
     lock: DataDirLock,
@@ -78,6 +85,16 @@ impl Application {
         )
         .await?;
 
+        let redirect = match config
+            .gateway
+            .redirect_listen()
+            .map_err(|message| anyhow::anyhow!(message))?
+        {
+            Some(address) => {
+                Some(bind(address, "gateway.http_redirect_listen", "the config").await?)
+            }
+            None => None,
+        };
         config.resolve_public_url(https.local_addr()?);
 
         let storage = Storage::open(&config.storage_config(), clock.clone())
@@ -102,6 +119,14 @@ impl Application {
             }
         };
 
+        let gateway = match build_gateway(&storage, &identity, &config).await {
+            Ok(gateway) => Arc::new(gateway),
+            Err(error) => {
+                let _ = storage.close().await;
+                return Err(error.context("cannot start the gateway"));
+            }
+        };
+
         Ok(Application {
             state: AppState {
                 storage,
@@ -109,9 +134,11 @@ impl Application {
                 stopping: Arc::new(AtomicBool::new(false)),
                 config: Arc::new(config),
                 identity,
+                gateway,
             },
             https,
             admin,
+            redirect,
             tls: TlsAcceptor::from(tls_config),
             lock,
         })
@@ -148,6 +175,7 @@ impl Application {
             state,
             https,
             admin,
+            redirect,
             tls,
             lock,
         } = self;
@@ -167,6 +195,7 @@ impl Application {
 
         let public_router = crate::gateway::router(state.clone());
         let grace = Duration::from_secs(state.config.server.shutdown_grace_seconds);
+        let header_timeout = Duration::from_secs(state.config.gateway.header_read_timeout_seconds);
         let handshake_timeout =
             Duration::from_secs(state.config.server.tls_handshake_timeout_seconds);
         let graceful = GracefulShutdown::new();
@@ -191,6 +220,46 @@ impl Application {
                     },
                 }
             }
+        });
+        // API-key statistics are written in batches; the per-address limiter forgets idle
+        // addresses, so neither grows without bound.
+        let flusher_state = state.clone();
+        let flush_stop = CancellationToken::new();
+        let flusher_stop = flush_stop.clone();
+        let flusher = tokio::spawn(async move {
+            let seconds = flusher_state.config.gateway.api_key_stats_flush_seconds;
+            let mut every = tokio::time::interval(Duration::from_secs(seconds));
+            loop {
+                let stopping = tokio::select! {
+                    () = flusher_stop.cancelled() => true,
+                    _ = every.tick() => false,
+                };
+                if let Err(error) = flusher_state.gateway.api_keys.flush().await {
+                    tracing::warn!(%error, "writing API-key statistics failed; they are kept for the next try");
+                }
+                if let Err(error) = flusher_state
+                    .gateway
+                    .api_keys
+                    .reload_if_older(Duration::from_secs(60))
+                    .await
+                {
+                    tracing::warn!(%error, "reading API keys failed");
+                }
+                if let Some(limiter) = &flusher_state.gateway.per_address {
+                    limiter.limiter().retain_recent();
+                }
+                if stopping {
+                    break;
+                }
+            }
+        });
+        let redirect_task = redirect.map(|listener| {
+            tracing::info!(http = %crate::gateway::edge::describe(&listener), "redirecting plain HTTP to HTTPS");
+            tokio::spawn(crate::gateway::edge::serve_redirects(
+                listener,
+                state.config.public_url(),
+                admin_stop.clone(),
+            ))
         });
         let signal_stop = stop.clone();
         tokio::spawn(async move {
@@ -240,7 +309,12 @@ impl Application {
                     }
                 };
                 metrics.open_connections.inc();
-                let builder = auto::Builder::new(TokioExecutor::new());
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                // A client that trickles its headers (slowloris) is cut off.
+                builder
+                    .http1()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(header_timeout);
                 let connection =
                     builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 if let Err(error) = watcher.watch(connection.into_owned()).await {
@@ -263,7 +337,14 @@ impl Application {
             );
         }
         let _ = sweeper.await;
+        // The last statistics, counted up to the last drained request, are written before the
+        // stores close.
+        flush_stop.cancel();
+        let _ = flusher.await;
         admin_stop.cancel();
+        if let Some(task) = redirect_task {
+            let _ = task.await;
+        }
         match admin_task.await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::warn!(%error, "admin listener ended with an error"),
@@ -274,6 +355,31 @@ impl Application {
         tracing::info!("stopped cleanly");
         Ok(())
     }
+}
+
+async fn build_gateway(
+    storage: &Storage,
+    identity: &Arc<Identity>,
+    config: &Config,
+) -> anyhow::Result<Gateway> {
+    let api_keys = ApiKeys::new(
+        storage.tenants.clone(),
+        storage.documents.clone(),
+        identity.clock.clone(),
+        &identity.master_key(),
+        &config.gateway,
+    )?;
+    let loaded = api_keys
+        .load()
+        .await
+        .map_err(|error| anyhow::anyhow!("loading API keys: {error}"))?;
+    tracing::debug!(api_keys = loaded, "API keys loaded");
+    let tools = ToolRegistry::new(
+        storage.documents.clone(),
+        identity.clock.clone(),
+        identity.master_key(),
+    )?;
+    Gateway::new(config, api_keys, tools)
 }
 
 async fn bind(address: SocketAddr, key: &str, flag: &str) -> anyhow::Result<TcpListener> {

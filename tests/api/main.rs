@@ -9,6 +9,7 @@ mod helpers;
 mod cli;
 mod config;
 mod data_dir;
+mod gateway;
 mod health;
 mod identity;
 mod shutdown;

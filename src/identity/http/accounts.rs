@@ -5,122 +5,20 @@
 //! Admin endpoints take the tenant from the verified access token, never from the request.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use openframe_storage::model::TenantId;
 use serde::Deserialize;
 use std::collections::HashMap;
 
-use super::cookie;
 use crate::domain::{Email, Role};
 use crate::error::ApiError;
 use crate::identity::accounts::Registration;
-use crate::identity::crypto::b64url_decode;
-use crate::identity::tokens::TokenRejected;
 use crate::mail::MailKind;
 use crate::startup::AppState;
 
-/// A signed-in ADMIN of some tenant, from a bearer token or the `access_token` cookie.
-#[derive(Debug, Clone)]
-pub struct AdminPrincipal {
-    pub tenant: TenantId,
-    pub user_id: String,
-    pub email: String,
-    pub owner: bool,
-}
-
-impl FromRequestParts<AppState> for AdminPrincipal {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let bearer = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::to_owned);
-        let from_cookie = bearer.is_none();
-        let token = bearer
-            .or_else(|| cookie(&parts.headers, "access_token"))
-            .ok_or_else(|| {
-                ApiError::Unauthorized("sign in first: send a bearer access token".into())
-            })?;
-        // A browser sends the cookie with any request to us, also one a hostile page starts:
-        // a cookie-authenticated change must come from a page of this appliance.
-        let safe_method = matches!(
-            parts.method,
-            axum::http::Method::GET | axum::http::Method::HEAD
-        );
-        if from_cookie && !safe_method {
-            let public = url::Url::parse(state.identity.public_url()).map(|url| url.origin());
-            let origin = parts
-                .headers
-                .get(axum::http::header::ORIGIN)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| url::Url::parse(value).ok())
-                .map(|url| url.origin());
-            if origin.is_none() || origin != public.ok() {
-                return Err(ApiError::Forbidden(
-                    "a change authenticated by cookie must come from this appliance's own pages (Origin)".into(),
-                ));
-            }
-        }
-        // The claimed tenant only picks whose keys to verify with; verification checks the rest.
-        let claimed = token
-            .split('.')
-            .nth(1)
-            .and_then(b64url_decode)
-            .and_then(|payload| serde_json::from_slice::<serde_json::Value>(&payload).ok())
-            .and_then(|claims| claims["tenant_id"].as_str().map(str::to_owned))
-            .ok_or_else(|| ApiError::Unauthorized("the access token is malformed".into()))?;
-        let tenant = state.identity.active_tenant(&claimed).await.map_err(|_| {
-            ApiError::Unauthorized("the access token's tenant is not active".into())
-        })?;
-        let (claims, user) = match state.identity.verify_user_token(&tenant.id, &token).await {
-            Ok(verified) => verified,
-            Err(TokenRejected::Invalid(why)) => return Err(ApiError::Unauthorized(why)),
-            Err(TokenRejected::Failed(error)) => {
-                return Err(ApiError::Unexpected(anyhow::anyhow!(
-                    "verifying a token: {error}"
-                )));
-            }
-        };
-        // Only the appliance's own browser client acts for administrators: a token a
-        // third-party relying party obtained for a user (to read their profile) must not
-        // also manage the tenant.
-        if claims.client_id != crate::identity::GATEWAY_CLIENT_ID {
-            return Err(ApiError::Forbidden(
-                "this endpoint accepts only tokens of the appliance's own sign-in (openframe-gateway)".into(),
-            ));
-        }
-        // Verification found the user active; its roles are the ones that count now, not the
-        // ones the token remembers.
-        let Some(user) = user else {
-            return Err(ApiError::Forbidden(
-                "this endpoint is for signed-in administrators".into(),
-            ));
-        };
-        let roles: Vec<Role> = user
-            .roles
-            .iter()
-            .filter_map(|role| Role::parse(role).ok())
-            .collect();
-        let roles = Role::effective(&roles);
-        if !roles.contains(&Role::Admin) {
-            return Err(ApiError::Forbidden(
-                "this endpoint needs the ADMIN role".into(),
-            ));
-        }
-        Ok(AdminPrincipal {
-            tenant: tenant.id,
-            user_id: user.id,
-            email: user.email,
-            owner: roles.contains(&Role::Owner),
-        })
-    }
-}
+/// Admin endpoints take the caller the gateway verified (tenant, user, roles).
+use crate::gateway::auth::Admin as AdminPrincipal;
 
 fn json_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)

@@ -314,7 +314,7 @@ async fn invitation_endpoints_need_an_admin_of_the_same_tenant() {
         (
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "sign in first: send a bearer access token"
+            "sign in first: send an access token (Authorization: Bearer, or the access_token cookie)"
         )
     );
 

@@ -1,7 +1,7 @@
 //! The OAuth2/OIDC provider, driven from outside: an independent relying party (the
 //! `openidconnect` crate), a cookie-keeping browser, and hand-forged attacks.
 
-mod support;
+pub(crate) mod support;
 
 mod accounts;
 mod bff;

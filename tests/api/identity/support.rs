@@ -368,10 +368,14 @@ async fn token_via(
 /// The `{code, message}` body of the edge's error table.
 pub(crate) async fn api_error(response: reqwest::Response) -> (StatusCode, String, String) {
     let status = response.status();
-    let body: serde_json::Value = response.json().await.unwrap();
-    (
-        status,
-        body["code"].as_str().unwrap().to_owned(),
-        body["message"].as_str().unwrap().to_owned(),
-    )
+    let text = response.text().await.unwrap();
+    let body: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("a {status} answer that is not JSON: {text}"));
+    let field = |name: &str| {
+        body[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name} in the {status} answer {body}"))
+            .to_owned()
+    };
+    (status, field("code"), field("message"))
 }

@@ -1,0 +1,55 @@
+//! The public API for integrators under `/external-api/api/v1` (OpenFrame's external API).
+//! The gateway has checked the API key, its scope and its limits; handlers take [`KeyCaller`]
+//! and see only the key's tenant.
+//!
+//! So far: the tools listing. The rest arrives with the public-API issue.
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::error::ApiError;
+use crate::gateway::api_keys::KeyCaller;
+use crate::startup::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/external-api/api/v1/me", get(me))
+        .route("/external-api/api/v1/tools", get(tools))
+}
+
+/// `GET /external-api/api/v1/me` (any key; beyond OpenFrame): which key this is and what it may
+/// do, so an integrator can check a key before wiring it in.
+async fn me(caller: KeyCaller) -> Response {
+    axum::Json(serde_json::json!({
+        "keyId": caller.key_id,
+        "tenantId": caller.tenant.as_str(),
+        "userId": caller.user_id,
+        "scopes": caller.scopes,
+    }))
+    .into_response()
+}
+
+/// `GET /external-api/api/v1/tools` (scope `tools:read`): the tenant's integrated tools, never
+/// their credentials.
+async fn tools(State(state): State<AppState>, caller: KeyCaller) -> Result<Response, ApiError> {
+    let tools: Vec<serde_json::Value> = state
+        .gateway
+        .tools
+        .list(&caller.tenant)
+        .await?
+        .into_iter()
+        .map(|tool| {
+            serde_json::json!({
+                "id": tool.id,
+                "name": tool.name,
+                "toolType": tool.tool_type,
+                "enabled": tool.enabled,
+                "hasCredentials": tool.credential.is_some(),
+                "hasWebSocket": tool.ws_url.is_some(),
+            })
+        })
+        .collect();
+    Ok(axum::Json(serde_json::json!({ "tools": tools })).into_response())
+}

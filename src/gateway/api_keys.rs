@@ -1,0 +1,879 @@
+//! API keys for integrators: OpenFrame's format `ak_<16 hex>.sk_<32 hex>` in `X-API-Key`.
+//!
+//! - **Secrets** are 128-bit random values; only HMAC-SHA256(server key, secret) is stored, so a
+//!   stolen database yields no usable key, and checking one costs a microsecond, not a bcrypt.
+//! - **Every key is held in memory** (they are few and small), so a request costs one hash
+//!   lookup and one HMAC; every change goes through [`ApiKeys`], which writes the store first.
+//!   Keys changed by another process (`openframe apikey …` beside `serve`) are read again every
+//!   minute, and at once when an unknown key id is presented (at most every 10 s).
+//! - **Scopes are enforced** (OpenFrame stores them but never checks them): the access table in
+//!   [`super::auth`] names the scope each path needs.
+//! - **Rate limits** are fixed calendar windows per key (minute, hour, day), OpenFrame's
+//!   semantics and headers, plus the IETF `RateLimit-Policy` / `RateLimit` fields.
+//! - **Statistics** (total, successful, failed, last used) are counted in memory and written in
+//!   batches every `gateway.api_key_stats_flush_seconds` and at shutdown; reads add what is
+//!   still pending, so they are exact.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use aws_lc_rs::hmac;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use openframe_storage::documents::MAX_LIST;
+use openframe_storage::error::DocumentError;
+use openframe_storage::model::{Clock, Collection, DocumentId, TenantId, UnixMillis};
+use openframe_storage::{DocumentStore, TenantStore};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::identity::crypto::{constant_time_eq, fill_random};
+use crate::identity::{IdentityError, crypto::MasterKey};
+use crate::startup::AppState;
+
+/// Every scope a key can hold.
+pub const SCOPES: &[&str] = &[
+    "devices:read",
+    "devices:write",
+    "organizations:read",
+    "organizations:write",
+    "logs:read",
+    "events:read",
+    "events:write",
+    "tools:read",
+    "ingest",
+];
+
+/// What a key gets when its creator names no scopes: read access, nothing that changes data.
+pub const DEFAULT_SCOPES: &[&str] = &[
+    "devices:read",
+    "organizations:read",
+    "logs:read",
+    "events:read",
+    "tools:read",
+];
+
+const KEY_ID_HEX: usize = 16;
+const SECRET_HEX: usize = 32;
+
+/// Requests per window; `None` fields fall back to the appliance's defaults.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimits {
+    pub per_minute: Option<u64>,
+    pub per_hour: Option<u64>,
+    pub per_day: Option<u64>,
+}
+
+/// A stored key. The id is public (`ak_…`); the secret is known only by its MAC.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub secret_mac: String,
+    pub enabled: bool,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<UnixMillis>,
+    pub rate_limits: RateLimits,
+    /// The user who created it (OpenFrame forwards it as `X-User-Id`).
+    pub user_id: String,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+}
+
+/// Request statistics of one key.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyStats {
+    pub total_requests: u64,
+    pub successful_requests: u64,
+    pub failed_requests: u64,
+    pub last_used: Option<UnixMillis>,
+}
+
+impl KeyStats {
+    fn add(&mut self, other: &KeyStats) {
+        self.total_requests += other.total_requests;
+        self.successful_requests += other.successful_requests;
+        self.failed_requests += other.failed_requests;
+        self.last_used = self.last_used.max(other.last_used);
+    }
+}
+
+/// A key's fields as a creator or editor gives them.
+#[derive(Debug, Clone, Default)]
+pub struct KeySettings {
+    pub name: String,
+    pub description: String,
+    pub scopes: Option<Vec<String>>,
+    pub expires_at: Option<UnixMillis>,
+    pub rate_limits: RateLimits,
+    pub enabled: bool,
+}
+
+/// The caller of an API-key request, as the handler sees it.
+#[derive(Debug, Clone)]
+pub struct KeyCaller {
+    pub tenant: TenantId,
+    pub key_id: String,
+    pub user_id: String,
+    pub scopes: Vec<String>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for KeyCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<KeyCaller>()
+            .cloned()
+            .ok_or_else(|| ApiError::Unauthorized("send an API key in X-API-Key".into()))
+    }
+}
+
+/// One key's current windows: (window start, requests counted).
+#[derive(Debug, Clone, Copy, Default)]
+struct Windows {
+    minute: (i64, u64),
+    hour: (i64, u64),
+    day: (i64, u64),
+}
+
+/// One rate window of a key as a request found it.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub name: &'static str,
+    pub seconds: i64,
+    pub limit: u64,
+    pub used: u64,
+    /// When the window began (Unix ms).
+    pub start: i64,
+}
+
+impl Window {
+    fn remaining(&self) -> u64 {
+        self.limit.saturating_sub(self.used)
+    }
+
+    fn reset_seconds(&self, now: i64) -> i64 {
+        (self.start + self.seconds * 1000 - now + 999)
+            .div_euclid(1000)
+            .max(1)
+    }
+}
+
+/// The verdict on one request's key: its windows after counting it, or when to retry.
+#[derive(Debug)]
+pub enum Admission {
+    Allowed([Window; 3]),
+    Limited([Window; 3], i64),
+}
+
+/// Why a key was not accepted.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum KeyRejected {
+    #[error("send an API key in the X-API-Key header")]
+    Missing,
+    #[error("the API key is malformed: expected ak_<16 hex digits>.sk_<32 hex digits>")]
+    Malformed,
+    #[error("the API key is not valid")]
+    Unknown,
+    #[error("the API key is disabled")]
+    Disabled,
+    #[error("the API key has expired")]
+    Expired,
+}
+
+/// Splits `ak_<16 hex>.sk_<32 hex>` into key id and secret.
+pub fn parse_key(raw: &str) -> Result<(&str, &str), KeyRejected> {
+    let (id, secret) = raw.split_once('.').ok_or(KeyRejected::Malformed)?;
+    let hex = |text: &str, len: usize| {
+        text.len() == len
+            && text
+                .bytes()
+                .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+    };
+    let id_hex = id.strip_prefix("ak_").ok_or(KeyRejected::Malformed)?;
+    let secret_hex = secret.strip_prefix("sk_").ok_or(KeyRejected::Malformed)?;
+    if !hex(id_hex, KEY_ID_HEX) || !hex(secret_hex, SECRET_HEX) {
+        return Err(KeyRejected::Malformed);
+    }
+    Ok((id, secret))
+}
+
+fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    let mut buffer = vec![0u8; bytes];
+    fill_random(&mut buffer)?;
+    Ok(buffer.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+fn document_id(value: &str) -> Result<DocumentId, IdentityError> {
+    DocumentId::parse(value)
+        .map_err(|_| IdentityError::NotFound(format!("API key {value} not found")))
+}
+
+/// The appliance's API keys.
+#[derive(Debug)]
+pub struct ApiKeys {
+    tenants: Arc<dyn TenantStore>,
+    documents: Arc<dyn DocumentStore>,
+    /// When the index was last read from the store (a monotonic instant).
+    loaded_at: Mutex<Option<std::time::Instant>>,
+    /// Held by every change and by every reload, so a reload never swaps in a list read
+    /// before a change this process has just made.
+    changing: tokio::sync::Mutex<()>,
+    clock: Arc<dyn Clock>,
+    mac: hmac::Key,
+    keys_collection: Collection,
+    stats_collection: Collection,
+    /// Every key by id, with its tenant.
+    index: RwLock<HashMap<String, (TenantId, ApiKeyRecord)>>,
+    windows: Mutex<HashMap<String, Windows>>,
+    pending: Mutex<HashMap<(TenantId, String), KeyStats>>,
+    defaults: RateLimits,
+}
+
+impl ApiKeys {
+    pub fn new(
+        tenants: Arc<dyn TenantStore>,
+        documents: Arc<dyn DocumentStore>,
+        clock: Arc<dyn Clock>,
+        master: &MasterKey,
+        gateway: &crate::config::GatewaySection,
+    ) -> anyhow::Result<ApiKeys> {
+        let collection =
+            |name: &str| Collection::parse(name).map_err(|error| anyhow::anyhow!("{error}"));
+        Ok(ApiKeys {
+            tenants,
+            documents,
+            loaded_at: Mutex::new(None),
+            changing: tokio::sync::Mutex::new(()),
+            clock,
+            mac: master.mac_key("api-key-secrets"),
+            keys_collection: collection("api_keys")?,
+            stats_collection: collection("api_key_stats")?,
+            index: RwLock::new(HashMap::new()),
+            windows: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            defaults: RateLimits {
+                per_minute: Some(gateway.api_key_requests_per_minute),
+                per_hour: Some(gateway.api_key_requests_per_hour),
+                per_day: Some(gateway.api_key_requests_per_day),
+            },
+        })
+    }
+
+    fn secret_mac(&self, key_id: &str, secret: &str) -> String {
+        // The id is part of the message, so a secret MAC copied to another key's row is useless.
+        let tag = hmac::sign(&self.mac, format!("{key_id}.{secret}").as_bytes());
+        tag.as_ref()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
+    /// Reads every tenant's keys into memory (at start, then to see other processes' changes).
+    pub async fn load(&self) -> Result<usize, DocumentError> {
+        let _changing = self.changing.lock().await;
+        let started = std::time::Instant::now();
+        let tenants = self.tenants.tenants().await?;
+        let mut loaded = HashMap::new();
+        for tenant in tenants.iter().map(|tenant| &tenant.id) {
+            let mut after: Option<DocumentId> = None;
+            loop {
+                let page = self
+                    .documents
+                    .list(tenant, &self.keys_collection, after.as_ref(), MAX_LIST)
+                    .await?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.id.clone());
+                for document in page {
+                    let record: ApiKeyRecord =
+                        serde_json::from_value(document.body).map_err(|error| {
+                            DocumentError::Invalid(format!("stored API key: {error}"))
+                        })?;
+                    loaded.insert(record.id.clone(), (tenant.clone(), record));
+                }
+            }
+        }
+        let count = loaded.len();
+        if let Ok(mut index) = self.index.write() {
+            *index = loaded;
+        }
+        if let Ok(mut loaded_at) = self.loaded_at.lock() {
+            *loaded_at = Some(started);
+        }
+        Ok(count)
+    }
+
+    /// Reads the keys again if that was last done more than `age` ago; says whether it did.
+    pub async fn reload_if_older(&self, age: std::time::Duration) -> Result<bool, DocumentError> {
+        let stale = self
+            .loaded_at
+            .lock()
+            .map(|loaded_at| loaded_at.is_none_or(|at| at.elapsed() >= age))
+            .unwrap_or(false);
+        if stale {
+            self.load().await?;
+        }
+        Ok(stale)
+    }
+
+    fn remember(&self, tenant: &TenantId, record: &ApiKeyRecord) {
+        if let Ok(mut index) = self.index.write() {
+            index.insert(record.id.clone(), (tenant.clone(), record.clone()));
+        }
+    }
+
+    fn check_settings(
+        settings: &KeySettings,
+        now: UnixMillis,
+    ) -> Result<Vec<String>, IdentityError> {
+        let invalid = |field: &'static str, why: String| {
+            IdentityError::Invalid(crate::domain::Invalid::new(field, why))
+        };
+        let name = settings.name.trim();
+        if name.is_empty() || name.chars().count() > 100 {
+            return Err(invalid("name", "must be 1 to 100 characters".into()));
+        }
+        if settings.description.chars().count() > 1000 {
+            return Err(invalid(
+                "description",
+                "must be at most 1000 characters".into(),
+            ));
+        }
+        if settings.expires_at.is_some_and(|at| at <= now) {
+            return Err(invalid("expiresAt", "must be in the future".into()));
+        }
+        let limits = settings.rate_limits;
+        for (field, value) in [
+            ("rateLimits.perMinute", limits.per_minute),
+            ("rateLimits.perHour", limits.per_hour),
+            ("rateLimits.perDay", limits.per_day),
+        ] {
+            if value.is_some_and(|value| value == 0 || value > u64::from(u32::MAX)) {
+                return Err(invalid(
+                    field,
+                    format!("must be between 1 and {}", u32::MAX),
+                ));
+            }
+        }
+        let scopes = match &settings.scopes {
+            None => DEFAULT_SCOPES
+                .iter()
+                .map(|scope| (*scope).to_owned())
+                .collect(),
+            Some(scopes) => {
+                let mut checked: Vec<String> = Vec::new();
+                for scope in scopes {
+                    if !SCOPES.contains(&scope.as_str()) {
+                        return Err(invalid(
+                            "scopes",
+                            format!("{scope:?} is not a scope; known: {}", SCOPES.join(", ")),
+                        ));
+                    }
+                    if !checked.contains(scope) {
+                        checked.push(scope.clone());
+                    }
+                }
+                checked
+            }
+        };
+        Ok(scopes)
+    }
+
+    /// Creates a key; the full key (`ak_….sk_…`) is returned once and never again.
+    pub async fn create(
+        &self,
+        tenant: &TenantId,
+        user_id: &str,
+        settings: KeySettings,
+    ) -> Result<(ApiKeyRecord, String), IdentityError> {
+        let _changing = self.changing.lock().await;
+        let now = self.clock.now_ms();
+        let scopes = Self::check_settings(&settings, now)?;
+        let id = format!("ak_{}", random_hex(KEY_ID_HEX / 2)?);
+        let secret = format!("sk_{}", random_hex(SECRET_HEX / 2)?);
+        let record = ApiKeyRecord {
+            secret_mac: self.secret_mac(&id, &secret),
+            id: id.clone(),
+            name: settings.name.trim().to_owned(),
+            description: settings.description,
+            enabled: true,
+            scopes,
+            expires_at: settings.expires_at,
+            rate_limits: settings.rate_limits,
+            user_id: user_id.to_owned(),
+            created_at: now,
+            updated_at: now,
+        };
+        let body = serde_json::to_value(&record).map_err(anyhow::Error::from)?;
+        self.documents
+            .insert(tenant, &self.keys_collection, &document_id(&id)?, &body)
+            .await?;
+        self.remember(tenant, &record);
+        Ok((record, format!("{id}.{secret}")))
+    }
+
+    /// The tenant's keys with their statistics, newest first.
+    pub async fn list(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<(ApiKeyRecord, KeyStats)>, IdentityError> {
+        let mut records: Vec<ApiKeyRecord> = self
+            .index
+            .read()
+            .map(|index| {
+                index
+                    .values()
+                    .filter(|(owner, _)| owner == tenant)
+                    .map(|(_, record)| record.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        records.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        let mut listed = Vec::with_capacity(records.len());
+        for record in records {
+            let stats = self.stats(tenant, &record.id).await?;
+            listed.push((record, stats));
+        }
+        Ok(listed)
+    }
+
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<(ApiKeyRecord, KeyStats), IdentityError> {
+        let record = self.record(tenant, id)?;
+        let stats = self.stats(tenant, id).await?;
+        Ok((record, stats))
+    }
+
+    fn record(&self, tenant: &TenantId, id: &str) -> Result<ApiKeyRecord, IdentityError> {
+        self.index
+            .read()
+            .ok()
+            .and_then(|index| index.get(id).cloned())
+            .filter(|(owner, _)| owner == tenant)
+            .map(|(_, record)| record)
+            .ok_or_else(|| {
+                IdentityError::NotFound(format!(
+                    "API key {} not found",
+                    id.chars().take(40).collect::<String>()
+                ))
+            })
+    }
+
+    /// Stored statistics plus what is counted but not yet written.
+    pub async fn stats(&self, tenant: &TenantId, id: &str) -> Result<KeyStats, IdentityError> {
+        let mut stats = match self
+            .documents
+            .get(tenant, &self.stats_collection, &document_id(id)?)
+            .await?
+        {
+            Some(document) => serde_json::from_value(document.body).map_err(anyhow::Error::from)?,
+            None => KeyStats::default(),
+        };
+        if let Ok(pending) = self.pending.lock()
+            && let Some(delta) = pending.get(&(tenant.clone(), id.to_owned()))
+        {
+            stats.add(delta);
+        }
+        Ok(stats)
+    }
+
+    async fn write(&self, tenant: &TenantId, record: &ApiKeyRecord) -> Result<(), IdentityError> {
+        let body = serde_json::to_value(record).map_err(anyhow::Error::from)?;
+        self.documents
+            .replace(
+                tenant,
+                &self.keys_collection,
+                &document_id(&record.id)?,
+                &body,
+                None,
+            )
+            .await?;
+        self.remember(tenant, record);
+        Ok(())
+    }
+
+    /// Changes a key's name, description, scopes, expiry, limits and enabled flag.
+    pub async fn update(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        settings: KeySettings,
+    ) -> Result<ApiKeyRecord, IdentityError> {
+        let _changing = self.changing.lock().await;
+        let mut record = self.record(tenant, id)?;
+        let now = self.clock.now_ms();
+        let scopes = Self::check_settings(&settings, now)?;
+        record.name = settings.name.trim().to_owned();
+        record.description = settings.description;
+        if settings.scopes.is_some() {
+            record.scopes = scopes;
+        }
+        record.expires_at = settings.expires_at;
+        record.rate_limits = settings.rate_limits;
+        record.enabled = settings.enabled;
+        record.updated_at = now;
+        self.write(tenant, &record).await?;
+        Ok(record)
+    }
+
+    /// A new secret for the same key; the old one stops working at once.
+    pub async fn regenerate(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<(ApiKeyRecord, String), IdentityError> {
+        let _changing = self.changing.lock().await;
+        let mut record = self.record(tenant, id)?;
+        let secret = format!("sk_{}", random_hex(SECRET_HEX / 2)?);
+        record.secret_mac = self.secret_mac(&record.id, &secret);
+        record.updated_at = self.clock.now_ms();
+        self.write(tenant, &record).await?;
+        let full = format!("{}.{secret}", record.id);
+        Ok((record, full))
+    }
+
+    pub async fn delete(&self, tenant: &TenantId, id: &str) -> Result<(), IdentityError> {
+        let _changing = self.changing.lock().await;
+        let record = self.record(tenant, id)?;
+        let doc = document_id(&record.id)?;
+        self.documents
+            .delete(tenant, &self.keys_collection, &doc, None)
+            .await?;
+        self.documents
+            .delete(tenant, &self.stats_collection, &doc, None)
+            .await?;
+        if let Ok(mut index) = self.index.write() {
+            index.remove(&record.id);
+        }
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.remove(&(tenant.clone(), record.id.clone()));
+        }
+        Ok(())
+    }
+
+    /// Checks a presented key: format, secret, enabled, expiry.
+    pub fn authenticate(&self, raw: &str) -> Result<(TenantId, ApiKeyRecord), KeyRejected> {
+        let (id, secret) = parse_key(raw)?;
+        let found = self
+            .index
+            .read()
+            .ok()
+            .and_then(|index| index.get(id).cloned());
+        let mac = self.secret_mac(id, secret);
+        let Some((tenant, record)) = found else {
+            return Err(KeyRejected::Unknown);
+        };
+        if !constant_time_eq(mac.as_bytes(), record.secret_mac.as_bytes()) {
+            return Err(KeyRejected::Unknown);
+        }
+        if !record.enabled {
+            return Err(KeyRejected::Disabled);
+        }
+        if record
+            .expires_at
+            .is_some_and(|at| at <= self.clock.now_ms())
+        {
+            return Err(KeyRejected::Expired);
+        }
+        Ok((tenant, record))
+    }
+
+    /// Counts a request against the key's windows, unless one is full.
+    pub fn admit(&self, record: &ApiKeyRecord) -> Admission {
+        let now = self.clock.now_ms();
+        let limit = |own: Option<u64>, default: Option<u64>| own.or(default).unwrap_or(u64::MAX);
+        let limits = [
+            (
+                "minute",
+                60,
+                limit(record.rate_limits.per_minute, self.defaults.per_minute),
+            ),
+            (
+                "hour",
+                3600,
+                limit(record.rate_limits.per_hour, self.defaults.per_hour),
+            ),
+            (
+                "day",
+                86_400,
+                limit(record.rate_limits.per_day, self.defaults.per_day),
+            ),
+        ];
+        let Ok(mut all) = self.windows.lock() else {
+            // Fail open, as OpenFrame does: a poisoned lock must not take the API down.
+            return Admission::Allowed(limits.map(|(name, seconds, limit)| Window {
+                name,
+                seconds,
+                limit,
+                used: 0,
+                start: now,
+            }));
+        };
+        let windows = all.entry(record.id.clone()).or_default();
+        let slots = [&mut windows.minute, &mut windows.hour, &mut windows.day];
+        let mut current = [Window {
+            name: "",
+            seconds: 0,
+            limit: 0,
+            used: 0,
+            start: 0,
+        }; 3];
+        for (index, slot) in slots.into_iter().enumerate() {
+            let (name, seconds, limit) = limits[index];
+            let start = now - now.rem_euclid(seconds * 1000);
+            if slot.0 != start {
+                *slot = (start, 0);
+            }
+            current[index] = Window {
+                name,
+                seconds,
+                limit,
+                used: slot.1,
+                start,
+            };
+        }
+        if let Some(full) = current
+            .iter()
+            .filter(|window| window.used >= window.limit)
+            .map(|window| window.reset_seconds(now))
+            .max()
+        {
+            return Admission::Limited(current, full);
+        }
+        windows.minute.1 += 1;
+        windows.hour.1 += 1;
+        windows.day.1 += 1;
+        for window in &mut current {
+            window.used += 1;
+        }
+        Admission::Allowed(current)
+    }
+
+    /// Counts a finished request in the key's statistics (written at the next flush).
+    pub fn count(&self, tenant: &TenantId, id: &str, success: bool) {
+        let now = self.clock.now_ms();
+        if let Ok(mut pending) = self.pending.lock() {
+            let stats = pending.entry((tenant.clone(), id.to_owned())).or_default();
+            stats.total_requests += 1;
+            if success {
+                stats.successful_requests += 1;
+            } else {
+                stats.failed_requests += 1;
+            }
+            stats.last_used = Some(now);
+        }
+    }
+
+    /// Writes the pending statistics: one read and one write per key used since the last flush.
+    pub async fn flush(&self) -> Result<usize, IdentityError> {
+        let pending: Vec<((TenantId, String), KeyStats)> = match self.pending.lock() {
+            Ok(mut pending) => pending.drain().collect(),
+            Err(_) => return Ok(0),
+        };
+        let mut written = 0;
+        let mut failed: Option<IdentityError> = None;
+        for ((tenant, id), delta) in pending {
+            let result = async {
+                let doc = document_id(&id)?;
+                let mut stats: KeyStats = match self
+                    .documents
+                    .get(&tenant, &self.stats_collection, &doc)
+                    .await?
+                {
+                    Some(document) => {
+                        serde_json::from_value(document.body).map_err(anyhow::Error::from)?
+                    }
+                    None => KeyStats::default(),
+                };
+                stats.add(&delta);
+                let body = serde_json::to_value(stats).map_err(anyhow::Error::from)?;
+                self.documents
+                    .replace(&tenant, &self.stats_collection, &doc, &body, None)
+                    .await?;
+                Ok::<(), IdentityError>(())
+            }
+            .await;
+            match result {
+                Ok(()) => written += 1,
+                Err(error) => {
+                    // Keep the counts for the next flush rather than lose them.
+                    if let Ok(mut pending) = self.pending.lock() {
+                        pending.entry((tenant, id)).or_default().add(&delta);
+                    }
+                    failed = Some(error);
+                }
+            }
+        }
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(written),
+        }
+    }
+}
+
+fn put(headers: &mut HeaderMap, name: &'static str, value: String) {
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(name, value);
+    }
+}
+
+/// OpenFrame's `X-RateLimit-*` headers and the IETF `RateLimit-Policy` / `RateLimit` fields
+/// (draft-ietf-httpapi-ratelimit-headers), the latter for the window closest to its limit.
+fn rate_headers(headers: &mut HeaderMap, windows: &[Window; 3], now: i64) {
+    // Header names are case-insensitive: OpenFrame's `X-RateLimit-Limit-Minute` is this one.
+    for window in windows {
+        for (kind, value) in [("limit", window.limit), ("remaining", window.remaining())] {
+            let name = format!("x-ratelimit-{kind}-{}", window.name);
+            if let (Ok(name), Ok(value)) = (
+                axum::http::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value.to_string()),
+            ) {
+                headers.insert(name, value);
+            }
+        }
+    }
+    let policy = windows
+        .iter()
+        .map(|window| {
+            format!(
+                "\"{}\";q={};w={}",
+                window.name, window.limit, window.seconds
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    put(headers, "ratelimit-policy", policy);
+    if let Some(tightest) = windows.iter().min_by_key(|window| window.remaining()) {
+        put(
+            headers,
+            "ratelimit",
+            format!(
+                "\"{}\";r={};t={}",
+                tightest.name,
+                tightest.remaining(),
+                tightest.reset_seconds(now)
+            ),
+        );
+    }
+}
+
+/// The access check for API-key paths: key, scope, limits; then the handler; then statistics.
+pub async fn authenticate(
+    state: AppState,
+    scope: &'static str,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let keys = &state.gateway.api_keys;
+    let raw: Result<Option<String>, KeyRejected> = request
+        .headers()
+        .get("x-api-key")
+        .map(|value| {
+            value
+                .to_str()
+                .map(|raw| raw.trim().to_owned())
+                .map_err(|_| KeyRejected::Malformed)
+        })
+        .transpose();
+    let mut verdict = match &raw {
+        Ok(Some(raw)) => keys.authenticate(raw),
+        Ok(None) => Err(KeyRejected::Missing),
+        Err(rejected) => Err(rejected.clone()),
+    };
+    // A key made by another process since the last read: read again (at most every 10 s).
+    if let (Err(KeyRejected::Unknown), Ok(Some(raw))) = (&verdict, &raw) {
+        match keys
+            .reload_if_older(std::time::Duration::from_secs(10))
+            .await
+        {
+            Ok(true) => verdict = keys.authenticate(raw),
+            Ok(false) => {}
+            Err(error) => tracing::warn!(%error, "reading API keys failed"),
+        }
+    }
+    let (tenant, record) = match verdict {
+        Ok(found) => found,
+        Err(rejected) => {
+            state.identity.count("api_key_rejected");
+            return ApiError::Unauthorized(rejected.to_string()).into_response();
+        }
+    };
+    let now = state.identity.clock.now_ms();
+    let holds = scope == super::auth::ANY_SCOPE || record.scopes.iter().any(|held| held == scope);
+    let mut response = if !holds {
+        ApiError::Forbidden(if scope == "none" {
+            "no API key may call this path".to_owned()
+        } else {
+            format!("the API key lacks the scope {scope:?} this path needs")
+        })
+        .into_response()
+    } else {
+        match keys.admit(&record) {
+            Admission::Limited(windows, retry_after) => {
+                let mut response = ApiError::RateLimited { retry_after }.into_response();
+                rate_headers(response.headers_mut(), &windows, now);
+                response
+            }
+            Admission::Allowed(windows) => {
+                // The key goes no further than the edge; the handler learns who called.
+                request.headers_mut().remove("x-api-key");
+                request.extensions_mut().insert(KeyCaller {
+                    tenant: tenant.clone(),
+                    key_id: record.id.clone(),
+                    user_id: record.user_id.clone(),
+                    scopes: record.scopes.clone(),
+                });
+                let mut response = next.run(request).await;
+                rate_headers(response.headers_mut(), &windows, now);
+                response
+            }
+        }
+    };
+    let success = response.status() < StatusCode::BAD_REQUEST;
+    keys.count(&tenant, &record.id, success);
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_only_in_openframes_format() {
+        let id = "ak_0123456789abcdef";
+        let secret = "sk_0123456789abcdef0123456789abcdef";
+        assert_eq!(parse_key(&format!("{id}.{secret}")), Ok((id, secret)));
+        for bad in [
+            "",
+            "ak_0123456789abcdef",
+            "ak_0123456789abcdef.",
+            "ak_0123456789ABCDEF.sk_0123456789abcdef0123456789abcdef",
+            "ak_0123456789abcde.sk_0123456789abcdef0123456789abcdef",
+            "ak_0123456789abcdef.sk_0123456789abcdef0123456789abcde",
+            "ak_0123456789abcdef.sk_0123456789abcdef0123456789abcdef0",
+            "ak_0123456789abcdef.xk_0123456789abcdef0123456789abcdef",
+            "bk_0123456789abcdef.sk_0123456789abcdef0123456789abcdef",
+            "ak_0123456789abcdef.sk_0123456789abcdef0123456789abcdef.x",
+            "ak_0123456789abcdeg.sk_0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(parse_key(bad), Err(KeyRejected::Malformed), "{bad}");
+        }
+    }
+}

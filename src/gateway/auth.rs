@@ -1,0 +1,687 @@
+//! Who may call what. Every request passes [`authorize`]: the path decides the [`Access`] it
+//! needs (OpenFrame's rules), the credential is found and verified here, once, and the verified
+//! caller travels to the handler as a typed request extension ([`Principal`] or
+//! [`super::api_keys::KeyCaller`]). Handlers take [`Admin`], [`Agent`] or [`Caller`] as
+//! extractors, so a handler cannot run without a verified tenant.
+//!
+//! Tokens are accepted from, in order: `Authorization: Bearer`, the `access_token` cookie, the
+//! `Access-Token` header, and (WebSocket upgrades only) the `authorization` query parameter.
+//! The issuer must be `{public_url}/sas/{tenant}` of an active tenant, or the agent issuer; keys
+//! come from the in-process key ring, pinned to RS256.
+//!
+//! Full verification reads the store (client, revocations, family, user). A verified token is
+//! therefore remembered for a short while, keyed by its SHA-256: until it expires, at most
+//! `gateway.token_cache_seconds`, and only while nothing has been revoked in this process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use openframe_storage::model::TenantId;
+
+use crate::domain::Role;
+use crate::error::ApiError;
+use crate::identity::crypto::{b64url_decode, sha256};
+use crate::identity::tokens::TokenRejected;
+use crate::identity::{GATEWAY_CLIENT_ID, Identity};
+use crate::startup::AppState;
+
+/// The scope of paths any valid API key may call.
+pub const ANY_SCOPE: &str = "*";
+
+/// What a path requires at the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone (identity, the UI, health, agent bootstrap): the handler decides.
+    Open,
+    /// A signed-in administrator of a tenant.
+    Admin,
+    /// An endpoint agent.
+    Agent,
+    /// An agent or an administrator (`/ws/nats`).
+    AgentOrAdmin,
+    /// Any valid access token (`/internal/authz/probe`).
+    AnyToken,
+    /// An API key holding `scope`.
+    ApiKey { scope: &'static str },
+}
+
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// OpenFrame's path rules (reference §4.5), plus API-key scopes, which OpenFrame stores but never
+/// enforces: a resource's `:read` scope for GET and HEAD, its `:write` scope otherwise.
+pub fn access_for(method: &Method, path: &str) -> Access {
+    if method == Method::OPTIONS {
+        return Access::Open;
+    }
+    if under(path, "/api") {
+        return Access::Admin;
+    }
+    if under(path, "/clients") {
+        let bootstrap = [
+            "/clients/api/agents/register",
+            "/clients/api/agents/reinstall",
+            "/clients/api/agents/uninstall",
+            "/clients/api/release-version",
+            "/clients/oauth/token",
+        ];
+        let open = bootstrap.contains(&path)
+            || under(path, "/clients/tool-agent")
+            || under(path, "/clients/metrics");
+        return if open { Access::Open } else { Access::Agent };
+    }
+    if under(path, "/tools/agent") || under(path, "/ws/tools/agent") {
+        return Access::Agent;
+    }
+    if under(path, "/tools") || under(path, "/ws/tools") {
+        return Access::Admin;
+    }
+    if path == "/ws/nats" || path == "/ws/nats-api" {
+        return Access::AgentOrAdmin;
+    }
+    if path == "/internal/authz/probe" {
+        return Access::AnyToken;
+    }
+    if under(path, "/ingest") {
+        return Access::ApiKey { scope: "ingest" };
+    }
+    if let Some(rest) = path.strip_prefix("/external-api/api/v1/") {
+        let read = matches!(*method, Method::GET | Method::HEAD);
+        let scope = match rest.split('/').next().unwrap_or_default() {
+            "devices" if read => "devices:read",
+            "devices" => "devices:write",
+            "organizations" if read => "organizations:read",
+            "organizations" => "organizations:write",
+            "logs" if read => "logs:read",
+            "events" if read => "events:read",
+            "events" => "events:write",
+            "tools" if read => "tools:read",
+            // Any valid key may ask about itself.
+            "me" if read => ANY_SCOPE,
+            // No key holds this: unknown resources and writes to read-only ones are refused.
+            _ => "none",
+        };
+        return Access::ApiKey { scope };
+    }
+    if under(path, "/external-api") {
+        // The API's documentation is public, as OpenFrame's Swagger UI is.
+        let docs = under(path, "/external-api/api-docs") || under(path, "/external-api/docs");
+        return if docs {
+            Access::Open
+        } else {
+            Access::ApiKey { scope: "none" }
+        };
+    }
+    Access::Open
+}
+
+/// Where a request's token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    Bearer,
+    Cookie,
+    AccessTokenHeader,
+    Query,
+}
+
+/// A verified caller: the tenant, and who within it.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub tenant: TenantId,
+    pub who: Who,
+    pub source: TokenSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    /// A person signed in through the appliance's own browser client; `roles` are the effective
+    /// roles the store held when the token was verified.
+    User {
+        user_id: String,
+        email: String,
+        roles: Vec<Role>,
+    },
+    /// A token of another client of the tenant (a relying party acting for a user, or a
+    /// client-credentials token). It is valid, but holds no role at the edge.
+    Client {
+        client_id: String,
+        user_id: Option<String>,
+    },
+    /// An endpoint agent.
+    Agent { machine_id: String },
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        matches!(&self.who, Who::User { roles, .. } if roles.contains(&Role::Admin))
+    }
+
+    pub fn is_agent(&self) -> bool {
+        matches!(self.who, Who::Agent { .. })
+    }
+
+    /// The roles as OpenFrame names them, for `/internal/authz/probe` and `/api/me`.
+    pub fn role_names(&self) -> Vec<&'static str> {
+        match &self.who {
+            Who::User { roles, .. } => roles.iter().map(|role| role.as_str()).collect(),
+            Who::Client { .. } => Vec::new(),
+            Who::Agent { .. } => vec!["AGENT"],
+        }
+    }
+}
+
+/// A verified token and how long that verdict may be reused.
+#[derive(Debug, Clone)]
+struct Verdict {
+    tenant: TenantId,
+    who: Who,
+    valid_until_ms: i64,
+    epoch: u64,
+}
+
+/// Verified tokens, remembered briefly (see the module documentation).
+#[derive(Debug)]
+pub struct TokenVerifier {
+    cache: RwLock<HashMap<[u8; 32], Verdict>>,
+    ttl_ms: i64,
+}
+
+/// Enough for every token a busy appliance sees in a cache period; beyond it, expired
+/// verdicts go, then everything.
+const CACHE_CAPACITY: usize = 100_000;
+
+impl TokenVerifier {
+    pub fn new(ttl_seconds: u64) -> TokenVerifier {
+        TokenVerifier {
+            cache: RwLock::new(HashMap::new()),
+            ttl_ms: i64::try_from(ttl_seconds.saturating_mul(1000)).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Verifies `token` completely, or finds a recent verdict about it.
+    pub async fn verify(
+        &self,
+        identity: &Identity,
+        token: &str,
+        source: TokenSource,
+    ) -> Result<Principal, ApiError> {
+        if token.len() > crate::identity::jwt::MAX_TOKEN_BYTES {
+            return Err(ApiError::Unauthorized(
+                "the access token is too long".into(),
+            ));
+        }
+        let key: [u8; 32] = sha256(token.as_bytes())
+            .try_into()
+            .map_err(|_| ApiError::Unexpected(anyhow::anyhow!("a digest of the wrong length")))?;
+        // Read before verifying: a revocation that lands during verification makes this
+        // verdict stale at once.
+        let epoch = identity.store.revocation_epoch();
+        let now = identity.clock.now_ms();
+        if self.ttl_ms > 0 {
+            let cached = self
+                .cache
+                .read()
+                .ok()
+                .and_then(|cache| cache.get(&key).cloned());
+            if let Some(verdict) = cached
+                && verdict.epoch == epoch
+                && now < verdict.valid_until_ms
+            {
+                return Ok(Principal {
+                    tenant: verdict.tenant,
+                    who: verdict.who,
+                    source,
+                });
+            }
+        }
+        let (tenant, who, expires_at) = verify_fully(identity, token).await?;
+        if self.ttl_ms > 0 {
+            let verdict = Verdict {
+                tenant: tenant.clone(),
+                who: who.clone(),
+                valid_until_ms: expires_at.saturating_mul(1000).min(now + self.ttl_ms),
+                epoch,
+            };
+            if let Ok(mut cache) = self.cache.write() {
+                if cache.len() >= CACHE_CAPACITY {
+                    cache.retain(|_, verdict| {
+                        verdict.valid_until_ms > now && verdict.epoch == epoch
+                    });
+                    if cache.len() >= CACHE_CAPACITY / 2 {
+                        cache.clear();
+                    }
+                }
+                cache.insert(key, verdict);
+            }
+        }
+        Ok(Principal {
+            tenant,
+            who,
+            source,
+        })
+    }
+}
+
+/// The unverified claims that say which issuer (and so which keys) to verify with.
+#[derive(Debug, serde::Deserialize)]
+struct Routing {
+    iss: String,
+    #[serde(default)]
+    tenant_id: Option<String>,
+}
+
+async fn verify_fully(identity: &Identity, token: &str) -> Result<(TenantId, Who, i64), ApiError> {
+    let unauthorized = |why: &str| ApiError::Unauthorized(why.to_owned());
+    let routing: Routing = token
+        .split('.')
+        .nth(1)
+        .and_then(b64url_decode)
+        .and_then(|payload| serde_json::from_slice(&payload).ok())
+        .ok_or_else(|| unauthorized("the access token is malformed"))?;
+    let failed = |error: TokenRejected| match error {
+        TokenRejected::Invalid(why) => ApiError::Unauthorized(why),
+        TokenRejected::Failed(error) => {
+            ApiError::Unexpected(anyhow::anyhow!("verifying an access token: {error}"))
+        }
+    };
+    if routing.iss == identity.agent_issuer() {
+        let claimed = routing
+            .tenant_id
+            .ok_or_else(|| unauthorized("the agent token names no tenant"))?;
+        let tenant = identity
+            .active_tenant(&claimed)
+            .await
+            .map_err(|_| unauthorized("the access token's tenant is not active"))?;
+        let claims = identity
+            .verify_agent_token(&tenant.id, token)
+            .await
+            .map_err(failed)?;
+        let who = Who::Agent {
+            machine_id: claims.machine_id,
+        };
+        return Ok((tenant.id, who, claims.exp));
+    }
+    let prefix = format!("{}/sas/", identity.public_url());
+    let Some(claimed) = routing.iss.strip_prefix(&prefix) else {
+        return Err(unauthorized(
+            "the access token was issued by an issuer this appliance does not trust",
+        ));
+    };
+    let tenant = identity
+        .active_tenant(claimed)
+        .await
+        .map_err(|_| unauthorized("the access token's tenant is not active"))?;
+    let (claims, user) = identity
+        .verify_user_token(&tenant.id, token)
+        .await
+        .map_err(failed)?;
+    // Only the appliance's own browser client acts for administrators: a token a third-party
+    // relying party obtained for a user (to read their profile) must not also manage the tenant.
+    let who = match user {
+        Some(user) if claims.client_id == GATEWAY_CLIENT_ID => {
+            let roles: Vec<Role> = user
+                .roles
+                .iter()
+                .filter_map(|role| Role::parse(role).ok())
+                .collect();
+            Who::User {
+                user_id: user.id,
+                email: user.email,
+                roles: Role::effective(&roles),
+            }
+        }
+        user => Who::Client {
+            client_id: claims.client_id,
+            user_id: user.map(|user| user.id),
+        },
+    };
+    Ok((tenant.id, who, claims.exp))
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    crate::identity::http::cookie(headers, "access_token")
+}
+
+/// Finds the request's token in OpenFrame's order. `Ok(None)`: there is none.
+fn find_token(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    websocket: bool,
+) -> Result<Option<(String, TokenSource)>, ApiError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value
+            .to_str()
+            .map_err(|_| ApiError::Unauthorized("the Authorization header is not text".into()))?;
+        let Some(token) = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+        else {
+            return Err(ApiError::Unauthorized(
+                "the Authorization header must be \"Bearer <access token>\"".into(),
+            ));
+        };
+        return Ok(Some((token.trim().to_owned(), TokenSource::Bearer)));
+    }
+    if let Some(token) = cookie_token(headers) {
+        return Ok(Some((token, TokenSource::Cookie)));
+    }
+    if let Some(value) = headers.get("access-token") {
+        let token = value
+            .to_str()
+            .map_err(|_| ApiError::Unauthorized("the Access-Token header is not text".into()))?;
+        return Ok(Some((
+            token.trim().to_owned(),
+            TokenSource::AccessTokenHeader,
+        )));
+    }
+    // A browser cannot set headers on a WebSocket; anywhere else a token in the URL would end
+    // up in histories and logs, so it is not looked for.
+    if websocket
+        && let Some(query) = query
+        && let Some((_, token)) =
+            url::form_urlencoded::parse(query.as_bytes()).find(|(name, _)| name == "authorization")
+    {
+        let token = token.strip_prefix("Bearer ").unwrap_or(&token).to_owned();
+        return Ok(Some((token, TokenSource::Query)));
+    }
+    Ok(None)
+}
+
+pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"))
+}
+
+/// The edge's access check; see the module documentation.
+pub async fn authorize(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let access = access_for(request.method(), request.uri().path());
+    match access {
+        Access::Open => next.run(request).await,
+        Access::ApiKey { scope } => {
+            super::api_keys::authenticate(state, scope, request, next).await
+        }
+        Access::Admin | Access::Agent | Access::AgentOrAdmin | Access::AnyToken => {
+            let (method, uri, headers) = (request.method(), request.uri(), request.headers());
+            match principal_for(&state, access, method, uri, headers).await {
+                Ok(principal) => {
+                    request.extensions_mut().insert(principal);
+                    next.run(request).await
+                }
+                Err(error) => error.into_response(),
+            }
+        }
+    }
+}
+
+async fn principal_for(
+    state: &AppState,
+    access: Access,
+    method: &Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+) -> Result<Principal, ApiError> {
+    let websocket = is_websocket_upgrade(headers);
+    let Some((token, source)) = find_token(headers, uri.query(), websocket)? else {
+        return Err(ApiError::Unauthorized(
+            "sign in first: send an access token (Authorization: Bearer, or the access_token cookie)"
+                .into(),
+        ));
+    };
+    let principal = state
+        .gateway
+        .tokens
+        .verify(&state.identity, &token, source)
+        .await?;
+    // A browser sends the cookie with any request to us, also one a hostile page starts: a
+    // cookie-authenticated change must come from a page of this appliance (or a configured
+    // origin, which CORS has already checked).
+    let safe_method = matches!(*method, Method::GET | Method::HEAD);
+    if source == TokenSource::Cookie && (!safe_method || websocket) {
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|value| value.to_str().ok());
+        if !origin.is_some_and(|origin| state.gateway.is_trusted_origin(origin)) {
+            return Err(ApiError::Forbidden(
+                "a change authenticated by cookie must come from this appliance's own pages (Origin)"
+                    .into(),
+            ));
+        }
+    }
+    let allowed = match access {
+        Access::Admin => principal.is_admin(),
+        Access::Agent => principal.is_agent(),
+        Access::AgentOrAdmin => principal.is_admin() || principal.is_agent(),
+        _ => true,
+    };
+    if !allowed {
+        if let Who::Client {
+            user_id: Some(_), ..
+        } = &principal.who
+            && access != Access::Agent
+        {
+            return Err(ApiError::Forbidden(
+                "this endpoint accepts only tokens of the appliance's own sign-in (openframe-gateway)"
+                    .into(),
+            ));
+        }
+        let needed = match access {
+            Access::Admin => "the ADMIN role",
+            Access::Agent => "an agent token",
+            _ => "an agent token or the ADMIN role",
+        };
+        return Err(ApiError::Forbidden(format!("this path needs {needed}")));
+    }
+    Ok(principal)
+}
+
+fn missing() -> ApiError {
+    ApiError::Unauthorized("sign in first: this endpoint needs a verified caller".into())
+}
+
+/// Any verified token holder: the handler decides what it may see.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Caller)
+            .ok_or_else(missing)
+    }
+}
+
+/// A signed-in administrator of a tenant.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub tenant: TenantId,
+    pub user_id: String,
+    pub email: String,
+    pub owner: bool,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let principal = parts.extensions.get::<Principal>().ok_or_else(missing)?;
+        match &principal.who {
+            Who::User {
+                user_id,
+                email,
+                roles,
+            } if roles.contains(&Role::Admin) => Ok(Admin {
+                tenant: principal.tenant.clone(),
+                user_id: user_id.clone(),
+                email: email.clone(),
+                owner: roles.contains(&Role::Owner),
+            }),
+            _ => Err(ApiError::Forbidden(
+                "this endpoint needs the ADMIN role".into(),
+            )),
+        }
+    }
+}
+
+/// An endpoint agent of a tenant.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub tenant: TenantId,
+    pub machine_id: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Agent {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let principal = parts.extensions.get::<Principal>().ok_or_else(missing)?;
+        match &principal.who {
+            Who::Agent { machine_id } => Ok(Agent {
+                tenant: principal.tenant.clone(),
+                machine_id: machine_id.clone(),
+            }),
+            _ => Err(ApiError::Forbidden("this endpoint is for agents".into())),
+        }
+    }
+}
+
+/// `GET /internal/authz/probe`: 200 with who the credential belongs to, for a reverse proxy's
+/// `auth_request`; the access check has already answered 401 otherwise.
+pub async fn probe(Caller(principal): Caller) -> Response {
+    let mut response = axum::Json(serde_json::json!({
+        "authenticated": true,
+        "tenantId": principal.tenant.as_str(),
+        "roles": principal.role_names(),
+    }))
+    .into_response();
+    if let Ok(value) = principal.tenant.as_str().parse() {
+        response.headers_mut().insert("x-tenant-id", value);
+    }
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    response
+}
+
+/// Shares the verifier between the gateway's parts.
+pub type SharedVerifier = Arc<TokenVerifier>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openframe_path_rules() {
+        let get = Method::GET;
+        let post = Method::POST;
+        let cases = [
+            (&get, "/api/graphql", Access::Admin),
+            (&get, "/api", Access::Admin),
+            (&get, "/apiary", Access::Open),
+            (&post, "/clients/api/agents/register", Access::Open),
+            (&post, "/clients/oauth/token", Access::Open),
+            (&get, "/clients/tool-agent/x", Access::Open),
+            (&get, "/clients/api/agents/register/x", Access::Agent),
+            (&get, "/clients/api/machines", Access::Agent),
+            (&get, "/tools/agent/mesh/agent.ashx", Access::Agent),
+            (&get, "/ws/tools/agent/mesh/agent.ashx", Access::Agent),
+            (&get, "/tools/mesh/api", Access::Admin),
+            (&get, "/ws/tools/mesh/control.ashx", Access::Admin),
+            (&get, "/ws/nats", Access::AgentOrAdmin),
+            (&get, "/internal/authz/probe", Access::AnyToken),
+            (
+                &get,
+                "/external-api/api/v1/tools",
+                Access::ApiKey {
+                    scope: "tools:read",
+                },
+            ),
+            (
+                &post,
+                "/external-api/api/v1/tools",
+                Access::ApiKey { scope: "none" },
+            ),
+            (
+                &post,
+                "/external-api/api/v1/devices/x",
+                Access::ApiKey {
+                    scope: "devices:write",
+                },
+            ),
+            (
+                &get,
+                "/external-api/api/v1/logs",
+                Access::ApiKey { scope: "logs:read" },
+            ),
+            (&get, "/external-api/api-docs", Access::Open),
+            (
+                &get,
+                "/external-api/api/v1/me",
+                Access::ApiKey { scope: ANY_SCOPE },
+            ),
+            (
+                &get,
+                "/external-api/anything",
+                Access::ApiKey { scope: "none" },
+            ),
+            (
+                &post,
+                "/ingest/v1/debezium",
+                Access::ApiKey { scope: "ingest" },
+            ),
+            (&get, "/sas/acme/oauth2/jwks", Access::Open),
+            (&get, "/oauth/login", Access::Open),
+            (&get, "/", Access::Open),
+            (&Method::OPTIONS, "/api/me", Access::Open),
+        ];
+        for (method, path, expected) in cases {
+            assert_eq!(access_for(method, path), expected, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn tokens_are_found_in_openframe_order() {
+        let mut headers = HeaderMap::new();
+        headers.insert("access-token", "from-header".parse().unwrap());
+        headers.insert(
+            header::COOKIE,
+            "a=b; access_token=from-cookie".parse().unwrap(),
+        );
+        let found = find_token(&headers, Some("authorization=from-query"), true).unwrap();
+        assert_eq!(found, Some(("from-cookie".into(), TokenSource::Cookie)));
+        headers.insert(header::AUTHORIZATION, "Bearer from-bearer".parse().unwrap());
+        let found = find_token(&headers, None, false).unwrap();
+        assert_eq!(found, Some(("from-bearer".into(), TokenSource::Bearer)));
+
+        let none = HeaderMap::new();
+        assert_eq!(
+            find_token(&none, Some("authorization=q"), false).unwrap(),
+            None
+        );
+        assert_eq!(
+            find_token(&none, Some("x=1&authorization=q"), true).unwrap(),
+            Some(("q".into(), TokenSource::Query))
+        );
+        let mut basic = HeaderMap::new();
+        basic.insert(header::AUTHORIZATION, "Basic dXNlcjpwdw==".parse().unwrap());
+        assert!(find_token(&basic, None, false).is_err());
+    }
+}
