@@ -154,9 +154,12 @@ enum ToolCommand {
         /// Inject the credential as this header; without it, as `Authorization: Bearer`.
         #[arg(long)]
         credential_header: Option<String>,
-        /// A path prefix the proxy may reach ("/" for all); repeat for several.
+        /// A path prefix administrators may reach through the proxy ("/" for all); repeat.
         #[arg(long = "allow", required = true)]
         allowed_paths: Vec<String>,
+        /// A path prefix agents may reach through /tools/agent/…; repeat (default: none).
+        #[arg(long = "agent-allow")]
+        agent_allowed_paths: Vec<String>,
         /// PEM CA certificates for a tool with a private certificate.
         #[arg(long, default_value = "")]
         ca_file: String,
@@ -704,6 +707,7 @@ fn tool_command(command: ToolCommand) -> anyhow::Result<ExitCode> {
             "apiUrl": tool.api_url,
             "wsUrl": tool.ws_url,
             "allowedPaths": tool.allowed_paths,
+            "agentAllowedPaths": tool.agent_allowed_paths,
             "tlsVerify": tool.tls_verify,
             "hasCredentials": tool.credential.is_some(),
         })
@@ -720,6 +724,7 @@ fn tool_command(command: ToolCommand) -> anyhow::Result<ExitCode> {
             credential_file,
             credential_header,
             allowed_paths,
+            agent_allowed_paths,
             ca_file,
             insecure_skip_tls_verify,
             health_path,
@@ -747,6 +752,7 @@ fn tool_command(command: ToolCommand) -> anyhow::Result<ExitCode> {
                 ws_url,
                 credential,
                 allowed_paths,
+                agent_allowed_paths,
                 ca_file,
                 tls_verify: !insecure_skip_tls_verify,
                 health_path,

@@ -228,25 +228,26 @@ impl Application {
         let flusher_stop = flush_stop.clone();
         let flusher = tokio::spawn(async move {
             let seconds = flusher_state.config.gateway.api_key_stats_flush_seconds;
-            let mut every = tokio::time::interval(Duration::from_secs(seconds));
+            let mut flush_every = tokio::time::interval(Duration::from_secs(seconds));
+            let mut every_minute = tokio::time::interval(Duration::from_secs(60));
             loop {
-                let stopping = tokio::select! {
-                    () = flusher_stop.cancelled() => true,
-                    _ = every.tick() => false,
+                let (stopping, minute) = tokio::select! {
+                    () = flusher_stop.cancelled() => (true, false),
+                    _ = flush_every.tick() => (false, false),
+                    _ = every_minute.tick() => (false, true),
                 };
-                if let Err(error) = flusher_state.gateway.api_keys.flush().await {
+                let keys = &flusher_state.gateway.api_keys;
+                if let Err(error) = keys.flush().await {
                     tracing::warn!(%error, "writing API-key statistics failed; they are kept for the next try");
                 }
-                if let Err(error) = flusher_state
-                    .gateway
-                    .api_keys
-                    .reload_if_older(Duration::from_secs(60))
-                    .await
-                {
-                    tracing::warn!(%error, "reading API keys failed");
-                }
-                if let Some(limiter) = &flusher_state.gateway.per_address {
-                    limiter.limiter().retain_recent();
+                if minute {
+                    // Keys changed by another process (the CLI), and suspended tenants' keys.
+                    if let Err(error) = keys.reload_if_older(Duration::from_secs(50)).await {
+                        tracing::warn!(%error, "reading API keys failed");
+                    }
+                    if let Some(limiter) = &flusher_state.gateway.per_address {
+                        limiter.limiter().retain_recent();
+                    }
                 }
                 if stopping {
                     break;

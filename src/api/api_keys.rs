@@ -9,7 +9,7 @@ use openframe_storage::model::UnixMillis;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::gateway::api_keys::{ApiKeyRecord, KeySettings, KeyStats, RateLimits};
+use crate::gateway::api_keys::{ApiKeyRecord, KeyChanges, KeySettings, KeyStats, RateLimits};
 use crate::gateway::auth::Admin;
 use crate::startup::AppState;
 
@@ -63,12 +63,13 @@ fn response(record: ApiKeyRecord, stats: KeyStats) -> KeyResponse {
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct KeyRequest {
-    name: String,
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     description: Option<String>,
-    /// RFC 3339; absent or null: the key does not expire.
-    #[serde(default)]
-    expires_at: Option<String>,
+    /// RFC 3339; `null` removes the expiry (so `null` and absent must stay apart).
+    #[serde(default, deserialize_with = "present")]
+    expires_at: Option<serde_json::Value>,
     #[serde(default)]
     scopes: Option<Vec<String>>,
     #[serde(default)]
@@ -77,12 +78,21 @@ struct KeyRequest {
     enabled: Option<bool>,
 }
 
-fn settings(body: &[u8]) -> Result<KeySettings, ApiError> {
+/// A field that is present, even as `null`.
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    serde::Deserialize::deserialize(deserializer).map(Some)
+}
+
+/// The body as changes: absent fields stay as they are.
+fn changes(body: &[u8]) -> Result<KeyChanges, ApiError> {
     let request: KeyRequest = serde_json::from_slice(body)
         .map_err(|error| ApiError::InvalidInput(format!("the JSON body is not valid: {error}")))?;
     let expires_at = match request.expires_at {
         None => None,
-        Some(text) => {
+        Some(serde_json::Value::Null) => Some(None),
+        Some(serde_json::Value::String(text)) => {
             let at = time::OffsetDateTime::parse(
                 &text,
                 &time::format_description::well_known::Rfc3339,
@@ -92,16 +102,38 @@ fn settings(body: &[u8]) -> Result<KeySettings, ApiError> {
                     "expiresAt: {text:?} is not an RFC 3339 time such as \"2027-01-31T00:00:00Z\""
                 ))
             })?;
-            Some(i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX))
+            Some(Some(
+                i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX),
+            ))
+        }
+        Some(_) => {
+            return Err(ApiError::InvalidInput(
+                "expiresAt: must be an RFC 3339 time or null".into(),
+            ));
         }
     };
-    Ok(KeySettings {
+    Ok(KeyChanges {
         name: request.name,
-        description: request.description.unwrap_or_default(),
+        description: request.description,
         scopes: request.scopes,
         expires_at,
-        rate_limits: request.rate_limits.unwrap_or_default(),
-        enabled: request.enabled.unwrap_or(true),
+        rate_limits: request.rate_limits,
+        enabled: request.enabled,
+    })
+}
+
+/// A new key's settings: a name is required, everything else has a default.
+fn settings(body: &[u8]) -> Result<KeySettings, ApiError> {
+    let changes = changes(body)?;
+    Ok(KeySettings {
+        name: changes
+            .name
+            .ok_or_else(|| ApiError::InvalidInput("name: a key needs a name".into()))?,
+        description: changes.description.unwrap_or_default(),
+        scopes: changes.scopes,
+        expires_at: changes.expires_at.flatten(),
+        rate_limits: changes.rate_limits.unwrap_or_default(),
+        enabled: changes.enabled.unwrap_or(true),
     })
 }
 
@@ -158,9 +190,9 @@ pub(super) async fn update(
     Path(key_id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let settings = settings(&body)?;
+    let changes = changes(&body)?;
     let keys = &state.gateway.api_keys;
-    let record = keys.update(&admin.tenant, &key_id, settings).await?;
+    let record = keys.update(&admin.tenant, &key_id, changes).await?;
     let stats = keys.stats(&admin.tenant, &key_id).await?;
     Ok(Json(response(record, stats)).into_response())
 }

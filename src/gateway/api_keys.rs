@@ -56,6 +56,8 @@ pub const DEFAULT_SCOPES: &[&str] = &[
 ];
 
 const KEY_ID_HEX: usize = 16;
+/// Keys one tenant may hold: far more than any integration needs, few enough to keep in memory.
+pub const MAX_KEYS_PER_TENANT: usize = 1000;
 const SECRET_HEX: usize = 32;
 
 /// Requests per window; `None` fields fall back to the appliance's defaults.
@@ -113,6 +115,18 @@ pub struct KeySettings {
     pub expires_at: Option<UnixMillis>,
     pub rate_limits: RateLimits,
     pub enabled: bool,
+}
+
+/// A change to a key: `None` leaves a field as it is (`expires_at: Some(None)` removes the
+/// expiry).
+#[derive(Debug, Clone, Default)]
+pub struct KeyChanges {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub expires_at: Option<Option<UnixMillis>>,
+    pub rate_limits: Option<RateLimits>,
+    pub enabled: Option<bool>,
 }
 
 /// The caller of an API-key request, as the handler sees it.
@@ -283,10 +297,18 @@ impl ApiKeys {
     /// Reads every tenant's keys into memory (at start, then to see other processes' changes).
     pub async fn load(&self) -> Result<usize, DocumentError> {
         let _changing = self.changing.lock().await;
+        self.load_locked().await
+    }
+
+    async fn load_locked(&self) -> Result<usize, DocumentError> {
         let started = std::time::Instant::now();
         let tenants = self.tenants.tenants().await?;
         let mut loaded = HashMap::new();
-        for tenant in tenants.iter().map(|tenant| &tenant.id) {
+        // A suspended tenant's keys are not loaded: its integrations stop with it.
+        let active = tenants
+            .iter()
+            .filter(|tenant| tenant.status == openframe_storage::documents::TenantStatus::Active);
+        for tenant in active.map(|tenant| &tenant.id) {
             let mut after: Option<DocumentId> = None;
             loop {
                 let page = self
@@ -315,16 +337,25 @@ impl ApiKeys {
     }
 
     /// Reads the keys again if that was last done more than `age` ago; says whether it did.
+    /// One reload at a time: callers that find one running go on without waiting.
     pub async fn reload_if_older(&self, age: std::time::Duration) -> Result<bool, DocumentError> {
-        let stale = self
-            .loaded_at
-            .lock()
-            .map(|loaded_at| loaded_at.is_none_or(|at| at.elapsed() >= age))
-            .unwrap_or(false);
-        if stale {
-            self.load().await?;
+        let stale = || {
+            self.loaded_at
+                .lock()
+                .map(|loaded_at| loaded_at.is_none_or(|at| at.elapsed() >= age))
+                .unwrap_or(false)
+        };
+        if !stale() {
+            return Ok(false);
         }
-        Ok(stale)
+        let Ok(_changing) = self.changing.try_lock() else {
+            return Ok(false);
+        };
+        if !stale() {
+            return Ok(false);
+        }
+        self.load_locked().await?;
+        Ok(true)
     }
 
     fn remember(&self, tenant: &TenantId, record: &ApiKeyRecord) {
@@ -400,6 +431,16 @@ impl ApiKeys {
         let _changing = self.changing.lock().await;
         let now = self.clock.now_ms();
         let scopes = Self::check_settings(&settings, now)?;
+        let held = self
+            .index
+            .read()
+            .map(|index| index.values().filter(|(owner, _)| owner == tenant).count())
+            .unwrap_or(0);
+        if held >= MAX_KEYS_PER_TENANT {
+            return Err(IdentityError::Conflict(format!(
+                "a tenant may hold at most {MAX_KEYS_PER_TENANT} API keys; delete unused ones first"
+            )));
+        }
         let id = format!("ak_{}", random_hex(KEY_ID_HEX / 2)?);
         let secret = format!("sk_{}", random_hex(SECRET_HEX / 2)?);
         let record = ApiKeyRecord {
@@ -491,7 +532,38 @@ impl ApiKeys {
         Ok(stats)
     }
 
-    async fn write(&self, tenant: &TenantId, record: &ApiKeyRecord) -> Result<(), IdentityError> {
+    /// The key as the store has it now, with its version: changes start from it, not from the
+    /// index, so a key another process deleted is never written back.
+    async fn stored(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<(ApiKeyRecord, u64), IdentityError> {
+        self.record(tenant, id)?;
+        let document = self
+            .documents
+            .get(tenant, &self.keys_collection, &document_id(id)?)
+            .await?;
+        match document {
+            Some(document) => {
+                let record = serde_json::from_value(document.body).map_err(anyhow::Error::from)?;
+                Ok((record, document.version))
+            }
+            None => {
+                if let Ok(mut index) = self.index.write() {
+                    index.remove(id);
+                }
+                Err(IdentityError::NotFound(format!("API key {id} not found")))
+            }
+        }
+    }
+
+    async fn write(
+        &self,
+        tenant: &TenantId,
+        record: &ApiKeyRecord,
+        version: u64,
+    ) -> Result<(), IdentityError> {
         let body = serde_json::to_value(record).map_err(anyhow::Error::from)?;
         self.documents
             .replace(
@@ -499,34 +571,54 @@ impl ApiKeys {
                 &self.keys_collection,
                 &document_id(&record.id)?,
                 &body,
-                None,
+                Some(version),
             )
             .await?;
         self.remember(tenant, record);
         Ok(())
     }
 
-    /// Changes a key's name, description, scopes, expiry, limits and enabled flag.
+    /// Changes what `changes` names; what it leaves out stays as it is.
     pub async fn update(
         &self,
         tenant: &TenantId,
         id: &str,
-        settings: KeySettings,
+        changes: KeyChanges,
     ) -> Result<ApiKeyRecord, IdentityError> {
         let _changing = self.changing.lock().await;
-        let mut record = self.record(tenant, id)?;
+        let (mut record, version) = self.stored(tenant, id).await?;
         let now = self.clock.now_ms();
-        let scopes = Self::check_settings(&settings, now)?;
+        let settings = KeySettings {
+            name: changes.name.unwrap_or_else(|| record.name.clone()),
+            description: changes
+                .description
+                .unwrap_or_else(|| record.description.clone()),
+            scopes: Some(changes.scopes.unwrap_or_else(|| record.scopes.clone())),
+            expires_at: changes.expires_at.unwrap_or(record.expires_at),
+            rate_limits: changes.rate_limits.unwrap_or(record.rate_limits),
+            enabled: changes.enabled.unwrap_or(record.enabled),
+        };
+        // An expiry already in the past is allowed to stay (the key simply stays expired).
+        let unchanged_expiry = settings.expires_at == record.expires_at;
+        let scopes = Self::check_settings(
+            &KeySettings {
+                expires_at: if unchanged_expiry {
+                    None
+                } else {
+                    settings.expires_at
+                },
+                ..settings.clone()
+            },
+            now,
+        )?;
         record.name = settings.name.trim().to_owned();
         record.description = settings.description;
-        if settings.scopes.is_some() {
-            record.scopes = scopes;
-        }
+        record.scopes = scopes;
         record.expires_at = settings.expires_at;
         record.rate_limits = settings.rate_limits;
         record.enabled = settings.enabled;
         record.updated_at = now;
-        self.write(tenant, &record).await?;
+        self.write(tenant, &record, version).await?;
         Ok(record)
     }
 
@@ -537,11 +629,11 @@ impl ApiKeys {
         id: &str,
     ) -> Result<(ApiKeyRecord, String), IdentityError> {
         let _changing = self.changing.lock().await;
-        let mut record = self.record(tenant, id)?;
+        let (mut record, version) = self.stored(tenant, id).await?;
         let secret = format!("sk_{}", random_hex(SECRET_HEX / 2)?);
         record.secret_mac = self.secret_mac(&record.id, &secret);
         record.updated_at = self.clock.now_ms();
-        self.write(tenant, &record).await?;
+        self.write(tenant, &record, version).await?;
         let full = format!("{}.{secret}", record.id);
         Ok((record, full))
     }

@@ -137,6 +137,8 @@ pub struct Principal {
     pub tenant: TenantId,
     pub who: Who,
     pub source: TokenSource,
+    /// When the token expires (Unix ms): long-lived connections end then.
+    pub expires_at_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +185,7 @@ struct Verdict {
     tenant: TenantId,
     who: Who,
     valid_until_ms: i64,
+    expires_at_ms: i64,
     epoch: u64,
 }
 
@@ -220,9 +223,6 @@ impl TokenVerifier {
         let key: [u8; 32] = sha256(token.as_bytes())
             .try_into()
             .map_err(|_| ApiError::Unexpected(anyhow::anyhow!("a digest of the wrong length")))?;
-        // Read before verifying: a revocation that lands during verification makes this
-        // verdict stale at once.
-        let epoch = identity.store.revocation_epoch();
         let now = identity.clock.now_ms();
         if self.ttl_ms > 0 {
             let cached = self
@@ -231,29 +231,32 @@ impl TokenVerifier {
                 .ok()
                 .and_then(|cache| cache.get(&key).cloned());
             if let Some(verdict) = cached
-                && verdict.epoch == epoch
+                && verdict.epoch == identity.store.revocation_epoch(&verdict.tenant)
                 && now < verdict.valid_until_ms
             {
                 return Ok(Principal {
                     tenant: verdict.tenant,
                     who: verdict.who,
                     source,
+                    expires_at_ms: verdict.expires_at_ms,
                 });
             }
         }
-        let (tenant, who, expires_at) = verify_fully(identity, token).await?;
+        // The epoch is read before verifying: a revocation that lands during verification
+        // makes this verdict stale at once.
+        let (tenant, who, expires_at, epoch) = verify_fully(identity, token).await?;
+        let expires_at_ms = expires_at.saturating_mul(1000);
         if self.ttl_ms > 0 {
             let verdict = Verdict {
                 tenant: tenant.clone(),
                 who: who.clone(),
-                valid_until_ms: expires_at.saturating_mul(1000).min(now + self.ttl_ms),
+                valid_until_ms: expires_at_ms.min(now + self.ttl_ms),
+                expires_at_ms,
                 epoch,
             };
             if let Ok(mut cache) = self.cache.write() {
                 if cache.len() >= CACHE_CAPACITY {
-                    cache.retain(|_, verdict| {
-                        verdict.valid_until_ms > now && verdict.epoch == epoch
-                    });
+                    cache.retain(|_, verdict| verdict.valid_until_ms > now);
                     if cache.len() >= CACHE_CAPACITY / 2 {
                         cache.clear();
                     }
@@ -265,6 +268,7 @@ impl TokenVerifier {
             tenant,
             who,
             source,
+            expires_at_ms,
         })
     }
 }
@@ -277,7 +281,10 @@ struct Routing {
     tenant_id: Option<String>,
 }
 
-async fn verify_fully(identity: &Identity, token: &str) -> Result<(TenantId, Who, i64), ApiError> {
+async fn verify_fully(
+    identity: &Identity,
+    token: &str,
+) -> Result<(TenantId, Who, i64, u64), ApiError> {
     let unauthorized = |why: &str| ApiError::Unauthorized(why.to_owned());
     let routing: Routing = token
         .split('.')
@@ -299,6 +306,7 @@ async fn verify_fully(identity: &Identity, token: &str) -> Result<(TenantId, Who
             .active_tenant(&claimed)
             .await
             .map_err(|_| unauthorized("the access token's tenant is not active"))?;
+        let epoch = identity.store.revocation_epoch(&tenant.id);
         let claims = identity
             .verify_agent_token(&tenant.id, token)
             .await
@@ -306,7 +314,7 @@ async fn verify_fully(identity: &Identity, token: &str) -> Result<(TenantId, Who
         let who = Who::Agent {
             machine_id: claims.machine_id,
         };
-        return Ok((tenant.id, who, claims.exp));
+        return Ok((tenant.id, who, claims.exp, epoch));
     }
     let prefix = format!("{}/sas/", identity.public_url());
     let Some(claimed) = routing.iss.strip_prefix(&prefix) else {
@@ -318,6 +326,7 @@ async fn verify_fully(identity: &Identity, token: &str) -> Result<(TenantId, Who
         .active_tenant(claimed)
         .await
         .map_err(|_| unauthorized("the access token's tenant is not active"))?;
+    let epoch = identity.store.revocation_epoch(&tenant.id);
     let (claims, user) = identity
         .verify_user_token(&tenant.id, token)
         .await
@@ -342,7 +351,7 @@ async fn verify_fully(identity: &Identity, token: &str) -> Result<(TenantId, Who
             user_id: user.map(|user| user.id),
         },
     };
-    Ok((tenant.id, who, claims.exp))
+    Ok((tenant.id, who, claims.exp, epoch))
 }
 
 fn cookie_token(headers: &HeaderMap) -> Option<String> {
@@ -449,7 +458,17 @@ async fn principal_for(
     // cookie-authenticated change must come from a page of this appliance (or a configured
     // origin, which CORS has already checked).
     let safe_method = matches!(*method, Method::GET | Method::HEAD);
-    if source == TokenSource::Cookie && (!safe_method || websocket) {
+    // Through the tool proxy even a GET can change something in the tool (and SameSite=Lax
+    // lets a cross-site navigation carry the cookie), so there every method needs it.
+    let path = uri.path();
+    let tool_path = under(path, "/tools") || under(path, "/ws/tools");
+    let same_origin = headers
+        .get("sec-fetch-site")
+        .is_some_and(|site| site.as_bytes() == b"same-origin");
+    let needs_origin = source == TokenSource::Cookie && (!safe_method || websocket || tool_path);
+    // A browser's own word that a GET came from one of our pages will do for a tool's GET.
+    let vouched = tool_path && safe_method && !websocket && same_origin;
+    if needs_origin && !vouched {
         let origin = headers
             .get(header::ORIGIN)
             .and_then(|value| value.to_str().ok());
@@ -515,6 +534,8 @@ pub struct Admin {
     pub user_id: String,
     pub email: String,
     pub owner: bool,
+    /// When the caller's token expires (Unix ms).
+    pub expires_at_ms: i64,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Admin {
@@ -532,6 +553,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
                 user_id: user_id.clone(),
                 email: email.clone(),
                 owner: roles.contains(&Role::Owner),
+                expires_at_ms: principal.expires_at_ms,
             }),
             _ => Err(ApiError::Forbidden(
                 "this endpoint needs the ADMIN role".into(),
@@ -545,6 +567,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
 pub struct Agent {
     pub tenant: TenantId,
     pub machine_id: String,
+    /// When the agent's token expires (Unix ms).
+    pub expires_at_ms: i64,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Agent {
@@ -556,6 +580,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Agent {
             Who::Agent { machine_id } => Ok(Agent {
                 tenant: principal.tenant.clone(),
                 machine_id: machine_id.clone(),
+                expires_at_ms: principal.expires_at_ms,
             }),
             _ => Err(ApiError::Forbidden("this endpoint is for agents".into())),
         }

@@ -30,30 +30,25 @@ use tokio_tungstenite::tungstenite;
 use super::auth::{Admin, Agent};
 use super::tools::ToolRecord;
 use crate::error::ApiError;
+use crate::identity::http::PeerAddr;
 use crate::startup::AppState;
 
-/// Headers that belong to one connection (RFC 9110 §7.6.1) or to the caller's session with us.
-const NOT_FORWARDED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "content-length",
-    "cookie",
-    "authorization",
-    "access-token",
-    "x-api-key",
-    "accept-encoding",
-    "sec-websocket-key",
-    "sec-websocket-version",
-    "sec-websocket-extensions",
-    "sec-websocket-accept",
+/// The request headers a tool receives from the caller: content negotiation and caching,
+/// nothing that names a client, a host, a path or an identity (those a tool might trust, since
+/// the request carries its credential).
+const FORWARDED: &[&str] = &[
+    "accept",
+    "accept-language",
+    "content-type",
+    "user-agent",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "range",
+    "cache-control",
+    "pragma",
+    "x-requested-with",
 ];
 
 const NOT_RETURNED: &[&str] = &[
@@ -66,9 +61,20 @@ const NOT_RETURNED: &[&str] = &[
     "transfer-encoding",
     "upgrade",
     "content-length",
-    // The tool's cookies are for the tool's origin, not ours.
+    // The tool's cookies are for the tool's origin, not ours; its cross-origin grants and page
+    // policy do not speak for the appliance.
     "set-cookie",
+    "content-security-policy",
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-allow-methods",
+    "access-control-allow-headers",
+    "access-control-expose-headers",
+    "access-control-max-age",
 ];
+
+/// What a proxied answer may do in a browser: nothing (no scripts, no frames, no forms).
+const TOOL_CSP: &str = "sandbox; default-src 'none'; frame-ancestors 'none'";
 
 const REDACTED: &[u8] = b"[REDACTED]";
 
@@ -185,30 +191,67 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// The part of the path below `/tools/{id}` (or its agent and WebSocket twins), checked.
 fn tool_path<'a>(path: &'a str, prefix: &str) -> Result<&'a str, ApiError> {
-    let below = path.strip_prefix(prefix).unwrap_or("/");
+    let below = path
+        .strip_prefix(prefix)
+        .ok_or_else(|| ApiError::InvalidInput(format!("the path must start with {prefix}")))?;
     let below = if below.is_empty() { "/" } else { below };
     let lowered = below.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "\\"]
+    // Encoded dots, slashes and percent signs (decoded twice by some servers), backslashes and
+    // `;` (Tomcat and Jetty read `..;` as `..`) could all name a path the allow-list never saw.
+    if ["%2e", "%2f", "%5c", "%25", "\\", ";"]
         .iter()
         .any(|bad| lowered.contains(bad))
     {
         return Err(ApiError::InvalidInput(
-            "the tool path may not contain encoded dots or slashes, or backslashes".into(),
+            "the tool path may not contain encoded dots, slashes or percent signs, backslashes or ';'"
+                .into(),
         ));
     }
     Ok(below)
 }
 
-/// [`tool_path`], refused unless the tool's allow-list has it.
-fn allowed_path<'a>(tool: &ToolRecord, path: &'a str, prefix: &str) -> Result<&'a str, ApiError> {
-    let below = tool_path(path, prefix)?;
-    if !tool.allows(below) {
+/// [`tool_path`], refused unless the tool's allow-list (its agents' list, for agents) has it.
+fn allowed_path<'a>(tool: &ToolRecord, path: &'a str, route: &Route) -> Result<&'a str, ApiError> {
+    let below = tool_path(path, &route.prefix)?;
+    if !tool.allows(below, route.agent) {
+        let whose = if route.agent { "agents' " } else { "" };
         return Err(ApiError::Forbidden(format!(
-            "{below:?} is not on the allow-list of tool {:?}",
+            "{below:?} is not on the {whose}allow-list of tool {:?}",
             tool.id
         )));
     }
     Ok(below)
+}
+
+/// Who is calling through which door.
+#[derive(Debug)]
+struct Route {
+    tenant: TenantId,
+    /// `/tools/agent/…`: an agent, held to the tool's agent allow-list.
+    agent: bool,
+    prefix: String,
+    /// When the caller's token expires (Unix ms): a bridged WebSocket ends then.
+    expires_at_ms: i64,
+}
+
+impl Route {
+    fn admin(admin: Admin, prefix: String) -> Route {
+        Route {
+            tenant: admin.tenant,
+            agent: false,
+            prefix,
+            expires_at_ms: admin.expires_at_ms,
+        }
+    }
+
+    fn agent(agent: Agent, prefix: String) -> Route {
+        Route {
+            tenant: agent.tenant,
+            agent: true,
+            prefix,
+            expires_at_ms: agent.expires_at_ms,
+        }
+    }
 }
 
 async fn load_tool(state: &AppState, tenant: &TenantId, id: &str) -> Result<ToolRecord, ApiError> {
@@ -247,9 +290,15 @@ fn forwarded_query(query: Option<&str>) -> String {
     let Some(query) = query else {
         return String::new();
     };
+    // Names are compared decoded, as the token finder reads them (`%61uthorization` too).
     let kept: Vec<&str> = query
         .split('&')
-        .filter(|pair| !pair.starts_with("authorization=") && *pair != "authorization")
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or_default();
+            url::form_urlencoded::parse(name.as_bytes())
+                .next()
+                .is_none_or(|(decoded, _)| decoded != "authorization")
+        })
         .collect();
     if kept.is_empty() {
         String::new()
@@ -258,16 +307,21 @@ fn forwarded_query(query: Option<&str>) -> String {
     }
 }
 
-fn copy_request_headers(from: &HeaderMap, request_id: Option<&HeaderValue>) -> HeaderMap {
+fn copy_request_headers(from: &HeaderMap, peer: Option<std::net::IpAddr>) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    for (name, value) in from {
-        if !NOT_FORWARDED.contains(&name.as_str()) {
-            headers.append(name.clone(), value.clone());
+    for name in FORWARDED.iter().copied() {
+        for value in from.get_all(name) {
+            headers.append(HeaderName::from_static(name), value.clone());
         }
     }
-    if let Some(id) = request_id {
+    if let Some(id) = from.get("x-request-id") {
         headers.insert("x-request-id", id.clone());
     }
+    // Set here, never passed on: the tool learns the real client and that it came over HTTPS.
+    if let Some(peer) = peer.and_then(|peer| HeaderValue::from_str(&peer.to_string()).ok()) {
+        headers.insert("x-forwarded-for", peer);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
     headers.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
@@ -281,8 +335,8 @@ pub async fn admin_rest(
     Path((tool_id, _)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let prefix = format!("/tools/{tool_id}");
-    forward(&state, &admin.tenant, &tool_id, &prefix, request).await
+    let route = Route::admin(admin, format!("/tools/{tool_id}"));
+    forward(&state, &route, &tool_id, request).await
 }
 
 pub async fn agent_rest(
@@ -291,20 +345,20 @@ pub async fn agent_rest(
     Path((tool_id, _)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let prefix = format!("/tools/agent/{tool_id}");
-    forward(&state, &agent.tenant, &tool_id, &prefix, request).await
+    let route = Route::agent(agent, format!("/tools/agent/{tool_id}"));
+    forward(&state, &route, &tool_id, request).await
 }
 
 async fn forward(
     state: &AppState,
-    tenant: &TenantId,
+    route: &Route,
     tool_id: &str,
-    prefix: &str,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let tenant = &route.tenant;
     let tool = load_tool(state, tenant, tool_id).await?;
     let (parts, body) = request.into_parts();
-    let path = allowed_path(&tool, parts.uri.path(), prefix)?;
+    let path = allowed_path(&tool, parts.uri.path(), route)?;
     let url = format!(
         "{}{path}{}",
         tool.api_url,
@@ -314,7 +368,8 @@ async fn forward(
     let body = axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX))
         .await
         .map_err(|_| ApiError::PayloadTooLarge { limit })?;
-    let mut headers = copy_request_headers(&parts.headers, parts.headers.get("x-request-id"));
+    let peer = parts.extensions.get::<PeerAddr>().map(|peer| peer.0.ip());
+    let mut headers = copy_request_headers(&parts.headers, peer);
     let secret = inject_credential(state, tenant, &tool, &mut headers)?;
     let client = state.gateway.upstreams.client(&tool)?;
     let timeout = Duration::from_secs(state.config.gateway.tool_timeout_seconds);
@@ -327,7 +382,22 @@ async fn forward(
         .await
         .map_err(|error| upstream_error(&tool, &error))?;
     let status = upstream.status();
+    // Asked for `identity`; a compressed answer could hide the credential from redaction.
+    let encoded = upstream
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|encoding| !encoding.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded && !secret.is_empty() {
+        return Err(ApiError::BadGateway(format!(
+            "tool {:?} answered compressed, which the proxy cannot check for its credential",
+            tool.id
+        )));
+    }
     let mut response_headers = HeaderMap::new();
+    response_headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(TOOL_CSP),
+    );
     for (name, value) in upstream.headers() {
         if NOT_RETURNED.contains(&name.as_str()) {
             continue;
@@ -606,8 +676,8 @@ pub async fn admin_ws(
     upgrade: WebSocketUpgrade,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let prefix = format!("/ws/tools/{tool_id}");
-    bridge(&state, &admin.tenant, &tool_id, &prefix, upgrade, request).await
+    let route = Route::admin(admin, format!("/ws/tools/{tool_id}"));
+    bridge(&state, route, &tool_id, upgrade, request).await
 }
 
 pub async fn agent_ws(
@@ -617,25 +687,25 @@ pub async fn agent_ws(
     upgrade: WebSocketUpgrade,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let prefix = format!("/ws/tools/agent/{tool_id}");
-    bridge(&state, &agent.tenant, &tool_id, &prefix, upgrade, request).await
+    let route = Route::agent(agent, format!("/ws/tools/agent/{tool_id}"));
+    bridge(&state, route, &tool_id, upgrade, request).await
 }
 
 async fn bridge(
     state: &AppState,
-    tenant: &TenantId,
+    route: Route,
     tool_id: &str,
-    prefix: &str,
     upgrade: WebSocketUpgrade,
     request: Request,
 ) -> Result<Response, ApiError> {
+    let tenant = &route.tenant;
     let tool = load_tool(state, tenant, tool_id).await?;
     let Some(ws_url) = tool.ws_url.clone() else {
         return Err(ApiError::NotFound(format!(
             "tool {tool_id:?} has no WebSocket endpoint"
         )));
     };
-    let path = allowed_path(&tool, request.uri().path(), prefix)?;
+    let path = allowed_path(&tool, request.uri().path(), &route)?;
     let url = format!("{ws_url}{path}{}", forwarded_query(request.uri().query()));
     let mut headers = HeaderMap::new();
     for name in ["sec-websocket-protocol", "user-agent", "x-request-id"] {
@@ -648,9 +718,12 @@ async fn bridge(
     // Connect upstream first, so a failure is an HTTP answer the client can read.
     let upstream = connect_upstream(&tool, &url, headers, timeout).await?;
     let limit = usize::try_from(state.config.gateway.max_body_bytes).unwrap_or(usize::MAX);
+    // The bridge lives no longer than the token that opened it.
+    let remaining_ms = route.expires_at_ms - state.identity.clock.now_ms();
+    let lifetime = Duration::from_millis(u64::try_from(remaining_ms).unwrap_or(0));
     Ok(upgrade
         .max_message_size(limit)
-        .on_upgrade(move |client| pump(client, upstream, secret)))
+        .on_upgrade(move |client| pump(client, upstream, secret, lifetime)))
 }
 
 fn to_upstream(message: ws::Message) -> Option<tungstenite::Message> {
@@ -678,7 +751,7 @@ fn to_client(message: tungstenite::Message, secret: &[u8]) -> Option<ws::Message
     })
 }
 
-async fn pump(client: WebSocket, upstream: Upstream, secret: Vec<u8>) {
+async fn pump(client: WebSocket, upstream: Upstream, secret: Vec<u8>, lifetime: Duration) {
     let (mut client_tx, mut client_rx) = client.split();
     let (mut upstream_tx, mut upstream_rx) = upstream.split();
     let inbound = async {
@@ -703,10 +776,11 @@ async fn pump(client: WebSocket, upstream: Upstream, secret: Vec<u8>) {
         }
         let _ = client_tx.close().await;
     };
-    // Either side ending ends the bridge.
+    // Either side ending, or the caller's token expiring, ends the bridge.
     tokio::select! {
         () = inbound => {}
         () = outbound => {}
+        () = tokio::time::sleep(lifetime) => {}
     }
 }
 

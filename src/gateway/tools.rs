@@ -48,8 +48,14 @@ pub struct ToolRecord {
     /// Base URL of the tool's WebSocket endpoint, `ws(s)://…`.
     pub ws_url: Option<String>,
     pub credential: Option<SealedCredential>,
-    /// Path prefixes (below the base URL) the proxy forwards; everything else is refused.
+    /// Path prefixes (below the base URL) the proxy forwards for administrators; everything
+    /// else is refused.
     pub allowed_paths: Vec<String>,
+    /// The prefixes agents may reach through `/tools/agent/…` (empty: none). Separate, because
+    /// the injected credential is usually the tool's admin token, and one compromised endpoint
+    /// must not wield it.
+    #[serde(default)]
+    pub agent_allowed_paths: Vec<String>,
     /// A CA bundle (PEM) for a tool with a private certificate; empty: the system's roots.
     pub ca_file: String,
     /// Off only when the operator said so explicitly, for a tool with a self-signed certificate.
@@ -72,6 +78,7 @@ pub struct NewTool {
     /// `(kind, header name, secret)`; the header name is ignored for bearer tokens.
     pub credential: Option<(CredentialKind, String, String)>,
     pub allowed_paths: Vec<String>,
+    pub agent_allowed_paths: Vec<String>,
     pub ca_file: String,
     pub tls_verify: bool,
     pub health_path: String,
@@ -91,9 +98,15 @@ const RESERVED_HEADERS: &[&str] = &[
 ];
 
 impl ToolRecord {
-    /// Whether `path` (below the base URL, starting with `/`) is on the allow-list.
-    pub fn allows(&self, path: &str) -> bool {
-        self.allowed_paths.iter().any(|prefix| {
+    /// Whether `path` (below the base URL, starting with `/`) is on the allow-list, or on the
+    /// agents' list for an agent.
+    pub fn allows(&self, path: &str, agent: bool) -> bool {
+        let list = if agent {
+            &self.agent_allowed_paths
+        } else {
+            &self.allowed_paths
+        };
+        list.iter().any(|prefix| {
             prefix == "/"
                 || path == prefix
                 || path
@@ -185,6 +198,7 @@ impl ToolRegistry {
         for path in tool
             .allowed_paths
             .iter()
+            .chain(&tool.agent_allowed_paths)
             .chain(std::iter::once(&tool.health_path))
         {
             if !path.starts_with('/')
@@ -250,6 +264,7 @@ impl ToolRegistry {
             ws_url: tool.ws_url.map(|url| url.trim_end_matches('/').to_owned()),
             credential,
             allowed_paths: tool.allowed_paths,
+            agent_allowed_paths: tool.agent_allowed_paths,
             ca_file: tool.ca_file,
             tls_verify: tool.tls_verify,
             health_path: tool.health_path,
@@ -337,6 +352,7 @@ mod tests {
             ws_url: None,
             credential: None,
             allowed_paths: allowed.iter().map(|path| (*path).to_owned()).collect(),
+            agent_allowed_paths: vec!["/agent.ashx".into()],
             ca_file: String::new(),
             tls_verify: true,
             health_path: "/".into(),
@@ -349,13 +365,17 @@ mod tests {
     #[test]
     fn the_allow_list_matches_whole_segments() {
         let fleet = tool(&["/api/latest/fleet/hosts", "/api/v1/fleet/"]);
-        assert!(fleet.allows("/api/latest/fleet/hosts"));
-        assert!(fleet.allows("/api/latest/fleet/hosts/12"));
-        assert!(fleet.allows("/api/v1/fleet/queries"));
-        assert!(!fleet.allows("/api/latest/fleet/hostsx"));
-        assert!(!fleet.allows("/api/latest/fleet/users"));
-        assert!(!fleet.allows("/"));
-        assert!(tool(&["/"]).allows("/anything/at/all"));
+        assert!(fleet.allows("/api/latest/fleet/hosts", false));
+        assert!(fleet.allows("/api/latest/fleet/hosts/12", false));
+        assert!(fleet.allows("/api/v1/fleet/queries", false));
+        assert!(!fleet.allows("/api/latest/fleet/hostsx", false));
+        assert!(!fleet.allows("/api/latest/fleet/users", false));
+        assert!(!fleet.allows("/", false));
+        assert!(tool(&["/"]).allows("/anything/at/all", false));
+        // Agents have their own, separate list.
+        assert!(!tool(&["/"]).allows("/anything/at/all", true));
+        assert!(fleet.allows("/agent.ashx", true));
+        assert!(!fleet.allows("/api/latest/fleet/hosts", true));
     }
 
     #[test]

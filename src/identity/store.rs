@@ -6,7 +6,6 @@
 //! racing to use one code, exactly one wins the versioned replace.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use openframe_storage::DocumentStore;
 use openframe_storage::documents::Document;
@@ -214,9 +213,10 @@ struct Collections {
 pub struct IdentityStore {
     documents: Arc<dyn DocumentStore>,
     c: Collections,
-    /// Moves on every write that can end a token's validity (a revocation, a user changed), so
-    /// caches of verified tokens (the gateway's) know to verify again.
-    revocations: Arc<AtomicU64>,
+    /// Per tenant, moves on every write that can end a token's validity (a revocation, a user's
+    /// status, roles or password changed), so caches of verified tokens (the gateway's) know to
+    /// verify that tenant's tokens again.
+    revocations: Arc<std::sync::RwLock<std::collections::HashMap<TenantId, u64>>>,
 }
 
 fn collection(name: &str) -> anyhow::Result<Collection> {
@@ -258,17 +258,26 @@ impl IdentityStore {
                 resets: collection("password_resets")?,
                 outbox: collection(crate::mail::OUTBOX)?,
             },
-            revocations: Arc::new(AtomicU64::new(0)),
+            revocations: Arc::default(),
         })
     }
 
-    /// The revocation epoch: it changes whenever a token may have stopped being valid.
-    pub fn revocation_epoch(&self) -> u64 {
-        self.revocations.load(Ordering::Acquire)
+    /// The tenant's revocation epoch: it changes whenever one of its tokens may have stopped
+    /// being valid.
+    pub fn revocation_epoch(&self, tenant: &TenantId) -> u64 {
+        self.revocations
+            .read()
+            .ok()
+            .and_then(|epochs| epochs.get(tenant).copied())
+            .unwrap_or(0)
     }
 
-    fn revoked_something(&self) {
-        self.revocations.fetch_add(1, Ordering::AcqRel);
+    /// Marks the tenant's cached verdicts stale (also for changes made outside this module,
+    /// such as a tenant's suspension).
+    pub fn revoked_something(&self, tenant: &TenantId) {
+        if let Ok(mut epochs) = self.revocations.write() {
+            *epochs.entry(tenant.clone()).or_insert(0) += 1;
+        }
     }
 
     /// The document store itself, for identity records kept outside this file (SSO settings).
@@ -392,8 +401,25 @@ impl IdentityStore {
             )
             .await;
         // Roles, status or `tokens_not_before` may have changed: cached verdicts are stale.
-        self.revoked_something();
+        self.revoked_something(tenant);
         replaced
+    }
+
+    /// Records a sign-in's time: nothing that decides a token's validity changes, so cached
+    /// verdicts stay.
+    pub async fn touch_user(
+        &self,
+        tenant: &TenantId,
+        user: &Versioned<UserRecord>,
+    ) -> Result<(), DocumentError> {
+        self.replace(
+            tenant,
+            &self.c.users,
+            &user.record.id,
+            &user.record,
+            Some(user.version),
+        )
+        .await
     }
 
     pub async fn count_users(&self, tenant: &TenantId) -> Result<u64, DocumentError> {
@@ -543,7 +569,7 @@ impl IdentityStore {
             )
             .await;
         if family.record.revoked {
-            self.revoked_something();
+            self.revoked_something(tenant);
         }
         replaced
     }
@@ -564,7 +590,7 @@ impl IdentityStore {
         let replaced = self
             .replace(tenant, &self.c.families, family_id, &family, None)
             .await;
-        self.revoked_something();
+        self.revoked_something(tenant);
         replaced
     }
 
@@ -585,7 +611,7 @@ impl IdentityStore {
                 None,
             )
             .await;
-        self.revoked_something();
+        self.revoked_something(tenant);
         replaced
     }
 
@@ -688,7 +714,7 @@ impl IdentityStore {
                     None,
                 )
                 .await?;
-                self.revoked_something();
+                self.revoked_something(tenant);
             }
         }
         Ok(())

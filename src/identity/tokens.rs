@@ -506,7 +506,7 @@ impl Identity {
         // Best effort: a lost race with another update only loses a timestamp.
         if let Ok(Some(mut user)) = self.store.user(tenant, user_id).await {
             user.record.last_login = Some(self.clock.now_ms());
-            let _ = self.store.replace_user(tenant, &user).await;
+            let _ = self.store.touch_user(tenant, &user).await;
         }
     }
 

@@ -170,7 +170,13 @@ async fn every_path_admits_exactly_its_callers() {
             "GET",
             "/tools/agent/fleet/api/latest/fleet/hosts",
             AgentA,
-            Json(StatusCode::OK, "/path", "/api/latest/fleet/hosts".into()),
+            Error(StatusCode::FORBIDDEN, "forbidden"),
+        ),
+        (
+            "GET",
+            "/tools/agent/fleet/api/latest/fleet/device/1",
+            AgentA,
+            Json(StatusCode::OK, "/path", "/api/latest/fleet/device/1".into()),
         ),
         (
             "GET",
@@ -333,7 +339,7 @@ async fn every_path_admits_exactly_its_callers() {
             Status(status) => assert_eq!(response.status(), status, "{cell}"),
         }
     }
-    // Nothing the edge refused reached the tool: only the three allowed proxied calls and the
+    // Nothing the edge refused reached the tool: only the two allowed proxied calls and the
     // health check did.
     let seen = upstream.seen.lock().unwrap();
     let paths: Vec<&str> = seen.iter().map(|entry| entry.path.as_str()).collect();
@@ -342,7 +348,7 @@ async fn every_path_admits_exactly_its_callers() {
         [
             "/healthz",
             "/api/latest/fleet/hosts",
-            "/api/latest/fleet/hosts"
+            "/api/latest/fleet/device/1"
         ],
         "{seen:?}"
     );
@@ -466,8 +472,12 @@ async fn a_revoked_token_stops_working_at_once_despite_the_cache() {
 #[tokio::test]
 async fn a_suspended_tenant_and_a_tampered_agent_token_are_refused() {
     let app = crate::helpers::spawn_app().await;
-    let _tenants = two_tenants(&app).await;
+    let tenants = two_tenants(&app).await;
     let agent = agent_token(&app, "acme", "m-7").await;
+    let (_, key, _) = create_key(&app, &tenants.admin_a, serde_json::json!({"name": "psa"})).await;
+    let tools = app.https_url("/external-api/api/v1/tools");
+    let with_key = || app.client.get(&tools).header("x-api-key", &key).send();
+    assert_eq!(with_key().await.unwrap().status(), StatusCode::OK);
     let probe = app.https_url("/internal/authz/probe");
     let body: serde_json::Value = app
         .client
@@ -518,4 +528,43 @@ async fn a_suspended_tenant_and_a_tampered_agent_token_are_refused() {
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(message.contains("not active"), "{message}");
+    // Its API keys stop at the next reading of the keys (every minute; here at once).
+    app.state.gateway.api_keys.load().await.unwrap();
+    let (status, _, message) = error_of(with_key().await.unwrap()).await;
+    assert_eq!(
+        (status, message.as_str()),
+        (StatusCode::UNAUTHORIZED, "the API key is not valid")
+    );
+}
+
+#[tokio::test]
+async fn tokens_signed_by_a_rotated_key_pass_the_edge_without_a_restart() {
+    let clock = ManualClock::starting_at(1_900_000_000_000);
+    let app = spawn_at(&clock).await;
+    let tenants = two_tenants(&app).await;
+    let before = tenants.admin_a.clone();
+    let kid = |token: &str| {
+        let header = token.split('.').next().unwrap();
+        let header: serde_json::Value =
+            serde_json::from_slice(&openframe::identity::crypto::b64url_decode(header).unwrap())
+                .unwrap();
+        header["kid"].as_str().unwrap().to_owned()
+    };
+    openframe::identity::admin::rotate_keys(&app.state.identity, "acme")
+        .await
+        .unwrap();
+    // Past the rotation lead (an hour), new tokens are signed by the new key.
+    clock.advance_ms(61 * 60 * 1000);
+    let after = owner_token(&app, &tenants.a).await;
+    assert_ne!(kid(&before), kid(&after));
+    let response = app
+        .client
+        .get(app.https_url("/api/me"))
+        .bearer_auth(&after)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["user"]["tenantId"], "acme");
 }

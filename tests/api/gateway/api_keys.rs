@@ -174,6 +174,19 @@ async fn keys_are_shown_once_stored_as_a_mac_and_obey_their_settings() {
         (status, message.as_str()),
         (StatusCode::UNAUTHORIZED, "the API key is disabled")
     );
+    // A change that leaves `enabled` out leaves the key as it was: still disabled.
+    let renamed: serde_json::Value = update(serde_json::json!({"name": "PSA sync (paused)"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(renamed["enabled"], false, "{renamed}");
+    assert_eq!(
+        renamed["scopes"],
+        serde_json::json!(["tools:read"]),
+        "{renamed}"
+    );
+    assert_eq!(call(full.clone()).await.status(), StatusCode::UNAUTHORIZED);
     // Expiry: valid until the moment, refused after.
     let expires =
         time::OffsetDateTime::from_unix_timestamp((clock.now_ms() + 60_000) / 1000).unwrap();
@@ -192,7 +205,7 @@ async fn keys_are_shown_once_stored_as_a_mac_and_obey_their_settings() {
         (StatusCode::UNAUTHORIZED, "the API key has expired")
     );
     assert_eq!(
-        update(serde_json::json!({"name": "PSA sync"}))
+        update(serde_json::json!({"expiresAt": null}))
             .await
             .status(),
         StatusCode::OK
@@ -212,7 +225,8 @@ async fn keys_are_shown_once_stored_as_a_mac_and_obey_their_settings() {
     let renewed = regenerated["fullKey"].as_str().unwrap().to_owned();
     assert!(renewed.starts_with(&format!("{id}.sk_")) && renewed != full);
     assert_eq!(call(full.clone()).await.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(call(renewed.clone()).await.status(), StatusCode::OK);
+    let fresh = call(renewed.clone()).await;
+    assert_eq!(fresh.status(), StatusCode::OK, "{:?}", fresh.text().await);
 
     // Deleted: gone for good.
     let deleted = app

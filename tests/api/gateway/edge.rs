@@ -79,6 +79,16 @@ async fn request_ids_security_headers_and_refusals() {
         );
     }
 
+    // A header smuggling a line break, or a request line with one, never gets past the parser;
+    // the answer is a 400 and the connection ends.
+    for request in [
+        &b"GET /api/me HTTP/1.1\r\nHost: localhost\r\nX-A: a\rX-Api-Key: b\r\n\r\n"[..],
+        &b"GET /api/me\r HTTP/1.1\r\nHost: localhost\r\n\r\n"[..],
+    ] {
+        let (status, _) = raw_request(&app, request).await;
+        assert_eq!(status, 400, "{}", String::from_utf8_lossy(request));
+    }
+
     // A cookie-authenticated change must come from our own pages.
     let cookie = format!("access_token={}", tenants.admin_a);
     let body = serde_json::json!({"name": "from a page"});
@@ -270,9 +280,14 @@ async fn unauthenticated_endpoints_are_limited_per_address() {
 
 /// Sends `GET {path}` byte for byte and returns the status and the body.
 async fn raw_get(app: &crate::helpers::TestApp, path: &str) -> (u16, String) {
-    let mut tls = tls_connect(app).await;
     let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    tls.write_all(request.as_bytes()).await.unwrap();
+    raw_request(app, request.as_bytes()).await
+}
+
+/// Sends `request` as it is and returns the status and the body of the answer.
+async fn raw_request(app: &crate::helpers::TestApp, request: &[u8]) -> (u16, String) {
+    let mut tls = tls_connect(app).await;
+    tls.write_all(request).await.unwrap();
     let mut answer = Vec::new();
     let _ = tls.read_to_end(&mut answer).await;
     let answer = String::from_utf8_lossy(&answer).into_owned();

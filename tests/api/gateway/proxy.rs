@@ -49,11 +49,17 @@ async fn the_proxy_injects_the_credential_and_never_hands_it_back() {
 
     let response = app
         .client
-        .post(app.https_url("/tools/fleet/api/latest/fleet/hosts/7?per_page=5&authorization=leak"))
+        .post(
+            app.https_url("/tools/fleet/api/latest/fleet/hosts/7?per_page=5&%61uthorization=leak"),
+        )
         .bearer_auth(&tenants.admin_a)
         .header("cookie", "theme=dark")
         .header("x-request-id", "trace-123")
-        .header("x-custom", "kept")
+        .header("content-type", "application/json")
+        // Headers a tool might trust: never passed on.
+        .header("x-forwarded-for", "10.6.6.6")
+        .header("x-original-url", "/api/v1/fleet/users")
+        .header("x-user-id", "someone-else")
         .body("{\"query\":\"os\"}")
         .send()
         .await
@@ -63,6 +69,10 @@ async fn the_proxy_injects_the_credential_and_never_hands_it_back() {
     // The tool's cookie and connection headers stay at the edge; a header echoing the
     // credential is redacted.
     assert!(response.headers().get("set-cookie").is_none());
+    assert_eq!(
+        response.headers()["content-security-policy"],
+        "sandbox; default-src 'none'; frame-ancestors 'none'"
+    );
     assert_eq!(
         response.headers()["x-echo-authorization"],
         "Bearer [REDACTED]"
@@ -85,7 +95,11 @@ async fn the_proxy_injects_the_credential_and_never_hands_it_back() {
         seen.header("authorization"),
         Some(format!("Bearer {TOOL_SECRET}").as_str())
     );
-    assert_eq!(seen.header("x-custom"), Some("kept"));
+    assert_eq!(seen.header("content-type"), Some("application/json"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    assert_eq!(seen.header("x-original-url"), None);
+    assert_eq!(seen.header("x-user-id"), None);
     assert_eq!(seen.header("x-request-id"), Some("trace-123"));
     assert_eq!(seen.header("cookie"), None);
     assert_eq!(seen.header("accept-encoding"), Some("identity"));
@@ -199,6 +213,7 @@ async fn the_proxy_injects_the_credential_and_never_hands_it_back() {
                     TOOL_SECRET.into(),
                 )),
                 allowed_paths: vec!["/".into()],
+                agent_allowed_paths: Vec::new(),
                 ca_file: String::new(),
                 tls_verify: true,
                 health_path: "/".into(),

@@ -189,6 +189,8 @@ pub(crate) async fn register_tool(app: &TestApp, tenant_id: &str, upstream: &Ups
                     "/ws/echo".into(),
                     "/healthz".into(),
                 ],
+                // Agents get the device endpoints and the socket, not the admin API.
+                agent_allowed_paths: vec!["/api/latest/fleet/device".into(), "/ws/echo".into()],
                 ca_file: String::new(),
                 tls_verify: true,
                 health_path: "/healthz".into(),
