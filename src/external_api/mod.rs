@@ -23,10 +23,10 @@ pub fn router() -> Router<AppState> {
 /// do, so an integrator can check a key before wiring it in.
 async fn me(caller: KeyCaller) -> Response {
     axum::Json(serde_json::json!({
-        "keyId": caller.key_id,
-        "tenantId": caller.tenant.as_str(),
-        "userId": caller.user_id,
-        "scopes": caller.scopes,
+        "keyId": caller.key().id,
+        "tenantId": caller.tenant().as_str(),
+        "userId": caller.key().user_id,
+        "scopes": caller.key().scopes,
     }))
     .into_response()
 }
@@ -37,7 +37,7 @@ async fn tools(State(state): State<AppState>, caller: KeyCaller) -> Result<Respo
     let tools: Vec<serde_json::Value> = state
         .gateway
         .tools
-        .list(&caller.tenant)
+        .list(caller.tenant())
         .await?
         .into_iter()
         .map(|tool| {

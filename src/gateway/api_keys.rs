@@ -129,13 +129,25 @@ pub struct KeyChanges {
     pub enabled: Option<bool>,
 }
 
+/// A key as the index holds it: its tenant and record (shared, so a request clones a pointer).
+#[derive(Debug)]
+pub struct KnownKey {
+    pub tenant: TenantId,
+    pub record: ApiKeyRecord,
+}
+
 /// The caller of an API-key request, as the handler sees it.
 #[derive(Debug, Clone)]
-pub struct KeyCaller {
-    pub tenant: TenantId,
-    pub key_id: String,
-    pub user_id: String,
-    pub scopes: Vec<String>,
+pub struct KeyCaller(pub Arc<KnownKey>);
+
+impl KeyCaller {
+    pub fn tenant(&self) -> &TenantId {
+        &self.0.tenant
+    }
+
+    pub fn key(&self) -> &ApiKeyRecord {
+        &self.0.record
+    }
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for KeyCaller {
@@ -223,10 +235,20 @@ pub fn parse_key(raw: &str) -> Result<(&str, &str), KeyRejected> {
     Ok((id, secret))
 }
 
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text
+}
+
 fn random_hex(bytes: usize) -> anyhow::Result<String> {
     let mut buffer = vec![0u8; bytes];
     fill_random(&mut buffer)?;
-    Ok(buffer.iter().map(|byte| format!("{byte:02x}")).collect())
+    Ok(hex(&buffer))
 }
 
 fn document_id(value: &str) -> Result<DocumentId, IdentityError> {
@@ -249,9 +271,10 @@ pub struct ApiKeys {
     keys_collection: Collection,
     stats_collection: Collection,
     /// Every key by id, with its tenant.
-    index: RwLock<HashMap<String, (TenantId, ApiKeyRecord)>>,
+    index: RwLock<HashMap<String, Arc<KnownKey>>>,
     windows: Mutex<HashMap<String, Windows>>,
-    pending: Mutex<HashMap<(TenantId, String), KeyStats>>,
+    /// Counts not yet written, by key id (ids are unique across tenants).
+    pending: Mutex<HashMap<String, (TenantId, KeyStats)>>,
     defaults: RateLimits,
 }
 
@@ -287,11 +310,11 @@ impl ApiKeys {
 
     fn secret_mac(&self, key_id: &str, secret: &str) -> String {
         // The id is part of the message, so a secret MAC copied to another key's row is useless.
-        let tag = hmac::sign(&self.mac, format!("{key_id}.{secret}").as_bytes());
-        tag.as_ref()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
+        let mut context = hmac::Context::with_key(&self.mac);
+        context.update(key_id.as_bytes());
+        context.update(b".");
+        context.update(secret.as_bytes());
+        hex(context.sign().as_ref())
     }
 
     /// Reads every tenant's keys into memory (at start, then to see other processes' changes).
@@ -322,7 +345,11 @@ impl ApiKeys {
                         serde_json::from_value(document.body).map_err(|error| {
                             DocumentError::Invalid(format!("stored API key: {error}"))
                         })?;
-                    loaded.insert(record.id.clone(), (tenant.clone(), record));
+                    let known = KnownKey {
+                        tenant: tenant.clone(),
+                        record,
+                    };
+                    loaded.insert(known.record.id.clone(), Arc::new(known));
                 }
             }
         }
@@ -360,7 +387,11 @@ impl ApiKeys {
 
     fn remember(&self, tenant: &TenantId, record: &ApiKeyRecord) {
         if let Ok(mut index) = self.index.write() {
-            index.insert(record.id.clone(), (tenant.clone(), record.clone()));
+            let known = KnownKey {
+                tenant: tenant.clone(),
+                record: record.clone(),
+            };
+            index.insert(record.id.clone(), Arc::new(known));
         }
     }
 
@@ -434,7 +465,7 @@ impl ApiKeys {
         let held = self
             .index
             .read()
-            .map(|index| index.values().filter(|(owner, _)| owner == tenant).count())
+            .map(|index| index.values().filter(|key| key.tenant == *tenant).count())
             .unwrap_or(0);
         if held >= MAX_KEYS_PER_TENANT {
             return Err(IdentityError::Conflict(format!(
@@ -475,8 +506,8 @@ impl ApiKeys {
             .map(|index| {
                 index
                     .values()
-                    .filter(|(owner, _)| owner == tenant)
-                    .map(|(_, record)| record.clone())
+                    .filter(|key| key.tenant == *tenant)
+                    .map(|key| key.record.clone())
                     .collect()
             })
             .unwrap_or_default();
@@ -504,8 +535,8 @@ impl ApiKeys {
             .read()
             .ok()
             .and_then(|index| index.get(id).cloned())
-            .filter(|(owner, _)| owner == tenant)
-            .map(|(_, record)| record)
+            .filter(|key| key.tenant == *tenant)
+            .map(|key| key.record.clone())
             .ok_or_else(|| {
                 IdentityError::NotFound(format!(
                     "API key {} not found",
@@ -525,7 +556,8 @@ impl ApiKeys {
             None => KeyStats::default(),
         };
         if let Ok(pending) = self.pending.lock()
-            && let Some(delta) = pending.get(&(tenant.clone(), id.to_owned()))
+            && let Some((owner, delta)) = pending.get(id)
+            && owner == tenant
         {
             stats.add(delta);
         }
@@ -652,13 +684,13 @@ impl ApiKeys {
             index.remove(&record.id);
         }
         if let Ok(mut pending) = self.pending.lock() {
-            pending.remove(&(tenant.clone(), record.id.clone()));
+            pending.remove(&record.id);
         }
         Ok(())
     }
 
     /// Checks a presented key: format, secret, enabled, expiry.
-    pub fn authenticate(&self, raw: &str) -> Result<(TenantId, ApiKeyRecord), KeyRejected> {
+    pub fn authenticate(&self, raw: &str) -> Result<Arc<KnownKey>, KeyRejected> {
         let (id, secret) = parse_key(raw)?;
         let found = self
             .index
@@ -666,9 +698,10 @@ impl ApiKeys {
             .ok()
             .and_then(|index| index.get(id).cloned());
         let mac = self.secret_mac(id, secret);
-        let Some((tenant, record)) = found else {
+        let Some(known) = found else {
             return Err(KeyRejected::Unknown);
         };
+        let record = &known.record;
         if !constant_time_eq(mac.as_bytes(), record.secret_mac.as_bytes()) {
             return Err(KeyRejected::Unknown);
         }
@@ -681,7 +714,7 @@ impl ApiKeys {
         {
             return Err(KeyRejected::Expired);
         }
-        Ok((tenant, record))
+        Ok(known)
     }
 
     /// Counts a request against the key's windows, unless one is full.
@@ -715,7 +748,19 @@ impl ApiKeys {
                 start: now,
             }));
         };
-        let windows = all.entry(record.id.clone()).or_default();
+        // Found without allocating; a key's first request inserts its entry.
+        if !all.contains_key(&record.id) {
+            all.insert(record.id.clone(), Windows::default());
+        }
+        let Some(windows) = all.get_mut(&record.id) else {
+            return Admission::Allowed(limits.map(|(name, seconds, limit)| Window {
+                name,
+                seconds,
+                limit,
+                used: 0,
+                start: now,
+            }));
+        };
         let slots = [&mut windows.minute, &mut windows.hour, &mut windows.day];
         let mut current = [Window {
             name: "",
@@ -759,7 +804,12 @@ impl ApiKeys {
     pub fn count(&self, tenant: &TenantId, id: &str, success: bool) {
         let now = self.clock.now_ms();
         if let Ok(mut pending) = self.pending.lock() {
-            let stats = pending.entry((tenant.clone(), id.to_owned())).or_default();
+            if !pending.contains_key(id) {
+                pending.insert(id.to_owned(), (tenant.clone(), KeyStats::default()));
+            }
+            let Some((_, stats)) = pending.get_mut(id) else {
+                return;
+            };
             stats.total_requests += 1;
             if success {
                 stats.successful_requests += 1;
@@ -772,13 +822,13 @@ impl ApiKeys {
 
     /// Writes the pending statistics: one read and one write per key used since the last flush.
     pub async fn flush(&self) -> Result<usize, IdentityError> {
-        let pending: Vec<((TenantId, String), KeyStats)> = match self.pending.lock() {
+        let pending: Vec<(String, (TenantId, KeyStats))> = match self.pending.lock() {
             Ok(mut pending) => pending.drain().collect(),
             Err(_) => return Ok(0),
         };
         let mut written = 0;
         let mut failed: Option<IdentityError> = None;
-        for ((tenant, id), delta) in pending {
+        for (id, (tenant, delta)) in pending {
             let result = async {
                 let doc = document_id(&id)?;
                 let mut stats: KeyStats = match self
@@ -804,7 +854,11 @@ impl ApiKeys {
                 Err(error) => {
                     // Keep the counts for the next flush rather than lose them.
                     if let Ok(mut pending) = self.pending.lock() {
-                        pending.entry((tenant, id)).or_default().add(&delta);
+                        pending
+                            .entry(id)
+                            .or_insert_with(|| (tenant, KeyStats::default()))
+                            .1
+                            .add(&delta);
                     }
                     failed = Some(error);
                 }
@@ -826,29 +880,35 @@ fn put(headers: &mut HeaderMap, name: &'static str, value: String) {
 /// OpenFrame's `X-RateLimit-*` headers and the IETF `RateLimit-Policy` / `RateLimit` fields
 /// (draft-ietf-httpapi-ratelimit-headers), the latter for the window closest to its limit.
 fn rate_headers(headers: &mut HeaderMap, windows: &[Window; 3], now: i64) {
+    use axum::http::HeaderName;
     // Header names are case-insensitive: OpenFrame's `X-RateLimit-Limit-Minute` is this one.
-    for window in windows {
-        for (kind, value) in [("limit", window.limit), ("remaining", window.remaining())] {
-            let name = format!("x-ratelimit-{kind}-{}", window.name);
-            if let (Ok(name), Ok(value)) = (
-                axum::http::HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(&value.to_string()),
-            ) {
-                headers.insert(name, value);
-            }
-        }
+    const NAMES: [[HeaderName; 2]; 3] = [
+        [
+            HeaderName::from_static("x-ratelimit-limit-minute"),
+            HeaderName::from_static("x-ratelimit-remaining-minute"),
+        ],
+        [
+            HeaderName::from_static("x-ratelimit-limit-hour"),
+            HeaderName::from_static("x-ratelimit-remaining-hour"),
+        ],
+        [
+            HeaderName::from_static("x-ratelimit-limit-day"),
+            HeaderName::from_static("x-ratelimit-remaining-day"),
+        ],
+    ];
+    for (window, [limit, remaining]) in windows.iter().zip(NAMES) {
+        headers.insert(limit, HeaderValue::from(window.limit));
+        headers.insert(remaining, HeaderValue::from(window.remaining()));
     }
-    let policy = windows
-        .iter()
-        .map(|window| {
-            format!(
-                "\"{}\";q={};w={}",
-                window.name, window.limit, window.seconds
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    put(headers, "ratelimit-policy", policy);
+    let [minute, hour, day] = windows;
+    put(
+        headers,
+        "ratelimit-policy",
+        format!(
+            "\"minute\";q={};w=60, \"hour\";q={};w=3600, \"day\";q={};w=86400",
+            minute.limit, hour.limit, day.limit
+        ),
+    );
     if let Some(tightest) = windows.iter().min_by_key(|window| window.remaining()) {
         put(
             headers,
@@ -872,8 +932,8 @@ pub async fn authenticate(
 ) -> Response {
     let keys = &state.gateway.api_keys;
     let raw: Result<Option<String>, KeyRejected> = request
-        .headers()
-        .get("x-api-key")
+        .headers_mut()
+        .remove("x-api-key")
         .map(|value| {
             value
                 .to_str()
@@ -897,13 +957,14 @@ pub async fn authenticate(
             Err(error) => tracing::warn!(%error, "reading API keys failed"),
         }
     }
-    let (tenant, record) = match verdict {
+    let known = match verdict {
         Ok(found) => found,
         Err(rejected) => {
             state.identity.count("api_key_rejected");
             return ApiError::Unauthorized(rejected.to_string()).into_response();
         }
     };
+    let record = &known.record;
     let now = state.identity.clock.now_ms();
     let holds = scope == super::auth::ANY_SCOPE || record.scopes.iter().any(|held| held == scope);
     let mut response = if !holds {
@@ -914,21 +975,16 @@ pub async fn authenticate(
         })
         .into_response()
     } else {
-        match keys.admit(&record) {
+        match keys.admit(record) {
             Admission::Limited(windows, retry_after) => {
                 let mut response = ApiError::RateLimited { retry_after }.into_response();
                 rate_headers(response.headers_mut(), &windows, now);
                 response
             }
             Admission::Allowed(windows) => {
-                // The key goes no further than the edge; the handler learns who called.
-                request.headers_mut().remove("x-api-key");
-                request.extensions_mut().insert(KeyCaller {
-                    tenant: tenant.clone(),
-                    key_id: record.id.clone(),
-                    user_id: record.user_id.clone(),
-                    scopes: record.scopes.clone(),
-                });
+                // The key went no further than the edge (removed above); the handler learns
+                // who called.
+                request.extensions_mut().insert(KeyCaller(known.clone()));
                 let mut response = next.run(request).await;
                 rate_headers(response.headers_mut(), &windows, now);
                 response
@@ -936,7 +992,7 @@ pub async fn authenticate(
         }
     };
     let success = response.status() < StatusCode::BAD_REQUEST;
-    keys.count(&tenant, &record.id, success);
+    keys.count(&known.tenant, &record.id, success);
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -134,11 +134,26 @@ pub enum TokenSource {
 /// A verified caller: the tenant, and who within it.
 #[derive(Debug, Clone)]
 pub struct Principal {
+    /// Shared with the verdict cache: handing a caller to a handler copies a pointer.
+    pub verified: Arc<Verified>,
+    pub source: TokenSource,
+}
+
+/// What verifying a token established.
+#[derive(Debug)]
+pub struct Verified {
     pub tenant: TenantId,
     pub who: Who,
-    pub source: TokenSource,
     /// When the token expires (Unix ms): long-lived connections end then.
     pub expires_at_ms: i64,
+}
+
+impl std::ops::Deref for Principal {
+    type Target = Verified;
+
+    fn deref(&self) -> &Verified {
+        &self.verified
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,10 +197,8 @@ impl Principal {
 /// A verified token and how long that verdict may be reused.
 #[derive(Debug, Clone)]
 struct Verdict {
-    tenant: TenantId,
-    who: Who,
+    verified: Arc<Verified>,
     valid_until_ms: i64,
-    expires_at_ms: i64,
     epoch: u64,
 }
 
@@ -231,14 +244,12 @@ impl TokenVerifier {
                 .ok()
                 .and_then(|cache| cache.get(&key).cloned());
             if let Some(verdict) = cached
-                && verdict.epoch == identity.store.revocation_epoch(&verdict.tenant)
+                && verdict.epoch == identity.store.revocation_epoch(&verdict.verified.tenant)
                 && now < verdict.valid_until_ms
             {
                 return Ok(Principal {
-                    tenant: verdict.tenant,
-                    who: verdict.who,
+                    verified: verdict.verified,
                     source,
-                    expires_at_ms: verdict.expires_at_ms,
                 });
             }
         }
@@ -246,12 +257,15 @@ impl TokenVerifier {
         // makes this verdict stale at once.
         let (tenant, who, expires_at, epoch) = verify_fully(identity, token).await?;
         let expires_at_ms = expires_at.saturating_mul(1000);
+        let verified = Arc::new(Verified {
+            tenant,
+            who,
+            expires_at_ms,
+        });
         if self.ttl_ms > 0 {
             let verdict = Verdict {
-                tenant: tenant.clone(),
-                who: who.clone(),
+                verified: verified.clone(),
                 valid_until_ms: expires_at_ms.min(now + self.ttl_ms),
-                expires_at_ms,
                 epoch,
             };
             if let Ok(mut cache) = self.cache.write() {
@@ -264,12 +278,7 @@ impl TokenVerifier {
                 cache.insert(key, verdict);
             }
         }
-        Ok(Principal {
-            tenant,
-            who,
-            source,
-            expires_at_ms,
-        })
+        Ok(Principal { verified, source })
     }
 }
 
