@@ -22,12 +22,21 @@ pub fn router() -> Router<AppState> {
 /// `GET /external-api/api/v1/me` (any key; beyond OpenFrame): which key this is and what it may
 /// do, so an integrator can check a key before wiring it in.
 async fn me(caller: KeyCaller) -> Response {
-    axum::Json(serde_json::json!({
-        "keyId": caller.key().id,
-        "tenantId": caller.tenant().as_str(),
-        "userId": caller.key().user_id,
-        "scopes": caller.key().scopes,
-    }))
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Me<'a> {
+        key_id: &'a str,
+        tenant_id: &'a str,
+        user_id: &'a str,
+        scopes: &'a [String],
+    }
+    let key = caller.key();
+    axum::Json(Me {
+        key_id: &key.id,
+        tenant_id: caller.tenant().as_str(),
+        user_id: &key.user_id,
+        scopes: &key.scopes,
+    })
     .into_response()
 }
 

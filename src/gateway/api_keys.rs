@@ -134,6 +134,10 @@ pub struct KeyChanges {
 pub struct KnownKey {
     pub tenant: TenantId,
     pub record: ApiKeyRecord,
+    /// The secret's MAC as bytes, and what every request of the key needs, worked out once.
+    mac: Vec<u8>,
+    limits: [u64; 3],
+    policy: HeaderValue,
 }
 
 /// The caller of an API-key request, as the handler sees it.
@@ -308,13 +312,42 @@ impl ApiKeys {
         })
     }
 
-    fn secret_mac(&self, key_id: &str, secret: &str) -> String {
+    fn secret_tag(&self, key_id: &str, secret: &str) -> hmac::Tag {
         // The id is part of the message, so a secret MAC copied to another key's row is useless.
         let mut context = hmac::Context::with_key(&self.mac);
         context.update(key_id.as_bytes());
         context.update(b".");
         context.update(secret.as_bytes());
-        hex(context.sign().as_ref())
+        context.sign()
+    }
+
+    fn secret_mac(&self, key_id: &str, secret: &str) -> String {
+        hex(self.secret_tag(key_id, secret).as_ref())
+    }
+
+    fn known(&self, tenant: TenantId, record: ApiKeyRecord) -> KnownKey {
+        let limit = |own: Option<u64>, default: Option<u64>| own.or(default).unwrap_or(u64::MAX);
+        let limits = [
+            limit(record.rate_limits.per_minute, self.defaults.per_minute),
+            limit(record.rate_limits.per_hour, self.defaults.per_hour),
+            limit(record.rate_limits.per_day, self.defaults.per_day),
+        ];
+        let policy = format!(
+            "\"minute\";q={};w=60, \"hour\";q={};w=3600, \"day\";q={};w=86400",
+            limits[0], limits[1], limits[2]
+        );
+        let mac = (0..record.secret_mac.len() / 2)
+            .filter_map(|at| {
+                u8::from_str_radix(record.secret_mac.get(at * 2..at * 2 + 2)?, 16).ok()
+            })
+            .collect();
+        KnownKey {
+            tenant,
+            record,
+            mac,
+            limits,
+            policy: HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("")),
+        }
     }
 
     /// Reads every tenant's keys into memory (at start, then to see other processes' changes).
@@ -345,10 +378,7 @@ impl ApiKeys {
                         serde_json::from_value(document.body).map_err(|error| {
                             DocumentError::Invalid(format!("stored API key: {error}"))
                         })?;
-                    let known = KnownKey {
-                        tenant: tenant.clone(),
-                        record,
-                    };
+                    let known = self.known(tenant.clone(), record);
                     loaded.insert(known.record.id.clone(), Arc::new(known));
                 }
             }
@@ -387,10 +417,7 @@ impl ApiKeys {
 
     fn remember(&self, tenant: &TenantId, record: &ApiKeyRecord) {
         if let Ok(mut index) = self.index.write() {
-            let known = KnownKey {
-                tenant: tenant.clone(),
-                record: record.clone(),
-            };
+            let known = self.known(tenant.clone(), record.clone());
             index.insert(record.id.clone(), Arc::new(known));
         }
     }
@@ -697,12 +724,12 @@ impl ApiKeys {
             .read()
             .ok()
             .and_then(|index| index.get(id).cloned());
-        let mac = self.secret_mac(id, secret);
+        let tag = self.secret_tag(id, secret);
         let Some(known) = found else {
             return Err(KeyRejected::Unknown);
         };
         let record = &known.record;
-        if !constant_time_eq(mac.as_bytes(), record.secret_mac.as_bytes()) {
+        if known.mac.len() != 32 || !constant_time_eq(tag.as_ref(), &known.mac) {
             return Err(KeyRejected::Unknown);
         }
         if !record.enabled {
@@ -718,25 +745,13 @@ impl ApiKeys {
     }
 
     /// Counts a request against the key's windows, unless one is full.
-    pub fn admit(&self, record: &ApiKeyRecord) -> Admission {
+    pub fn admit(&self, key: &KnownKey) -> Admission {
+        let record = &key.record;
         let now = self.clock.now_ms();
-        let limit = |own: Option<u64>, default: Option<u64>| own.or(default).unwrap_or(u64::MAX);
         let limits = [
-            (
-                "minute",
-                60,
-                limit(record.rate_limits.per_minute, self.defaults.per_minute),
-            ),
-            (
-                "hour",
-                3600,
-                limit(record.rate_limits.per_hour, self.defaults.per_hour),
-            ),
-            (
-                "day",
-                86_400,
-                limit(record.rate_limits.per_day, self.defaults.per_day),
-            ),
+            ("minute", 60, key.limits[0]),
+            ("hour", 3600, key.limits[1]),
+            ("day", 86_400, key.limits[2]),
         ];
         let Ok(mut all) = self.windows.lock() else {
             // Fail open, as OpenFrame does: a poisoned lock must not take the API down.
@@ -879,7 +894,7 @@ fn put(headers: &mut HeaderMap, name: &'static str, value: String) {
 
 /// OpenFrame's `X-RateLimit-*` headers and the IETF `RateLimit-Policy` / `RateLimit` fields
 /// (draft-ietf-httpapi-ratelimit-headers), the latter for the window closest to its limit.
-fn rate_headers(headers: &mut HeaderMap, windows: &[Window; 3], now: i64) {
+fn rate_headers(headers: &mut HeaderMap, windows: &[Window; 3], now: i64, policy: &HeaderValue) {
     use axum::http::HeaderName;
     // Header names are case-insensitive: OpenFrame's `X-RateLimit-Limit-Minute` is this one.
     const NAMES: [[HeaderName; 2]; 3] = [
@@ -900,15 +915,7 @@ fn rate_headers(headers: &mut HeaderMap, windows: &[Window; 3], now: i64) {
         headers.insert(limit, HeaderValue::from(window.limit));
         headers.insert(remaining, HeaderValue::from(window.remaining()));
     }
-    let [minute, hour, day] = windows;
-    put(
-        headers,
-        "ratelimit-policy",
-        format!(
-            "\"minute\";q={};w=60, \"hour\";q={};w=3600, \"day\";q={};w=86400",
-            minute.limit, hour.limit, day.limit
-        ),
-    );
+    headers.insert("ratelimit-policy", policy.clone());
     if let Some(tightest) = windows.iter().min_by_key(|window| window.remaining()) {
         put(
             headers,
@@ -975,10 +982,10 @@ pub async fn authenticate(
         })
         .into_response()
     } else {
-        match keys.admit(record) {
+        match keys.admit(&known) {
             Admission::Limited(windows, retry_after) => {
                 let mut response = ApiError::RateLimited { retry_after }.into_response();
-                rate_headers(response.headers_mut(), &windows, now);
+                rate_headers(response.headers_mut(), &windows, now, &known.policy);
                 response
             }
             Admission::Allowed(windows) => {
@@ -986,7 +993,7 @@ pub async fn authenticate(
                 // who called.
                 request.extensions_mut().insert(KeyCaller(known.clone()));
                 let mut response = next.run(request).await;
-                rate_headers(response.headers_mut(), &windows, now);
+                rate_headers(response.headers_mut(), &windows, now, &known.policy);
                 response
             }
         }
