@@ -137,7 +137,12 @@ pub struct KnownKey {
     /// The secret's MAC as bytes, and what every request of the key needs, worked out once.
     mac: Vec<u8>,
     limits: [u64; 3],
+    limit_values: [HeaderValue; 3],
     policy: HeaderValue,
+    /// The secret, once a request has proven it against the MAC: later requests compare with
+    /// it (constant time) instead of computing an HMAC. In memory only; a regenerated key is a
+    /// new entry, so it cannot outlive its secret.
+    proven: std::sync::OnceLock<Box<str>>,
 }
 
 /// The caller of an API-key request, as the handler sees it.
@@ -346,7 +351,9 @@ impl ApiKeys {
             record,
             mac,
             limits,
+            limit_values: limits.map(HeaderValue::from),
             policy: HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("")),
+            proven: std::sync::OnceLock::new(),
         }
     }
 
@@ -724,13 +731,22 @@ impl ApiKeys {
             .read()
             .ok()
             .and_then(|index| index.get(id).cloned());
-        let tag = self.secret_tag(id, secret);
         let Some(known) = found else {
+            // The same work as for a known key, so timing does not tell ids apart.
+            let _ = self.secret_tag(id, secret);
             return Err(KeyRejected::Unknown);
         };
         let record = &known.record;
-        if known.mac.len() != 32 || !constant_time_eq(tag.as_ref(), &known.mac) {
-            return Err(KeyRejected::Unknown);
+        let proven = known
+            .proven
+            .get()
+            .is_some_and(|proven| constant_time_eq(proven.as_bytes(), secret.as_bytes()));
+        if !proven {
+            let tag = self.secret_tag(id, secret);
+            if known.mac.len() != 32 || !constant_time_eq(tag.as_ref(), &known.mac) {
+                return Err(KeyRejected::Unknown);
+            }
+            let _ = known.proven.set(secret.into());
         }
         if !record.enabled {
             return Err(KeyRejected::Disabled);
@@ -894,7 +910,7 @@ fn put(headers: &mut HeaderMap, name: &'static str, value: String) {
 
 /// OpenFrame's `X-RateLimit-*` headers and the IETF `RateLimit-Policy` / `RateLimit` fields
 /// (draft-ietf-httpapi-ratelimit-headers), the latter for the window closest to its limit.
-fn rate_headers(headers: &mut HeaderMap, windows: &[Window; 3], now: i64, policy: &HeaderValue) {
+fn rate_headers(headers: &mut HeaderMap, windows: &[Window; 3], now: i64, key: &KnownKey) {
     use axum::http::HeaderName;
     // Header names are case-insensitive: OpenFrame's `X-RateLimit-Limit-Minute` is this one.
     const NAMES: [[HeaderName; 2]; 3] = [
@@ -911,11 +927,11 @@ fn rate_headers(headers: &mut HeaderMap, windows: &[Window; 3], now: i64, policy
             HeaderName::from_static("x-ratelimit-remaining-day"),
         ],
     ];
-    for (window, [limit, remaining]) in windows.iter().zip(NAMES) {
-        headers.insert(limit, HeaderValue::from(window.limit));
+    for ((window, [limit, remaining]), value) in windows.iter().zip(NAMES).zip(&key.limit_values) {
+        headers.insert(limit, value.clone());
         headers.insert(remaining, HeaderValue::from(window.remaining()));
     }
-    headers.insert("ratelimit-policy", policy.clone());
+    headers.insert("ratelimit-policy", key.policy.clone());
     if let Some(tightest) = windows.iter().min_by_key(|window| window.remaining()) {
         put(
             headers,
@@ -985,7 +1001,7 @@ pub async fn authenticate(
         match keys.admit(&known) {
             Admission::Limited(windows, retry_after) => {
                 let mut response = ApiError::RateLimited { retry_after }.into_response();
-                rate_headers(response.headers_mut(), &windows, now, &known.policy);
+                rate_headers(response.headers_mut(), &windows, now, &known);
                 response
             }
             Admission::Allowed(windows) => {
@@ -993,7 +1009,7 @@ pub async fn authenticate(
                 // who called.
                 request.extensions_mut().insert(KeyCaller(known.clone()));
                 let mut response = next.run(request).await;
-                rate_headers(response.headers_mut(), &windows, now, &known.policy);
+                rate_headers(response.headers_mut(), &windows, now, &known);
                 response
             }
         }
