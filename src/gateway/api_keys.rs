@@ -29,7 +29,7 @@ use openframe_storage::{DocumentStore, TenantStore};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::identity::crypto::{constant_time_eq, fill_random};
+use crate::identity::crypto::{constant_time_eq, fill_random, hex};
 use crate::identity::{IdentityError, crypto::MasterKey};
 use crate::startup::AppState;
 
@@ -242,16 +242,6 @@ pub fn parse_key(raw: &str) -> Result<(&str, &str), KeyRejected> {
         return Err(KeyRejected::Malformed);
     }
     Ok((id, secret))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    text
 }
 
 fn random_hex(bytes: usize) -> anyhow::Result<String> {

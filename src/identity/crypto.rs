@@ -171,7 +171,7 @@ pub fn random_uuid() -> anyhow::Result<String> {
     fill_random(&mut b)?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|byte| format!("{byte:02x}")).collect();
+    let hex = hex(&b);
     Ok(format!(
         "{}-{}-{}-{}-{}",
         &hex[0..8],
@@ -182,13 +182,20 @@ pub fn random_uuid() -> anyhow::Result<String> {
     ))
 }
 
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    text
+}
+
 /// SHA-256 as lowercase hex: how presented secrets are stored and looked up.
 pub fn sha256_hex(input: &[u8]) -> String {
-    digest(&SHA256, input)
-        .as_ref()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex(digest(&SHA256, input).as_ref())
 }
 
 pub fn sha256(input: &[u8]) -> Vec<u8> {
