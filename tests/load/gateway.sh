@@ -29,26 +29,6 @@ threads=${THREADS:-2}
 connections=${CONNECTIONS:-32}
 tenant=bench
 
-[ -x "$binary" ] || { echo "no executable at $binary" >&2; exit 1; }
-for tool in wrk curl python3; do
-  command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
-done
-
-work=$(mktemp -d)
-data=$work/data
-server=""
-stop_server() {
-  if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
-    kill -TERM "$server"
-    wait "$server" 2>/dev/null || true
-  fi
-  server=""
-}
-cleanup() {
-  stop_server
-  if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
 source "$here/lib.sh"
 
 # --- Set up: a tenant, a client for client_credentials tokens, an API key without limits. ---

@@ -31,23 +31,6 @@ tenant=bench
 email=owner@bench.example
 password='Bench-pass1!'
 
-[ -x "$binary" ] || { echo "no executable at $binary" >&2; exit 1; }
-for tool in wrk curl python3; do
-  command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
-done
-
-work=$(mktemp -d)
-data=$work/data
-server=""
-cleanup() {
-  if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
-    kill -TERM "$server"
-    wait "$server" 2>/dev/null || true
-  fi
-  if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
-}
-trap cleanup EXIT
-
 source "$here/lib.sh"
 
 # --- Set up: tenant + owner, a confidential client with the three grants, and the server. ---

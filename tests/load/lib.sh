@@ -1,6 +1,28 @@
-# Shared by the load scripts (sourced): free ports, CPU accounting, the wrk runner and the
-# summary. The sourcing script sets: here (this folder), work (a scratch dir), server (the
-# appliance's pid, once started), threads, duration.
+# Shared by the load scripts (sourced once their settings are read): checks the tools, makes the
+# scratch dir ($work, with $data for the appliance), stops the server ($server) on exit, and
+# provides free ports, CPU accounting, the wrk runner and the summary. The sourcing script sets:
+# here (this folder), binary, threads, duration.
+
+[ -x "$binary" ] || { echo "no executable at $binary" >&2; exit 1; }
+for tool in wrk curl python3; do
+  command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
+done
+
+work=$(mktemp -d)
+data=$work/data
+server=""
+stop_server() {
+  if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then
+    kill -TERM "$server"
+    wait "$server" 2>/dev/null || true
+  fi
+  server=""
+}
+cleanup() {
+  stop_server
+  if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
