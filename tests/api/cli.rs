@@ -85,10 +85,12 @@ impl Served {
         assert!(status.success());
     }
 
-    /// Waits for exit and returns the status with every log line printed.
+    /// Waits for exit and returns the status with every log line printed. The lines are read
+    /// until the pipe closes: the reader thread may still hold the last ones when the child has
+    /// already exited.
     fn wait(&mut self) -> (std::process::ExitStatus, Vec<String>) {
         let status = self.child.wait().unwrap();
-        (status, self.log.try_iter().collect())
+        (status, self.log.iter().collect())
     }
 }
 
