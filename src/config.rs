@@ -24,6 +24,7 @@ pub struct Config {
     pub identity: IdentitySection,
     pub mail: MailSection,
     pub gateway: GatewaySection,
+    pub stream: StreamSection,
     pub log: LogConfig,
 }
 
@@ -286,6 +287,44 @@ impl GatewaySection {
                 self.http_redirect_listen
             )
         })
+    }
+}
+
+/// The event pipeline: ingest limits, backpressure, the Fleet join and log retention.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSection {
+    /// The largest single event accepted by ingest, in bytes; larger ones are refused with a
+    /// reason (and kept in the dead-letter topic).
+    pub max_event_bytes: u64,
+    /// When this many accepted events wait to be processed, ingest answers 503 with
+    /// `Retry-After` instead of growing the backlog.
+    pub max_backlog_events: u64,
+    /// How long a Fleet activity waits for its `host_activities` row before it is logged
+    /// without a host (OpenFrame's join window is 5 s).
+    pub fleet_join_window_ms: u64,
+    /// How often the pipeline makes its progress durable: the search index is committed and
+    /// consumer offsets are written. After a crash, at most this much work is redone.
+    pub checkpoint_interval_ms: u64,
+    /// Records a consumer takes from the log at once.
+    pub consumer_batch: u64,
+    /// Unified log entries older than this are deleted (OpenFrame's Pinot retention).
+    pub log_retention_days: u64,
+    /// Raw tool events are kept this long in the event log.
+    pub raw_retention_days: u64,
+}
+
+impl Default for StreamSection {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: 128 * 1024,
+            max_backlog_events: 1_000_000,
+            fleet_join_window_ms: 5_000,
+            checkpoint_interval_ms: 250,
+            consumer_batch: 2_000,
+            log_retention_days: 60,
+            raw_retention_days: 7,
+        }
     }
 }
 
@@ -660,6 +699,54 @@ impl Config {
             ),
         ];
         for (key, value, low, high) in limits {
+            if !(low..=high).contains(&value) {
+                return Err(invalid(
+                    key,
+                    format!("{value} is out of range {low}..={high}"),
+                ));
+            }
+        }
+        let stream = &self.stream;
+        let stream_limits = [
+            (
+                "stream.max_event_bytes",
+                stream.max_event_bytes,
+                1024,
+                u64::try_from(openframe_storage::log::MAX_RECORD_BYTES).unwrap_or(u64::MAX),
+            ),
+            (
+                "stream.max_backlog_events",
+                stream.max_backlog_events,
+                1_000,
+                u64::MAX,
+            ),
+            (
+                "stream.fleet_join_window_ms",
+                stream.fleet_join_window_ms,
+                0,
+                3_600_000,
+            ),
+            (
+                "stream.checkpoint_interval_ms",
+                stream.checkpoint_interval_ms,
+                10,
+                60_000,
+            ),
+            ("stream.consumer_batch", stream.consumer_batch, 1, 100_000),
+            (
+                "stream.log_retention_days",
+                stream.log_retention_days,
+                1,
+                36_500,
+            ),
+            (
+                "stream.raw_retention_days",
+                stream.raw_retention_days,
+                1,
+                36_500,
+            ),
+        ];
+        for (key, value, low, high) in stream_limits {
             if !(low..=high).contains(&value) {
                 return Err(invalid(
                     key,

@@ -39,6 +39,9 @@ pub enum ApiError {
     BadGateway(String),
     #[error("{0}")]
     GatewayTimeout(String),
+    /// The appliance is behind (e.g. the event pipeline's backlog is full); retry later.
+    #[error("{0}")]
+    Overloaded(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -79,6 +82,7 @@ impl ApiError {
             }
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             ApiError::GatewayTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+            ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }

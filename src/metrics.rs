@@ -35,6 +35,13 @@ pub struct IdentityEventLabels {
     pub event: &'static str,
 }
 
+/// What happened to events in the pipeline: `accepted`, `rejected`, `skipped` (ingest);
+/// `logged`, `unattributed`, `dead_lettered` (processing).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamEventLabels {
+    pub outcome: &'static str,
+}
+
 /// Every metric the appliance exports, registered once.
 #[derive(Debug)]
 pub struct Metrics {
@@ -45,6 +52,9 @@ pub struct Metrics {
     pub tls_handshake_failures: Counter,
     pub open_connections: Gauge,
     pub identity_events: Family<IdentityEventLabels, Counter>,
+    pub stream_events: Family<StreamEventLabels, Counter>,
+    /// Accepted events not yet processed by the pipeline.
+    pub stream_backlog: Gauge,
 }
 
 impl Metrics {
@@ -93,6 +103,18 @@ impl Metrics {
             "Security-relevant identity events (signin_failed, signin_throttled, code_replayed, refresh_reused, client_auth_failed)",
             identity_events.clone(),
         );
+        let stream_events = Family::<StreamEventLabels, Counter>::default();
+        registry.register(
+            "stream_events",
+            "Tool events by outcome (accepted, rejected, skipped, logged, unattributed, dead_lettered)",
+            stream_events.clone(),
+        );
+        let stream_backlog = Gauge::default();
+        registry.register(
+            "stream_backlog",
+            "Accepted tool events waiting to be processed",
+            stream_backlog.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http_requests,
@@ -101,6 +123,8 @@ impl Metrics {
             tls_handshake_failures,
             open_connections,
             identity_events,
+            stream_events,
+            stream_backlog,
         })
     }
 

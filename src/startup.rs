@@ -26,7 +26,9 @@ use crate::gateway::api_keys::ApiKeys;
 use crate::gateway::tools::ToolRegistry;
 use crate::identity::Identity;
 use crate::identity::http::PeerAddr;
+use crate::inventory::Inventory;
 use crate::metrics::Metrics;
+use crate::stream::Stream;
 use crate::tls::CertificateFiles;
 
 /// What every handler may need. Cheap to clone.
@@ -41,6 +43,10 @@ pub struct AppState {
     pub identity: Arc<Identity>,
     /// The edge: token verification, API keys, tools.
     pub gateway: Arc<Gateway>,
+    /// Organizations, machines and tool connections (enrichment's source).
+    pub inventory: Arc<Inventory>,
+    /// The event pipeline: ingest, and the worker spawned by `run_until_stopped`.
+    pub stream: Arc<Stream>,
 }
 
 /// A built appliance: listeners bound, stores open, not yet serving.
@@ -127,9 +133,24 @@ impl Application {
             }
         };
 
+        let inventory = Arc::new(Inventory::new(
+            storage.documents.clone(),
+            storage.analytics.clone(),
+            identity.clock.clone(),
+        ));
+        let stream = Arc::new(Stream::new(
+            storage.clone(),
+            inventory.clone(),
+            config.stream.clone(),
+            identity.clock.clone(),
+            metrics.clone(),
+        ));
+
         Ok(Application {
             state: AppState {
                 storage,
+                inventory,
+                stream,
                 metrics,
                 stopping: Arc::new(AtomicBool::new(false)),
                 config: Arc::new(config),
@@ -254,6 +275,9 @@ impl Application {
                 }
             }
         });
+        // The event pipeline runs until the last request is drained, then checkpoints.
+        let stream_stop = CancellationToken::new();
+        let stream_worker = state.stream.spawn_worker(stream_stop.clone());
         let redirect_task = redirect.map(|listener| {
             tracing::info!(http = %crate::gateway::edge::describe(&listener), "redirecting plain HTTP to HTTPS");
             tokio::spawn(crate::gateway::edge::serve_redirects(
@@ -342,6 +366,10 @@ impl Application {
         // stores close.
         flush_stop.cancel();
         let _ = flusher.await;
+        stream_stop.cancel();
+        if let Err(error) = stream_worker.await {
+            tracing::warn!(%error, "the event pipeline task failed");
+        }
         admin_stop.cancel();
         if let Some(task) = redirect_task {
             let _ = task.await;

@@ -94,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ws/tools/{tool}/{*rest}", get(proxy::admin_ws))
         .merge(crate::api::router())
         .merge(crate::external_api::router())
+        .merge(crate::stream::http::router())
         .merge(identity)
         .fallback(not_found)
         // Layers run bottom-up for a request: the access check is the last thing before routing.

@@ -13,3 +13,4 @@ mod gateway;
 mod health;
 mod identity;
 mod shutdown;
+mod stream;

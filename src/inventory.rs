@@ -1,0 +1,421 @@
+//! The tenant's inventory as the event pipeline needs it: organizations (customers), machines and
+//! their tool connections, stored in the document store under OpenFrame's collection names, with
+//! an in-memory directory per tenant for enrichment (OpenFrame keeps it in Redis).
+//!
+//! Every write goes through [`Inventory`], which updates the store first and the directory after,
+//! so the directory never shows something the store does not hold. The device APIs and agent
+//! management build on these calls; they do not write the collections themselves.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use openframe_storage::analytics::DeviceRow;
+use openframe_storage::documents::MAX_LIST;
+use openframe_storage::error::DocumentError;
+use openframe_storage::model::{Collection, DocumentId};
+use openframe_storage::{Analytics, Clock, DocumentStore, TenantId};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Invalid;
+use crate::stream::tools::DeviceRef;
+
+const ORGANIZATIONS: &str = "organizations";
+const MACHINES: &str = "machines";
+const TOOL_CONNECTIONS: &str = "tool_connections";
+
+/// A customer of the MSP (OpenFrame's organization).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Organization {
+    pub organization_id: String,
+    pub name: String,
+}
+
+/// A managed device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Machine {
+    pub machine_id: String,
+    pub hostname: String,
+    pub organization_id: Option<String>,
+    /// `PENDING`, `ONLINE`, `OFFLINE`, … (OpenFrame's `DeviceStatus`).
+    pub status: String,
+    /// `DESKTOP`, `LAPTOP`, `SERVER`, … (OpenFrame's `DeviceType`).
+    pub device_type: String,
+    /// `WINDOWS`, `MAC_OS`, `LINUX`.
+    pub os_type: String,
+    /// `key:value` tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// A machine's identity inside one tool: MeshCentral's `node//…`, Fleet's numeric host id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ToolConnection {
+    pub machine_id: String,
+    /// `MESHCENTRAL`, `FLEET_MDM`, `OPENFRAME_RMM`.
+    pub tool_type: String,
+    pub agent_tool_id: String,
+    /// `CONNECTED`, `DISCONNECTED`, `ERROR`.
+    pub status: String,
+    pub connected_at: i64,
+}
+
+/// Who an event concerns, as far as the inventory knows.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Attribution {
+    pub machine_id: Option<String>,
+    pub hostname: Option<String>,
+    pub organization_id: Option<String>,
+    pub organization_name: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the inventory store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<DocumentError> for InventoryError {
+    fn from(error: DocumentError) -> Self {
+        match error {
+            DocumentError::NotFound { what } => InventoryError::NotFound(what),
+            other => InventoryError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<openframe_storage::error::AnalyticsError> for InventoryError {
+    fn from(error: openframe_storage::error::AnalyticsError) -> Self {
+        InventoryError::Unavailable(error.to_string())
+    }
+}
+
+/// One tenant's inventory in memory.
+#[derive(Debug, Default)]
+struct Directory {
+    organizations: HashMap<String, Organization>,
+    machines: HashMap<String, Machine>,
+    /// `(tool_type, agent_tool_id)` → the latest connection (OpenFrame: order by `connectedAt`).
+    connections: HashMap<(String, String), ToolConnection>,
+}
+
+impl Directory {
+    fn connect(&mut self, connection: ToolConnection) {
+        let key = (
+            connection.tool_type.clone(),
+            connection.agent_tool_id.clone(),
+        );
+        match self.connections.get(&key) {
+            Some(known) if known.connected_at > connection.connected_at => {}
+            _ => {
+                self.connections.insert(key, connection);
+            }
+        }
+    }
+
+    fn attribute(&self, device: &DeviceRef) -> Attribution {
+        let machine_id = match device {
+            DeviceRef::Machine(id) => Some(id.clone()),
+            DeviceRef::AgentToolId { tool_type, id } => self
+                .connections
+                .get(&((*tool_type).to_owned(), id.clone()))
+                .map(|connection| connection.machine_id.clone()),
+        };
+        let machine = machine_id.as_ref().and_then(|id| self.machines.get(id));
+        let organization = machine
+            .and_then(|machine| machine.organization_id.as_ref())
+            .and_then(|id| self.organizations.get(id));
+        Attribution {
+            machine_id: machine
+                .map(|machine| machine.machine_id.clone())
+                .or(machine_id),
+            hostname: machine.map(|machine| machine.hostname.clone()),
+            organization_id: machine.and_then(|machine| machine.organization_id.clone()),
+            organization_name: organization.map(|organization| organization.name.clone()),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Inventory {
+    documents: Arc<dyn DocumentStore>,
+    analytics: Arc<dyn Analytics>,
+    clock: Arc<dyn Clock>,
+    directories: RwLock<HashMap<TenantId, Arc<RwLock<Directory>>>>,
+    /// Loads and writes take turns, so a load never misses a write that raced it.
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl Inventory {
+    pub fn new(
+        documents: Arc<dyn DocumentStore>,
+        analytics: Arc<dyn Analytics>,
+        clock: Arc<dyn Clock>,
+    ) -> Inventory {
+        Inventory {
+            documents,
+            analytics,
+            clock,
+            directories: RwLock::new(HashMap::new()),
+            writing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub async fn put_organization(
+        &self,
+        tenant: &TenantId,
+        organization: Organization,
+    ) -> Result<(), InventoryError> {
+        let id = document_id("organizationId", &organization.organization_id)?;
+        if organization.name.trim().is_empty() {
+            return Err(Invalid::new("name", "must not be empty").into());
+        }
+        let _turn = self.writing.lock().await;
+        self.store(tenant, ORGANIZATIONS, &id, &organization)
+            .await?;
+        if let Some(directory) = self.loaded(tenant) {
+            write(&directory)
+                .organizations
+                .insert(organization.organization_id.clone(), organization);
+        }
+        Ok(())
+    }
+
+    /// Inserts or replaces a machine, and its row in the analytics `devices` table.
+    pub async fn put_machine(
+        &self,
+        tenant: &TenantId,
+        machine: Machine,
+    ) -> Result<(), InventoryError> {
+        let id = document_id("machineId", &machine.machine_id)?;
+        let _turn = self.writing.lock().await;
+        self.store(tenant, MACHINES, &id, &machine).await?;
+        let tag_keys = machine
+            .tags
+            .iter()
+            .map(|tag| {
+                tag.split_once(':')
+                    .map_or(tag.as_str(), |(key, _)| key)
+                    .to_owned()
+            })
+            .collect();
+        self.analytics
+            .upsert_devices(
+                tenant,
+                vec![DeviceRow {
+                    machine_id: machine.machine_id.clone(),
+                    status: machine.status.clone(),
+                    device_type: machine.device_type.clone(),
+                    os_type: machine.os_type.clone(),
+                    organization_id: machine.organization_id.clone(),
+                    tags: tag_keys,
+                    tag_key_values: machine.tags.clone(),
+                    ingestion_time: self.clock.now_ms(),
+                }],
+            )
+            .await?;
+        if let Some(directory) = self.loaded(tenant) {
+            write(&directory)
+                .machines
+                .insert(machine.machine_id.clone(), machine);
+        }
+        Ok(())
+    }
+
+    /// Records that `machine_id` is `agent_tool_id` inside a tool (OpenFrame's unique
+    /// `{tenantId, machineId, toolType}`: a machine has one connection per tool).
+    pub async fn connect_tool(
+        &self,
+        tenant: &TenantId,
+        connection: ToolConnection,
+    ) -> Result<(), InventoryError> {
+        if connection.agent_tool_id.is_empty() || connection.agent_tool_id.len() > 256 {
+            return Err(Invalid::new("agentToolId", "must be 1 to 256 characters").into());
+        }
+        let id = document_id(
+            "machineId",
+            &format!("{}:{}", connection.machine_id, connection.tool_type),
+        )?;
+        let _turn = self.writing.lock().await;
+        let machine = document_id("machineId", &connection.machine_id)?;
+        if self
+            .documents
+            .get(tenant, &collection(MACHINES)?, &machine)
+            .await?
+            .is_none()
+        {
+            return Err(InventoryError::NotFound(format!(
+                "machine {:?} does not exist",
+                connection.machine_id
+            )));
+        }
+        self.store(tenant, TOOL_CONNECTIONS, &id, &connection)
+            .await?;
+        if let Some(directory) = self.loaded(tenant) {
+            write(&directory).connect(connection);
+        }
+        Ok(())
+    }
+
+    /// The machine, hostname and organization an event concerns. Unknown devices give what is
+    /// known (perhaps nothing); only the store failing is an error.
+    pub async fn attribute(
+        &self,
+        tenant: &TenantId,
+        device: &DeviceRef,
+    ) -> Result<Attribution, InventoryError> {
+        let directory = self.directory(tenant).await?;
+        let attribution = read(&directory).attribute(device);
+        Ok(attribution)
+    }
+
+    fn loaded(&self, tenant: &TenantId) -> Option<Arc<RwLock<Directory>>> {
+        self.directories
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(tenant)
+            .cloned()
+    }
+
+    async fn directory(&self, tenant: &TenantId) -> Result<Arc<RwLock<Directory>>, InventoryError> {
+        if let Some(directory) = self.loaded(tenant) {
+            return Ok(directory);
+        }
+        let _turn = self.writing.lock().await;
+        if let Some(directory) = self.loaded(tenant) {
+            return Ok(directory);
+        }
+        let mut directory = Directory::default();
+        for organization in self.all::<Organization>(tenant, ORGANIZATIONS).await? {
+            directory
+                .organizations
+                .insert(organization.organization_id.clone(), organization);
+        }
+        for machine in self.all::<Machine>(tenant, MACHINES).await? {
+            directory
+                .machines
+                .insert(machine.machine_id.clone(), machine);
+        }
+        for connection in self.all::<ToolConnection>(tenant, TOOL_CONNECTIONS).await? {
+            directory.connect(connection);
+        }
+        let directory = Arc::new(RwLock::new(directory));
+        self.directories
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(tenant.clone(), directory.clone());
+        Ok(directory)
+    }
+
+    async fn all<T: serde::de::DeserializeOwned>(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+    ) -> Result<Vec<T>, InventoryError> {
+        let collection = collection(name)?;
+        let mut found = Vec::new();
+        let mut after: Option<DocumentId> = None;
+        loop {
+            let page = self
+                .documents
+                .list(tenant, &collection, after.as_ref(), MAX_LIST)
+                .await?;
+            let full = page.len() == MAX_LIST;
+            after = page.last().map(|document| document.id.clone());
+            for document in page {
+                match serde_json::from_value(document.body) {
+                    Ok(record) => found.push(record),
+                    Err(error) => tracing::warn!(
+                        %tenant, collection = name, id = %document.id, %error,
+                        "skipping an unreadable inventory document"
+                    ),
+                }
+            }
+            if !full {
+                return Ok(found);
+            }
+        }
+    }
+
+    async fn store<T: Serialize>(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        id: &DocumentId,
+        record: &T,
+    ) -> Result<(), InventoryError> {
+        let body = serde_json::to_value(record)
+            .map_err(|error| InventoryError::Unavailable(error.to_string()))?;
+        self.documents
+            .replace(tenant, &collection(name)?, id, &body, None)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The names above are constants that satisfy the rule (a unit test parses each).
+fn collection(name: &str) -> Result<Collection, InventoryError> {
+    Collection::parse(name).map_err(|error| InventoryError::Unavailable(error.to_string()))
+}
+
+fn document_id(field: &'static str, value: &str) -> Result<DocumentId, Invalid> {
+    DocumentId::parse(value).map_err(|_| Invalid::new(field, DocumentId::RULE))
+}
+
+fn read(directory: &RwLock<Directory>) -> std::sync::RwLockReadGuard<'_, Directory> {
+    directory
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write(directory: &RwLock<Directory>) -> std::sync::RwLockWriteGuard<'_, Directory> {
+    directory
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collection_names_are_valid() {
+        for name in [ORGANIZATIONS, MACHINES, TOOL_CONNECTIONS] {
+            assert!(Collection::parse(name).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_latest_connection_of_an_agent_tool_id_wins() {
+        let mut directory = Directory::default();
+        let connection = |machine: &str, at: i64| ToolConnection {
+            machine_id: machine.into(),
+            tool_type: "FLEET_MDM".into(),
+            agent_tool_id: "41".into(),
+            status: "CONNECTED".into(),
+            connected_at: at,
+        };
+        directory.connect(connection("old", 1));
+        directory.connect(connection("new", 2));
+        directory.connect(connection("older", 0));
+        let device = DeviceRef::AgentToolId {
+            tool_type: "FLEET_MDM",
+            id: "41".into(),
+        };
+        assert_eq!(
+            directory.attribute(&device).machine_id.as_deref(),
+            Some("new")
+        );
+        let other = DeviceRef::AgentToolId {
+            tool_type: "MESHCENTRAL",
+            id: "41".into(),
+        };
+        assert_eq!(directory.attribute(&other), Attribution::default());
+    }
+}

@@ -1,0 +1,160 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use openframe::inventory::{Machine, Organization, ToolConnection};
+use openframe_storage::TenantId;
+use openframe_storage::analytics::{LogFilter, LogRow};
+use reqwest::StatusCode;
+
+use crate::gateway::support::{create_key, tenant};
+use crate::helpers::TestApp;
+
+/// A fixture from the shared, read-only fixtures folder.
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+}
+
+pub(crate) const MESH_WS_001: &str = "node//QmF4dGlvbkFnZW50MDAxQUJDREVGRzEyMzQ1Njc4OTA";
+pub(crate) const MESH_SRV_01: &str = "node//QmF4dGlvbkFnZW50MDAyWllYV1ZVVFM5ODc2NTQzMjE";
+
+/// Acme's customer and three devices, connected to MeshCentral and Fleet under the ids the
+/// fixtures use.
+pub(crate) async fn seed_inventory(app: &TestApp, tenant_id: &str) {
+    let tenant = tenant(tenant_id);
+    let inventory = &app.state.inventory;
+    inventory
+        .put_organization(
+            &tenant,
+            Organization {
+                organization_id: "org-acme".into(),
+                name: "Acme Corp".into(),
+            },
+        )
+        .await
+        .unwrap();
+    for (machine, hostname) in [
+        ("m-ws-001", "ACME-WS-001"),
+        ("m-srv-01", "ACME-SRV-01"),
+        ("m-mbp-07", "ACME-MBP-07"),
+    ] {
+        inventory
+            .put_machine(
+                &tenant,
+                Machine {
+                    machine_id: machine.into(),
+                    hostname: hostname.into(),
+                    organization_id: Some("org-acme".into()),
+                    status: "ONLINE".into(),
+                    device_type: "DESKTOP".into(),
+                    os_type: "WINDOWS".into(),
+                    tags: vec!["site:hq".into()],
+                },
+            )
+            .await
+            .unwrap();
+    }
+    for (machine, tool_type, agent_tool_id) in [
+        ("m-ws-001", "MESHCENTRAL", MESH_WS_001),
+        ("m-srv-01", "MESHCENTRAL", MESH_SRV_01),
+        ("m-ws-001", "FLEET_MDM", "41"),
+        ("m-mbp-07", "FLEET_MDM", "57"),
+    ] {
+        inventory
+            .connect_tool(
+                &tenant,
+                ToolConnection {
+                    machine_id: machine.into(),
+                    tool_type: tool_type.into(),
+                    agent_tool_id: agent_tool_id.into(),
+                    status: "CONNECTED".into(),
+                    connected_at: 1,
+                },
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// An API key of the tenant whose admin token is given, with only the `ingest` scope.
+pub(crate) async fn ingest_key(app: &TestApp, admin_token: &str) -> String {
+    let (_, key, _) = create_key(
+        app,
+        admin_token,
+        serde_json::json!({"name": "debezium", "scopes": ["ingest"]}),
+    )
+    .await;
+    key
+}
+
+/// Posts `body` to the ingest endpoint as NDJSON; returns the status and the JSON answer.
+pub(crate) async fn ingest(
+    app: &TestApp,
+    key: &str,
+    message_type: &str,
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value) {
+    ingest_as(app, key, message_type, "application/x-ndjson", body).await
+}
+
+pub(crate) async fn ingest_as(
+    app: &TestApp,
+    key: &str,
+    message_type: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (StatusCode, serde_json::Value) {
+    let response = app
+        .client
+        .post(app.https_url("/ingest/v1/debezium"))
+        .header("x-api-key", key)
+        .header("message-type", message_type)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap())
+}
+
+/// Waits until the pipeline has processed everything accepted so far and checkpointed, so every
+/// store shows it. Fails the test after 20 s.
+pub(crate) async fn settle(app: &TestApp) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if app.state.stream.is_idle() {
+            app.state.storage.search.refresh().await.unwrap();
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pipeline did not settle; backlog {}",
+            app.state.stream.backlog()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every log row of the tenant, newest first.
+pub(crate) async fn rows(app: &TestApp, tenant_id: &str) -> Vec<LogRow> {
+    let tenant = TenantId::parse(tenant_id).unwrap();
+    app.state
+        .storage
+        .analytics
+        .query_logs(&tenant, &LogFilter::default(), None, 1000)
+        .await
+        .unwrap()
+}
+
+/// The row whose summary starts with `summary`; fails when there is not exactly one.
+pub(crate) fn row<'a>(rows: &'a [LogRow], summary: &str) -> &'a LogRow {
+    let found: Vec<&LogRow> = rows
+        .iter()
+        .filter(|row| row.summary.starts_with(summary))
+        .collect();
+    assert_eq!(found.len(), 1, "rows starting {summary:?}: {found:#?}");
+    found[0]
+}
