@@ -11,6 +11,8 @@
 //! - [`gateway`]: the public HTTPS edge (access rules, tokens, API keys, limits, tool proxy);
 //!   [`api`]: the technician API (`/api`); [`external_api`]: the integrators' API;
 //!   [`admin`]: health and metrics on loopback.
+//! - [`inventory`]: organizations, machines and tool connections, with the in-memory directory
+//!   enrichment reads; [`stream`]: the event pipeline (ingest, per-tool mappers, the worker).
 //! - [`error`]: the one table mapping errors to HTTP; [`metrics`], [`telemetry`]: observability.
 //! - [`ops`]: `doctor` and `healthcheck`.
 //!
