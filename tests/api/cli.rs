@@ -6,7 +6,7 @@ use tempfile::TempDir;
 
 const BIN: &str = env!("CARGO_BIN_EXE_openframe");
 
-fn openframe(args: &[&str]) -> Output {
+pub(crate) fn openframe(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
         .env_remove("RUST_LOG")
@@ -19,14 +19,14 @@ fn stderr_of(output: &Output) -> String {
 }
 
 /// A `openframe serve` child process and the addresses it logged.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    https: String,
-    admin: String,
+    pub(crate) https: String,
+    pub(crate) admin: String,
     log: std::sync::mpsc::Receiver<String>,
 }
 
-fn serve(data_dir: &Path) -> Served {
+pub(crate) fn serve(data_dir: &Path) -> Served {
     let mut child = Command::new(BIN)
         .args([
             "serve",
@@ -76,7 +76,7 @@ fn serve(data_dir: &Path) -> Served {
 }
 
 impl Served {
-    fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
@@ -88,7 +88,7 @@ impl Served {
     /// Waits for exit and returns the status with every log line printed. The lines are read
     /// until the pipe closes: the reader thread may still hold the last ones when the child has
     /// already exited.
-    fn wait(&mut self) -> (std::process::ExitStatus, Vec<String>) {
+    pub(crate) fn wait(&mut self) -> (std::process::ExitStatus, Vec<String>) {
         let status = self.child.wait().unwrap();
         (status, self.log.iter().collect())
     }

@@ -3,4 +3,5 @@
 
 pub(crate) mod support;
 
+mod crash;
 mod ingest;
