@@ -78,6 +78,9 @@ pub struct StorageSection {
     pub mongo_uri: String,
     /// With `events = "kafka"`: `host:port[,host:port...]`.
     pub kafka_bootstrap_servers: String,
+    /// The embedded event log's page cache, in MiB. It bounds most of the appliance's memory
+    /// under load; reads beyond it are served by the OS page cache.
+    pub event_log_cache_mb: u64,
 }
 
 impl Default for StorageSection {
@@ -88,6 +91,7 @@ impl Default for StorageSection {
             events: "redb".into(),
             mongo_uri: String::new(),
             kafka_bootstrap_servers: String::new(),
+            event_log_cache_mb: 128,
         }
     }
 }
@@ -709,6 +713,12 @@ impl Config {
         let stream = &self.stream;
         let stream_limits = [
             (
+                "storage.event_log_cache_mb",
+                self.storage.event_log_cache_mb,
+                8,
+                1 << 20,
+            ),
+            (
                 "stream.max_event_bytes",
                 stream.max_event_bytes,
                 1024,
@@ -794,6 +804,8 @@ impl Config {
         use openframe_storage::{DocumentBackend, EventBackend};
         openframe_storage::StorageConfig {
             data_dir: self.storage.data_dir.clone(),
+            event_log_cache_mb: usize::try_from(self.storage.event_log_cache_mb)
+                .unwrap_or(usize::MAX),
             documents: match self.storage.documents.as_str() {
                 "mongo" => DocumentBackend::Mongo {
                     uri: self.storage.mongo_uri.clone(),

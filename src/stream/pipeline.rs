@@ -364,12 +364,15 @@ impl Stream {
             return Ok(());
         }
         let storage = &self.storage;
+        // The details record is also what live subscribers get: serialised once.
+        let records: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|entry| serde_json::to_vec(&entry.details_json()).unwrap_or_default())
+            .collect();
         let details = entries
             .iter()
-            .map(|entry| {
-                let bytes = serde_json::to_vec(&entry.details_json()).unwrap_or_default();
-                (entry.key(), bytes)
-            })
+            .zip(&records)
+            .map(|(entry, bytes)| (entry.key(), bytes.clone()))
             .collect();
         storage.details.put_batch(tenant, details).await?;
         storage
@@ -387,10 +390,11 @@ impl Stream {
             topic_named(UNIFIED_TOPIC).map_err(|why| SinkFailure::Unavailable(Unavailable(why)))?;
         let live = entries
             .iter()
-            .map(|entry| NewRecord {
+            .zip(records)
+            .map(|(entry, value)| NewRecord {
                 key: Some(entry.tool_event_id.clone().into_bytes()),
                 headers: Vec::new(),
-                value: serde_json::to_vec(&entry.details_json()).unwrap_or_default(),
+                value,
             })
             .collect();
         storage.events.append_batch(tenant, &unified, live).await?;

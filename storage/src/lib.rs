@@ -129,6 +129,8 @@ impl Default for SearchSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StorageConfig {
     pub data_dir: PathBuf,
+    /// The event log's page cache, in MiB (redb's default of 1 GiB is too much for a small box).
+    pub event_log_cache_mb: usize,
     pub documents: DocumentBackend,
     pub events: EventBackend,
     pub analytics: AnalyticsSettings,
@@ -140,6 +142,7 @@ impl StorageConfig {
     pub fn embedded(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
+            event_log_cache_mb: redb_log::DEFAULT_CACHE_BYTES / (1024 * 1024),
             documents: DocumentBackend::Sqlite,
             events: EventBackend::Redb,
             analytics: AnalyticsSettings::default(),
@@ -214,7 +217,13 @@ impl Storage {
         let events = match &config.events {
             EventBackend::Redb => {
                 let path = config.data_dir.join(files::EVENTS);
-                Arc::new(blocking::run_open(move || redb_log::RedbLog::open(&path, clock)).await?)
+                let cache_bytes = config.event_log_cache_mb.saturating_mul(1024 * 1024);
+                Arc::new(
+                    blocking::run_open(move || {
+                        redb_log::RedbLog::open_with_cache(&path, clock, cache_bytes)
+                    })
+                    .await?,
+                )
             }
             EventBackend::Kafka { .. } => return Err(not_compiled("events", "kafka")),
         };

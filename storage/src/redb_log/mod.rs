@@ -52,6 +52,8 @@ const MAX_GROUP_COMMANDS: usize = 4096;
 const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
 /// Writes waiting for the writer thread; beyond this, callers wait (backpressure, not memory).
 const QUEUE_DEPTH: usize = 8192;
+/// redb's page cache unless configured: enough for the hot tail of every stream.
+pub const DEFAULT_CACHE_BYTES: usize = 128 * 1024 * 1024;
 
 type StreamKey = (TenantId, Topic);
 type Reply<T> = oneshot::Sender<Result<T, LogError>>;
@@ -126,13 +128,26 @@ impl RedbLog {
     /// Opens or creates `path`. Refuses a file that is not a redb database, or one written by a
     /// newer release, without writing to it.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<RedbLog, OpenError> {
-        Self::open_with(path, clock, |builder, path| builder.create(path))
+        Self::open_with_cache(path, clock, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`RedbLog::open`] with redb's page cache bounded to `cache_bytes` (redb's own default is
+    /// 1 GiB, too much for a small appliance; reads past the cache go to the OS page cache).
+    pub fn open_with_cache(
+        path: &Path,
+        clock: Arc<dyn Clock>,
+        cache_bytes: usize,
+    ) -> Result<RedbLog, OpenError> {
+        Self::open_with(path, clock, cache_bytes, |builder, path| {
+            builder.create(path)
+        })
     }
 
     /// Opens with a caller-chosen way to create the database (tests inject failing storage).
     pub(crate) fn open_with(
         path: &Path,
         clock: Arc<dyn Clock>,
+        cache_bytes: usize,
         create: impl FnOnce(&redb::Builder, &Path) -> Result<Database, redb::DatabaseError>,
     ) -> Result<RedbLog, OpenError> {
         crate::magic::refuse_unless_starts_with(
@@ -141,7 +156,9 @@ impl RedbLog {
             "event log",
             "redb's magic number",
         )?;
-        let database = create(&Database::builder(), path).map_err(|error| match error {
+        let mut builder = Database::builder();
+        builder.set_cache_size(cache_bytes);
+        let database = create(&builder, path).map_err(|error| match error {
             redb::DatabaseError::DatabaseAlreadyOpen => OpenError::engine(
                 path,
                 "the file is already open (is another openframe running on this data dir?)",

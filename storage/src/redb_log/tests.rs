@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tempfile::TempDir;
 
-use super::RedbLog;
+use super::{DEFAULT_CACHE_BYTES, RedbLog};
 use crate::Engine;
 use crate::details::{LogDetails, LogKey};
 use crate::error::{LogError, OpenError};
@@ -226,20 +226,25 @@ impl redb::StorageBackend for FillableDisk {
 }
 
 fn open_on_fillable_disk(path: &Path, full: Arc<AtomicBool>, syncs: Arc<AtomicU64>) -> RedbLog {
-    RedbLog::open_with(path, Arc::new(SystemClock), move |builder, path| {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        let backend = FillableDisk {
-            file: redb::backends::FileBackend::new(file)?,
-            full,
-            syncs,
-        };
-        builder.create_with_backend(backend)
-    })
+    RedbLog::open_with(
+        path,
+        Arc::new(SystemClock),
+        DEFAULT_CACHE_BYTES,
+        move |builder, path| {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?;
+            let backend = FillableDisk {
+                file: redb::backends::FileBackend::new(file)?,
+                full,
+                syncs,
+            };
+            builder.create_with_backend(backend)
+        },
+    )
     .unwrap()
 }
 
