@@ -55,6 +55,9 @@ pub struct Metrics {
     pub stream_events: Family<StreamEventLabels, Counter>,
     /// Accepted events not yet processed by the pipeline.
     pub stream_backlog: Gauge,
+    /// From an event's durable append (its acknowledgement) to the checkpoint that made it
+    /// searchable and durable in every store.
+    pub stream_searchable_seconds: Histogram,
 }
 
 impl Metrics {
@@ -115,6 +118,15 @@ impl Metrics {
             "Accepted tool events waiting to be processed",
             stream_backlog.clone(),
         );
+        let stream_searchable_seconds = Histogram::new([
+            0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0,
+            3.0, 5.0, 10.0, 30.0, 60.0,
+        ]);
+        registry.register(
+            "stream_searchable_seconds",
+            "Time from a tool event's acknowledged append to the checkpoint after which it is searchable",
+            stream_searchable_seconds.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http_requests,
@@ -125,6 +137,7 @@ impl Metrics {
             identity_events,
             stream_events,
             stream_backlog,
+            stream_searchable_seconds,
         })
     }
 

@@ -97,6 +97,22 @@ impl LogEntry {
         })
     }
 
+    /// The `unified.events` record: the list columns and the log id, without the message,
+    /// details and source document (read them from the details by the key).
+    pub fn live_json(&self) -> Value {
+        serde_json::json!({
+            "id": format!("{}_{}", self.timestamp, self.tool_event_id),
+            "toolEventId": self.tool_event_id,
+            "eventTimestamp": self.timestamp,
+            "toolType": self.tool_type,
+            "eventType": self.event_type,
+            "severity": self.severity,
+            "summary": self.summary,
+            "deviceId": self.attribution.machine_id,
+            "organizationId": self.attribution.organization_id,
+        })
+    }
+
     fn row(&self) -> LogRow {
         LogRow {
             tool_event_id: self.tool_event_id.clone(),
@@ -209,6 +225,9 @@ struct Worker {
     host_of: HashMap<(TenantId, String), String>,
     /// The earliest time a waiting Fleet activity's window ends.
     join_wakes_at: Option<UnixMillis>,
+    /// When each record processed since the last checkpoint was appended: at the checkpoint,
+    /// how long each took to become searchable is observed.
+    appended_since_checkpoint: Vec<UnixMillis>,
     last_checkpoint: Instant,
     last_recount: Instant,
     next_retention: Instant,
@@ -222,6 +241,7 @@ impl Stream {
             positions: HashMap::new(),
             host_of: HashMap::new(),
             join_wakes_at: None,
+            appended_since_checkpoint: Vec::new(),
             last_checkpoint: Instant::now(),
             last_recount: Instant::now(),
             // The first retention pass runs a minute after start, off the startup path.
@@ -353,8 +373,7 @@ impl Stream {
         )))
     }
 
-    /// Writes entries to every sink. Details first (the record of truth for a log entry), then
-    /// the derived stores, then the live topic.
+    /// Writes entries to every sink: log details, analytics, search and the live topic.
     async fn write_sinks(
         &self,
         tenant: &TenantId,
@@ -364,40 +383,39 @@ impl Stream {
             return Ok(());
         }
         let storage = &self.storage;
-        // The details record is also what live subscribers get: serialised once.
-        let records: Vec<Vec<u8>> = entries
-            .iter()
-            .map(|entry| serde_json::to_vec(&entry.details_json()).unwrap_or_default())
-            .collect();
         let details = entries
             .iter()
-            .zip(&records)
-            .map(|(entry, bytes)| (entry.key(), bytes.clone()))
-            .collect();
-        storage.details.put_batch(tenant, details).await?;
-        storage
-            .analytics
-            .append_logs(tenant, entries.iter().map(LogEntry::row).collect())
-            .await?;
-        storage
-            .search
-            .index(
-                tenant,
-                entries.iter().map(LogEntry::search_document).collect(),
-            )
-            .await?;
-        let unified =
-            topic_named(UNIFIED_TOPIC).map_err(|why| SinkFailure::Unavailable(Unavailable(why)))?;
-        let live = entries
-            .iter()
-            .zip(records)
-            .map(|(entry, value)| NewRecord {
-                key: Some(entry.tool_event_id.clone().into_bytes()),
-                headers: Vec::new(),
-                value,
+            .map(|entry| {
+                let bytes = serde_json::to_vec(&entry.details_json()).unwrap_or_default();
+                (entry.key(), bytes)
             })
             .collect();
-        storage.events.append_batch(tenant, &unified, live).await?;
+        let unified =
+            topic_named(UNIFIED_TOPIC).map_err(|why| SinkFailure::Unavailable(Unavailable(why)))?;
+        // Live subscribers get what they filter on and the key of the details: the full record
+        // is one point read away, and the log is not written twice.
+        let live = entries
+            .iter()
+            .map(|entry| NewRecord {
+                key: Some(entry.tool_event_id.clone().into_bytes()),
+                headers: Vec::new(),
+                value: serde_json::to_vec(&entry.live_json()).unwrap_or_default(),
+            })
+            .collect();
+        let rows = entries.iter().map(LogEntry::row).collect();
+        let documents = entries.iter().map(LogEntry::search_document).collect();
+        // The sinks are independent engines on their own threads: written concurrently, so a
+        // batch costs the slowest of them, not their sum. Offsets move only after all succeed.
+        let (details, analytics, search, live) = tokio::join!(
+            storage.details.put_batch(tenant, details),
+            storage.analytics.append_logs(tenant, rows),
+            storage.search.index(tenant, documents),
+            storage.events.append_batch(tenant, &unified, live),
+        );
+        details?;
+        analytics?;
+        search?;
+        live?;
         Ok(())
     }
 }
@@ -616,6 +634,10 @@ impl Worker {
         }
         self.bury(tenant, dead).await?;
         self.stream.count("logged", entries.len());
+        if self.appended_since_checkpoint.len() < 1_000_000 {
+            self.appended_since_checkpoint
+                .extend(records.iter().map(|record| record.appended_at));
+        }
         self.stream.count("skipped", skipped);
         self.advance(&key, next, records.len());
         Ok(true)
@@ -821,6 +843,11 @@ impl Worker {
             }
         }
         self.last_checkpoint = Instant::now();
+        let now = self.stream.clock.now_ms();
+        let histogram = &self.stream.metrics.stream_searchable_seconds;
+        for appended_at in self.appended_since_checkpoint.drain(..) {
+            histogram.observe(now.saturating_sub(appended_at).max(0) as f64 / 1000.0);
+        }
         if self.last_recount.elapsed() >= Duration::from_secs(5)
             && let Err(error) = self.recount_backlog().await
         {

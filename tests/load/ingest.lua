@@ -27,6 +27,15 @@ local function event(id, millis)
       '"op":"c","ts_ms":' .. millis .. '}\n'
 end
 
+-- DELAY_MS paces each connection (wrk's delay hook), for a steady offered rate rather than the
+-- most the server can take.
+local pause = tonumber(os.getenv("DELAY_MS") or "0")
+if pause > 0 then
+   function delay()
+      return pause
+   end
+end
+
 function request()
    local millis = os.time() * 1000
    local lines = {}
