@@ -196,29 +196,8 @@ impl Inventory {
         let id = document_id("machineId", &machine.machine_id)?;
         let _turn = self.writing.lock().await;
         self.store(tenant, MACHINES, &id, &machine).await?;
-        let tag_keys = machine
-            .tags
-            .iter()
-            .map(|tag| {
-                tag.split_once(':')
-                    .map_or(tag.as_str(), |(key, _)| key)
-                    .to_owned()
-            })
-            .collect();
         self.analytics
-            .upsert_devices(
-                tenant,
-                vec![DeviceRow {
-                    machine_id: machine.machine_id.clone(),
-                    status: machine.status.clone(),
-                    device_type: machine.device_type.clone(),
-                    os_type: machine.os_type.clone(),
-                    organization_id: machine.organization_id.clone(),
-                    tags: tag_keys,
-                    tag_key_values: machine.tags.clone(),
-                    ingestion_time: self.clock.now_ms(),
-                }],
-            )
+            .upsert_devices(tenant, vec![self.device_row(&machine)])
             .await?;
         if let Some(directory) = self.loaded(tenant) {
             write(&directory)
@@ -261,6 +240,50 @@ impl Inventory {
             write(&directory).connect(connection);
         }
         Ok(())
+    }
+
+    /// Every machine of the tenant, from the store.
+    pub async fn machines(&self, tenant: &TenantId) -> Result<Vec<Machine>, InventoryError> {
+        self.all::<Machine>(tenant, MACHINES).await
+    }
+
+    /// Writes the analytics `devices` rows of every machine again (after the analytics store
+    /// was rebuilt). Returns how many.
+    pub async fn republish_devices(&self, tenant: &TenantId) -> Result<usize, InventoryError> {
+        let machines = self.machines(tenant).await?;
+        let rows: Vec<DeviceRow> = machines
+            .iter()
+            .map(|machine| self.device_row(machine))
+            .collect();
+        let count = rows.len();
+        for chunk in rows.chunks(1000) {
+            self.analytics
+                .upsert_devices(tenant, chunk.to_vec())
+                .await?;
+        }
+        Ok(count)
+    }
+
+    fn device_row(&self, machine: &Machine) -> DeviceRow {
+        let tags = machine
+            .tags
+            .iter()
+            .map(|tag| {
+                tag.split_once(':')
+                    .map_or(tag.as_str(), |(key, _)| key)
+                    .to_owned()
+            })
+            .collect();
+        DeviceRow {
+            machine_id: machine.machine_id.clone(),
+            status: machine.status.clone(),
+            device_type: machine.device_type.clone(),
+            os_type: machine.os_type.clone(),
+            organization_id: machine.organization_id.clone(),
+            tags,
+            tag_key_values: machine.tags.clone(),
+            ingestion_time: self.clock.now_ms(),
+        }
     }
 
     /// The machine, hostname and organization an event concerns. Unknown devices give what is

@@ -76,6 +76,15 @@ enum Command {
         #[command(subcommand)]
         command: ToolCommand,
     },
+    /// Rebuild the analytics tables and the search index from the log details and the
+    /// inventory (after a damaged or deleted analytics.duckdb or search/). Stop the appliance first.
+    Reindex {
+        #[command(flatten)]
+        tenancy: TenancyArgs,
+        /// Only this tenant (default: every tenant).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
     /// Print the version.
     Version,
 }
@@ -556,6 +565,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Tool { command } => tool_command(command),
         Command::Apikey { command } => apikey_command(command),
+        Command::Reindex { tenancy, tenant } => reindex_command(&tenancy, tenant.as_deref()),
         Command::Healthcheck {
             url,
             ca_cert,
@@ -573,6 +583,114 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `openframe reindex`: holds the data-dir lock (so `serve` is not running), opens every store and
+/// rebuilds the derived ones, with a progress bar on a terminal.
+fn reindex_command(args: &TenancyArgs, only: Option<&str>) -> anyhow::Result<ExitCode> {
+    use std::io::{IsTerminal, Write};
+    let flags = CliOverrides {
+        data_dir: args.data_dir.clone(),
+        ..CliOverrides::default()
+    };
+    let config = Config::load(args.config.as_deref(), std::env::vars(), &flags)?;
+    // Records that cannot be read back are named in the log, on stderr.
+    openframe::telemetry::init(&config.log);
+    let data_dir = config.storage.data_dir.clone();
+    if !data_dir.is_dir() {
+        anyhow::bail!(
+            "there is no data dir at {}: nothing to reindex (give --data-dir)",
+            data_dir.display()
+        );
+    }
+    let lock = openframe::datadir::DataDirLock::acquire(&data_dir)
+        .map_err(|error| anyhow::anyhow!("{error}; stop the appliance before reindexing"))?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let outcome = runtime.block_on(async {
+        let clock: Arc<dyn openframe_storage::Clock> =
+            Arc::new(openframe_storage::model::SystemClock);
+        let storage = openframe_storage::Storage::open(&config.storage_config(), clock.clone())
+            .await
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        let inventory = openframe::inventory::Inventory::new(
+            storage.documents.clone(),
+            storage.analytics.clone(),
+            clock,
+        );
+        let known = storage.tenants.tenants().await;
+        let tenants = match (known, only) {
+            (Err(error), _) => Err(anyhow::anyhow!("reading tenants: {error}")),
+            (Ok(known), Some(only)) => known
+                .into_iter()
+                .find(|tenant| tenant.id.as_str() == only)
+                .map(|tenant| vec![tenant.id])
+                .ok_or_else(|| anyhow::anyhow!("there is no tenant {only:?}")),
+            (Ok(known), None) => Ok(known.into_iter().map(|tenant| tenant.id).collect()),
+        };
+        let terminal = std::io::stderr().is_terminal();
+        let result = match tenants {
+            Ok(tenants) => {
+                openframe::stream::reindex::reindex(&storage, &inventory, &tenants, |progress| {
+                    let share = (progress.done * 100)
+                        .checked_div(progress.expected)
+                        .map_or(100, |share| share.min(100));
+                    let bar: String = (0..20)
+                        .map(|step| if step * 5 < share { '#' } else { ' ' })
+                        .collect();
+                    let line = format!(
+                        "reindexing {} [{bar}] {share:>3}% {} of ~{} entries",
+                        progress.tenant, progress.done, progress.expected
+                    );
+                    let mut stderr = std::io::stderr();
+                    if terminal {
+                        let _ = write!(stderr, "\r{line}");
+                    } else {
+                        let _ = writeln!(stderr, "{line}");
+                    }
+                })
+                .await
+            }
+            Err(error) => Err(error),
+        };
+        if terminal {
+            eprintln!();
+        }
+        let closed = storage.close().await;
+        let rebuilt = result?;
+        closed.map_err(|error| anyhow::anyhow!("closing the stores: {error}"))?;
+        Ok::<_, anyhow::Error>(rebuilt)
+    });
+    drop(lock);
+    let rebuilt = outcome?;
+    if args.json {
+        let report: Vec<serde_json::Value> = rebuilt
+            .iter()
+            .map(|tenant| {
+                serde_json::json!({
+                    "tenant": tenant.tenant.as_str(),
+                    "entries": tenant.entries,
+                    "devices": tenant.devices,
+                    "unreadable": tenant.unreadable,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for tenant in &rebuilt {
+            println!(
+                "{}: {} log entries and {} devices reindexed{}",
+                tenant.tenant,
+                tenant.entries,
+                tenant.devices,
+                if tenant.unreadable > 0 {
+                    format!(", {} unreadable (see the log)", tenant.unreadable)
+                } else {
+                    String::new()
+                }
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn apikey_command(command: ApikeyCommand) -> anyhow::Result<ExitCode> {

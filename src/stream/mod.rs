@@ -19,6 +19,7 @@
 pub mod envelope;
 pub mod http;
 pub mod pipeline;
+pub mod reindex;
 pub mod taxonomy;
 pub mod tools;
 

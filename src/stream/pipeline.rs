@@ -113,7 +113,40 @@ impl LogEntry {
         })
     }
 
-    fn row(&self) -> LogRow {
+    /// Reads a log-details record back ([`LogEntry::details_json`]'s shape); `None` when it is
+    /// not one (or names a type or tool this build does not know).
+    pub fn from_details_json(value: &Value) -> Option<LogEntry> {
+        let text = |field: &str| value.get(field).and_then(Value::as_str).map(str::to_owned);
+        let event_type = taxonomy::event_type(value.get("eventType")?.as_str()?)?;
+        let severity = taxonomy::Severity::parse(value.get("severity")?.as_str()?)?;
+        let tool_type = value.get("toolType")?.as_str()?;
+        let tool_type = tools::INTEGRATIONS
+            .iter()
+            .map(|integration| integration.tool_type())
+            .find(|known| *known == tool_type)?;
+        Some(LogEntry {
+            tool_event_id: text("toolEventId")?,
+            timestamp: value.get("eventTimestamp")?.as_i64()?,
+            ingest_day: text("ingestDay")?,
+            tool_type,
+            event_type: event_type.name,
+            severity: severity.as_str(),
+            summary: text("summary").unwrap_or_default(),
+            message: text("message").unwrap_or_default(),
+            user: text("userId"),
+            attribution: Attribution {
+                machine_id: text("deviceId"),
+                hostname: text("hostname"),
+                organization_id: text("organizationId"),
+                organization_name: text("organizationName"),
+            },
+            source_event_type: text("sourceEventType").unwrap_or_default(),
+            details: value.get("details").cloned().unwrap_or(Value::Null),
+            source: value.get("debeziumMessage").cloned().unwrap_or(Value::Null),
+        })
+    }
+
+    pub fn row(&self) -> LogRow {
         LogRow {
             tool_event_id: self.tool_event_id.clone(),
             event_timestamp: self.timestamp,
@@ -130,7 +163,7 @@ impl LogEntry {
         }
     }
 
-    fn search_document(&self) -> SearchDocument {
+    pub fn search_document(&self) -> SearchDocument {
         SearchDocument {
             kind: DocumentKind::Log,
             id: self.tool_event_id.clone(),

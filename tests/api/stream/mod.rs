@@ -5,3 +5,4 @@ pub(crate) mod support;
 
 mod crash;
 mod ingest;
+mod reindex;
