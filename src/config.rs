@@ -316,6 +316,28 @@ pub struct StreamSection {
     pub log_retention_days: u64,
     /// Raw tool events are kept this long in the event log.
     pub raw_retention_days: u64,
+    /// Operators' mappings of tool event types, ahead of the built-in tables (see
+    /// `[[stream.mapping_overrides]]` in config.example.toml). Admins can add more per tenant
+    /// through `/api/stream/mappings`.
+    pub mapping_overrides: Vec<MappingOverrideConfig>,
+}
+
+/// One configured mapping: events of `tool` with `source_event_type` become `event_type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingOverrideConfig {
+    /// Only this tenant; absent: every tenant.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// `meshcentral`, `fleet-mdm` or `rmm`.
+    pub tool: String,
+    /// MeshCentral `etype.action`, Fleet `activity_type`, …
+    pub source_event_type: String,
+    /// A unified event type (`LOGIN`, `HOST_LOCKED`, …).
+    pub event_type: String,
+    /// `INFO`, `WARNING`, `ERROR` or `CRITICAL`; absent: the type's own.
+    #[serde(default)]
+    pub severity: Option<String>,
 }
 
 impl Default for StreamSection {
@@ -328,6 +350,7 @@ impl Default for StreamSection {
             consumer_batch: 2_000,
             log_retention_days: 60,
             raw_retention_days: 7,
+            mapping_overrides: Vec::new(),
         }
     }
 }
@@ -763,6 +786,20 @@ impl Config {
                     format!("{value} is out of range {low}..={high}"),
                 ));
             }
+        }
+        for (index, entry) in stream.mapping_overrides.iter().enumerate() {
+            crate::stream::mappings::MappingOverride::parse(
+                &entry.tool,
+                &entry.source_event_type,
+                &entry.event_type,
+                entry.severity.as_deref(),
+            )
+            .map_err(|problem| {
+                invalid(
+                    &format!("stream.mapping_overrides[{index}].{}", problem.field),
+                    problem.problem,
+                )
+            })?;
         }
         if gateway.per_ip_requests_per_second > 0 && gateway.per_ip_burst == 0 {
             return Err(invalid(

@@ -29,6 +29,7 @@ use crate::identity::http::PeerAddr;
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
 use crate::stream::Stream;
+use crate::stream::mappings::Mappings;
 use crate::tls::CertificateFiles;
 
 /// What every handler may need. Cheap to clone.
@@ -138,9 +139,18 @@ impl Application {
             storage.analytics.clone(),
             identity.clock.clone(),
         ));
+        let mappings =
+            match Mappings::new(storage.documents.clone(), &config.stream.mapping_overrides) {
+                Ok(mappings) => Arc::new(mappings),
+                Err(problem) => {
+                    let _ = storage.close().await;
+                    return Err(anyhow::anyhow!("invalid configuration: {problem}"));
+                }
+            };
         let stream = Arc::new(Stream::new(
             storage.clone(),
             inventory.clone(),
+            mappings,
             config.stream.clone(),
             identity.clock.clone(),
             metrics.clone(),

@@ -7,6 +7,8 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+
+use super::mappings::{MappingError, MappingOverride};
 use serde::{Deserialize, Serialize};
 
 use super::tools::MessageType;
@@ -26,6 +28,10 @@ pub fn router() -> Router<AppState> {
         .route("/ingest/v1/debezium", post(ingest))
         .route("/api/stream/dead-letters", get(dead_letters))
         .route("/api/stream/dead-letters/replay", post(replay))
+        .route(
+            "/api/stream/mappings",
+            get(list_mappings).put(put_mapping).delete(delete_mapping),
+        )
 }
 
 #[derive(Serialize)]
@@ -189,4 +195,95 @@ async fn replay(State(state): State<AppState>, admin: Admin) -> Result<Response,
         .map_err(|error| ApiError::StoreUnavailable(error.to_string()))?;
     tracing::info!(tenant = %admin.tenant, user = %admin.user_id, replayed, "dead letters replayed");
     Ok(axum::Json(serde_json::json!({ "replayed": replayed })).into_response())
+}
+
+impl From<MappingError> for ApiError {
+    fn from(error: MappingError) -> Self {
+        match error {
+            MappingError::Invalid(invalid) => ApiError::InvalidInput(invalid.to_string()),
+            too_many @ MappingError::TooMany => ApiError::Conflict(too_many.to_string()),
+            MappingError::Unavailable(detail) => ApiError::StoreUnavailable(detail),
+        }
+    }
+}
+
+/// A mapping override on the wire.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MappingDto {
+    tool: String,
+    source_event_type: String,
+    event_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    severity: Option<String>,
+}
+
+impl From<&MappingOverride> for MappingDto {
+    fn from(entry: &MappingOverride) -> Self {
+        MappingDto {
+            tool: entry.tool.clone(),
+            source_event_type: entry.source_event_type.clone(),
+            event_type: entry.event_type.name.to_owned(),
+            severity: entry.severity.map(|severity| severity.as_str().to_owned()),
+        }
+    }
+}
+
+/// `GET /api/stream/mappings` (ADMIN): the tenant's event-type overrides.
+async fn list_mappings(State(state): State<AppState>, admin: Admin) -> Result<Response, ApiError> {
+    let overrides = state.stream.mappings().list(&admin.tenant).await?;
+    let overrides: Vec<MappingDto> = overrides.iter().map(MappingDto::from).collect();
+    Ok(axum::Json(serde_json::json!({ "overrides": overrides })).into_response())
+}
+
+/// `PUT /api/stream/mappings` (ADMIN): adds or replaces the override of one tool event type.
+/// It applies to events processed from now on.
+async fn put_mapping(
+    State(state): State<AppState>,
+    admin: Admin,
+    axum::Json(body): axum::Json<MappingDto>,
+) -> Result<Response, ApiError> {
+    let entry = MappingOverride::parse(
+        &body.tool,
+        &body.source_event_type,
+        &body.event_type,
+        body.severity.as_deref(),
+    )
+    .map_err(|invalid| ApiError::InvalidInput(invalid.to_string()))?;
+    state
+        .stream
+        .mappings()
+        .put(&admin.tenant, entry.clone())
+        .await?;
+    tracing::info!(tenant = %admin.tenant, user = %admin.user_id, tool = %entry.tool,
+        source_event_type = %entry.source_event_type, event_type = entry.event_type.name, "event-type mapping set");
+    Ok(axum::Json(MappingDto::from(&entry)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MappingKey {
+    tool: String,
+    source_event_type: String,
+}
+
+/// `DELETE /api/stream/mappings?tool=…&sourceEventType=…` (ADMIN): back to the built-in table.
+async fn delete_mapping(
+    State(state): State<AppState>,
+    admin: Admin,
+    Query(key): Query<MappingKey>,
+) -> Result<Response, ApiError> {
+    if state
+        .stream
+        .mappings()
+        .delete(&admin.tenant, &key.tool, &key.source_event_type)
+        .await?
+    {
+        Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(ApiError::NotFound(format!(
+            "there is no override for {}:{}",
+            key.tool, key.source_event_type
+        )))
+    }
 }

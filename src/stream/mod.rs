@@ -18,6 +18,7 @@
 
 pub mod envelope;
 pub mod http;
+pub mod mappings;
 pub mod pipeline;
 pub mod reindex;
 pub mod taxonomy;
@@ -86,6 +87,7 @@ pub enum IngestError {
 pub struct Stream {
     storage: Storage,
     inventory: Arc<Inventory>,
+    mappings: Arc<mappings::Mappings>,
     settings: StreamSection,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
@@ -102,6 +104,7 @@ impl Stream {
     pub fn new(
         storage: Storage,
         inventory: Arc<Inventory>,
+        mappings: Arc<mappings::Mappings>,
         settings: StreamSection,
         clock: Arc<dyn Clock>,
         metrics: Arc<Metrics>,
@@ -109,6 +112,7 @@ impl Stream {
         Stream {
             storage,
             inventory,
+            mappings,
             settings,
             clock,
             metrics,
@@ -120,6 +124,11 @@ impl Stream {
 
     pub fn inventory(&self) -> &Arc<Inventory> {
         &self.inventory
+    }
+
+    /// Operators' event-type mappings.
+    pub fn mappings(&self) -> &Arc<mappings::Mappings> {
+        &self.mappings
     }
 
     /// Accepted events not processed yet.

@@ -383,10 +383,21 @@ impl Stream {
             Parsed::Skip(_) => return Ok(None),
             Parsed::Event(event) => *event,
         };
-        let event_type = integration
-            .map(&event.source_event_type)
-            .and_then(taxonomy::event_type)
-            .unwrap_or_else(taxonomy::unknown);
+        let overridden = self
+            .mappings
+            .resolve(tenant, integration.db_name(), &event.source_event_type)
+            .await
+            .map_err(|error| EntryFailure::Store(Unavailable(error.to_string())))?;
+        let (event_type, severity) = match overridden {
+            Some(chosen) => (chosen.event_type, chosen.severity),
+            None => (
+                integration
+                    .map(&event.source_event_type)
+                    .and_then(taxonomy::event_type)
+                    .unwrap_or_else(taxonomy::unknown),
+                None,
+            ),
+        };
         let attribution = match &event.device {
             Some(device) => self
                 .inventory
@@ -401,6 +412,7 @@ impl Stream {
         Ok(Some(entry(
             integration.tool_type(),
             event_type,
+            severity,
             event,
             attribution,
         )))
@@ -1058,6 +1070,7 @@ fn dead_letter_of(record: &LogRecord, topic: &Topic, rejection: &Rejection) -> N
 fn entry(
     tool_type: &'static str,
     event_type: &'static taxonomy::EventType,
+    severity: Option<taxonomy::Severity>,
     event: ToolEvent,
     attribution: Attribution,
 ) -> LogEntry {
@@ -1074,7 +1087,7 @@ fn entry(
         timestamp: event.timestamp,
         tool_type,
         event_type: event_type.name,
-        severity: event_type.severity.as_str(),
+        severity: severity.unwrap_or(event_type.severity).as_str(),
         summary,
         message: if message.is_empty() {
             event_type.summary.to_owned()
@@ -1127,17 +1140,25 @@ mod tests {
             source: Value::Null,
         };
         let login = taxonomy::event_type("LOGIN").unwrap();
-        let silent = entry("MESHCENTRAL", login, event(None), Attribution::default());
+        let silent = entry(
+            "MESHCENTRAL",
+            login,
+            None,
+            event(None),
+            Attribution::default(),
+        );
         assert_eq!(silent.summary, "User logged in");
         assert_eq!(silent.message, "User logged in");
         let spoken = entry(
             "MESHCENTRAL",
             login,
+            Some(taxonomy::Severity::Error),
             event(Some("Account login\nsecond line")),
             Attribution::default(),
         );
         assert_eq!(spoken.summary, "Account login");
         assert_eq!(spoken.message, "Account login\nsecond line");
+        assert_eq!((silent.severity, spoken.severity), ("INFO", "ERROR"));
         assert_eq!(spoken.details_json()["id"], "1763629201000_id");
         assert_eq!(spoken.row().ingest_day, "2025-11-20");
     }

@@ -5,4 +5,5 @@ pub(crate) mod support;
 
 mod crash;
 mod ingest;
+mod mappings;
 mod reindex;
