@@ -51,6 +51,30 @@ async fn ready(State(state): State<AppState>) -> Response {
             })
             .set(i64::from(up));
     }
+    if let Some(nats) = &state.nats {
+        use crate::management::nats::NatsState;
+        let (status, problem, counts) = match nats.state() {
+            NatsState::Up { .. } | NatsState::External => ("up", None, true),
+            // Its first milliseconds; a server that does not come up turns Down.
+            NatsState::Starting => ("starting", None, false),
+            NatsState::Down { problem } => ("down", Some(problem), true),
+            // Agents and CDC over NATS are unavailable, but nothing else is: not a reason to
+            // take the appliance out of rotation.
+            NatsState::NotInstalled { problem } => ("not installed", Some(problem), false),
+        };
+        if counts && status != "up" {
+            all_up = false;
+        }
+        let mut entry = json!({
+            "engine": if nats.state() == NatsState::External { "nats (external)" } else { "nats-server" },
+            "status": status,
+            "restarts": nats.restarts(),
+        });
+        if let Some(problem) = problem {
+            entry["problem"] = Value::String(problem);
+        }
+        stores.insert("nats".to_owned(), entry);
+    }
     let stopping = state.stopping.load(Ordering::SeqCst);
     let status = match (stopping, all_up) {
         (true, _) => "stopping",

@@ -25,6 +25,7 @@ pub struct Config {
     pub mail: MailSection,
     pub gateway: GatewaySection,
     pub stream: StreamSection,
+    pub nats: NatsSection,
     pub log: LogConfig,
 }
 
@@ -316,10 +317,43 @@ pub struct StreamSection {
     pub log_retention_days: u64,
     /// Raw tool events are kept this long in the event log.
     pub raw_retention_days: u64,
+    /// Events published on `cdc.{messageType}` (without a tenant in the subject) belong to this
+    /// tenant. Empty: to the only tenant when there is exactly one; otherwise they are kept aside
+    /// in the `CDC_DEAD` stream and `cdc.{tenantId}.{messageType}` must be used.
+    pub nats_tenant: String,
     /// Operators' mappings of tool event types, ahead of the built-in tables (see
     /// `[[stream.mapping_overrides]]` in config.example.toml). Admins can add more per tenant
     /// through `/api/stream/mappings`.
     pub mapping_overrides: Vec<MappingOverrideConfig>,
+}
+
+/// Agent and CDC messaging: a supervised `nats-server`, or an external one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsSection {
+    /// `embedded` (the appliance runs `nats-server` on loopback), `external` (use `url`), or
+    /// `off` (no NATS: agents and CDC over NATS are unavailable; HTTP ingest still works).
+    pub mode: String,
+    /// The `nats-server` binary; empty: the first on PATH. Debian's 2.9 package works; 2.10 or
+    /// newer adds `sync_interval` and key-value buckets.
+    pub server_path: String,
+    /// Embedded: loopback ports for clients and WebSocket; 0 picks free ones at start.
+    pub client_port: u16,
+    pub websocket_port: u16,
+    /// External: `nats://user:password@host:4222`.
+    pub url: String,
+}
+
+impl Default for NatsSection {
+    fn default() -> Self {
+        Self {
+            mode: "embedded".into(),
+            server_path: String::new(),
+            client_port: 0,
+            websocket_port: 0,
+            url: String::new(),
+        }
+    }
 }
 
 /// One configured mapping: events of `tool` with `source_event_type` become `event_type`.
@@ -350,6 +384,7 @@ impl Default for StreamSection {
             consumer_batch: 2_000,
             log_retention_days: 60,
             raw_retention_days: 7,
+            nats_tenant: String::new(),
             mapping_overrides: Vec::new(),
         }
     }
@@ -786,6 +821,18 @@ impl Config {
                     format!("{value} is out of range {low}..={high}"),
                 ));
             }
+        }
+        if !matches!(self.nats.mode.as_str(), "embedded" | "external" | "off") {
+            return Err(invalid(
+                "nats.mode",
+                format!("{:?} is not one of embedded, external, off", self.nats.mode),
+            ));
+        }
+        if self.nats.mode == "external" && !self.nats.url.starts_with("nats://") {
+            return Err(invalid(
+                "nats.url",
+                "with nats.mode = \"external\", give the server as nats://[user:password@]host:port".into(),
+            ));
         }
         for (index, entry) in stream.mapping_overrides.iter().enumerate() {
             crate::stream::mappings::MappingOverride::parse(

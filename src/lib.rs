@@ -12,7 +12,8 @@
 //!   [`api`]: the technician API (`/api`); [`external_api`]: the integrators' API;
 //!   [`admin`]: health and metrics on loopback.
 //! - [`inventory`]: organizations, machines and tool connections, with the in-memory directory
-//!   enrichment reads; [`stream`]: the event pipeline (ingest, per-tool mappers, the worker).
+//!   enrichment reads; [`stream`]: the event pipeline (ingest, per-tool mappers, the worker);
+//!   [`management`]: the supervised `nats-server`.
 //! - [`error`]: the one table mapping errors to HTTP; [`metrics`], [`telemetry`]: observability.
 //! - [`ops`]: `doctor` and `healthcheck`.
 //!
@@ -29,6 +30,7 @@ pub mod gateway;
 pub mod identity;
 pub mod inventory;
 pub mod mail;
+pub mod management;
 pub mod metrics;
 pub mod ops;
 pub mod startup;

@@ -27,6 +27,7 @@ use crate::gateway::tools::ToolRegistry;
 use crate::identity::Identity;
 use crate::identity::http::PeerAddr;
 use crate::inventory::Inventory;
+use crate::management::nats::Nats;
 use crate::metrics::Metrics;
 use crate::stream::Stream;
 use crate::stream::mappings::Mappings;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub inventory: Arc<Inventory>,
     /// The event pipeline: ingest, and the worker spawned by `run_until_stopped`.
     pub stream: Arc<Stream>,
+    /// NATS (embedded or external); `None` with `nats.mode = "off"`.
+    pub nats: Option<Arc<Nats>>,
 }
 
 /// A built appliance: listeners bound, stores open, not yet serving.
@@ -156,11 +159,20 @@ impl Application {
             metrics.clone(),
         ));
 
+        let nats = match Nats::prepare(&config.nats, &data_dir) {
+            Ok(nats) => nats.map(Arc::new),
+            Err(error) => {
+                let _ = storage.close().await;
+                return Err(error.context("cannot prepare NATS"));
+            }
+        };
+
         Ok(Application {
             state: AppState {
                 storage,
                 inventory,
                 stream,
+                nats,
                 metrics,
                 stopping: Arc::new(AtomicBool::new(false)),
                 config: Arc::new(config),
@@ -288,6 +300,38 @@ impl Application {
         // The event pipeline runs until the last request is drained, then checkpoints.
         let stream_stop = CancellationToken::new();
         let stream_worker = state.stream.spawn_worker(stream_stop.clone());
+        // NATS outlives everything that uses it: stopped last.
+        let nats_stop = CancellationToken::new();
+        let cdc_stop = CancellationToken::new();
+        let (nats_supervisor, cdc_consumer) = match &state.nats {
+            Some(nats) => {
+                let supervisor = nats.spawn_supervisor(nats_stop.clone());
+                let (nats, stream, tenants) = (
+                    nats.clone(),
+                    state.stream.clone(),
+                    state.storage.tenants.clone(),
+                );
+                let default_tenant = state.config.stream.nats_tenant.clone();
+                let stop = cdc_stop.clone();
+                let consumer = tokio::spawn(async move {
+                    let client = tokio::select! {
+                        () = stop.cancelled() => return,
+                        client = nats.connect() => client,
+                    };
+                    match client {
+                        Ok(client) => {
+                            crate::stream::cdc::run(stream, client, tenants, default_tenant, stop)
+                                .await;
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot connect to NATS; CDC over NATS is off")
+                        }
+                    }
+                });
+                (Some(supervisor), Some(consumer))
+            }
+            None => (None, None),
+        };
         let redirect_task = redirect.map(|listener| {
             tracing::info!(http = %crate::gateway::edge::describe(&listener), "redirecting plain HTTP to HTTPS");
             tokio::spawn(crate::gateway::edge::serve_redirects(
@@ -376,9 +420,17 @@ impl Application {
         // stores close.
         flush_stop.cancel();
         let _ = flusher.await;
+        cdc_stop.cancel();
+        if let Some(consumer) = cdc_consumer {
+            let _ = consumer.await;
+        }
         stream_stop.cancel();
         if let Err(error) = stream_worker.await {
             tracing::warn!(%error, "the event pipeline task failed");
+        }
+        nats_stop.cancel();
+        if let Some(supervisor) = nats_supervisor {
+            let _ = supervisor.await;
         }
         admin_stop.cancel();
         if let Some(task) = redirect_task {

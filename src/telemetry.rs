@@ -20,6 +20,13 @@ pub fn init(config: &LogConfig) {
     {
         filter = filter.add_directive(quiet);
     }
+    // async-nats reports every connection event at INFO (connected, reconnecting, each IO error
+    // while the supervised server starts); the appliance logs what matters itself.
+    if !directives.contains("async_nats")
+        && let Ok(quiet) = "async_nats=warn".parse()
+    {
+        filter = filter.add_directive(quiet);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -16,6 +16,7 @@
 //! Reading order: [`envelope`], [`tools`] (one file per tool), [`taxonomy`], then [`pipeline`].
 //! This module must not know HTTP; `http` is the edge.
 
+pub mod cdc;
 pub mod envelope;
 pub mod http;
 pub mod mappings;
@@ -169,6 +170,14 @@ impl Stream {
         body: &[u8],
         ndjson: bool,
     ) -> Result<IngestReport, IngestError> {
+        self.admit()?;
+        let items = envelope::split_body(body, ndjson, self.max_event_bytes())
+            .map_err(IngestError::InvalidBody)?;
+        self.ingest_items(tenant, message_type, items).await
+    }
+
+    /// Refuses new events while the backlog is at its bound (checked before any parsing).
+    fn admit(&self) -> Result<(), IngestError> {
         let backlog = self.backlog();
         if u64::try_from(backlog).unwrap_or(0) >= self.settings.max_backlog_events {
             return Err(IngestError::Overloaded {
@@ -176,9 +185,22 @@ impl Stream {
                 limit: self.settings.max_backlog_events,
             });
         }
-        let max_event_bytes = usize::try_from(self.settings.max_event_bytes).unwrap_or(usize::MAX);
-        let items = envelope::split_body(body, ndjson, max_event_bytes)
-            .map_err(IngestError::InvalidBody)?;
+        Ok(())
+    }
+
+    /// The largest single event ingest accepts.
+    pub fn max_event_bytes(&self) -> usize {
+        usize::try_from(self.settings.max_event_bytes).unwrap_or(usize::MAX)
+    }
+
+    /// [`Stream::ingest`] for events already split (one per NATS message).
+    pub async fn ingest_items(
+        &self,
+        tenant: &TenantId,
+        message_type: MessageType,
+        items: Vec<BodyItem<'_>>,
+    ) -> Result<IngestReport, IngestError> {
+        self.admit()?;
         let integration = tools::integration_for(message_type).ok_or_else(|| {
             IngestError::InvalidBody(format!("no tool reads {}", message_type.as_str()))
         })?;

@@ -26,7 +26,17 @@ pub(crate) struct Served {
     log: std::sync::mpsc::Receiver<String>,
 }
 
+/// `openframe serve` without NATS (a killed `serve` would leave its nats-server behind until the
+/// next start on the same data dir); [`serve_with_nats`] runs the default.
 pub(crate) fn serve(data_dir: &Path) -> Served {
+    serve_with(data_dir, "off")
+}
+
+pub(crate) fn serve_with_nats(data_dir: &Path) -> Served {
+    serve_with(data_dir, "embedded")
+}
+
+fn serve_with(data_dir: &Path, nats: &str) -> Served {
     let mut child = Command::new(BIN)
         .args([
             "serve",
@@ -40,6 +50,7 @@ pub(crate) fn serve(data_dir: &Path) -> Served {
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("RUST_LOG")
+        .env("OPENFRAME_NATS__MODE", nats)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -106,7 +117,8 @@ async fn serve_stops_cleanly_on_sigterm_and_sigint_and_restarts_on_the_same_data
     let dir = TempDir::new().unwrap();
     let data = dir.path().join("data");
     for signal in ["TERM", "INT"] {
-        let mut served = serve(&data);
+        // With the supervised nats-server: a clean stop stops it too.
+        let mut served = serve_with_nats(&data);
         let ready = reqwest::get(format!("http://{}/health/ready", served.admin))
             .await
             .unwrap();
@@ -127,6 +139,12 @@ async fn serve_stops_cleanly_on_sigterm_and_sigint_and_restarts_on_the_same_data
             log.iter().any(|line| line.contains("stopped cleanly")),
             "SIG{signal}: {log:?}"
         );
+        assert!(
+            log.iter().any(|line| line.contains("nats-server is up")),
+            "SIG{signal}: {log:?}"
+        );
+        // The supervised nats-server was stopped with it (its pid file goes when it does).
+        assert!(!data.join("nats/nats.pid").exists(), "SIG{signal}");
     }
 }
 

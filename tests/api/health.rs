@@ -52,8 +52,13 @@ async fn plain_http_on_the_https_port_gets_no_answer() {
 
 #[tokio::test]
 async fn readiness_reports_every_store_and_liveness_answers() {
-    let app = spawn_app().await;
-    let (status, body) = app.ready().await;
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut app = crate::helpers::spawn_with(crate::helpers::with_nats(
+        crate::helpers::test_config(&dir.path().join("data")),
+    ))
+    .await;
+    // The supervised nats-server takes a moment to accept connections.
+    let (status, body) = crate::stream::support::ready_with_nats_up(&app).await;
     assert_eq!(status, 200);
     assert_eq!(
         body,
@@ -65,6 +70,7 @@ async fn readiness_reports_every_store_and_liveness_answers() {
                 "events": {"engine": "redb", "status": "up"},
                 "analytics": {"engine": "duckdb", "status": "up"},
                 "search": {"engine": "tantivy", "status": "up"},
+                "nats": {"engine": "nats-server", "status": "up", "restarts": 0},
             }
         })
     );
@@ -79,6 +85,7 @@ async fn readiness_reports_every_store_and_liveness_answers() {
         live.json::<serde_json::Value>().await.unwrap(),
         json!({"status": "live"})
     );
+    app.stop().await.unwrap();
 }
 
 #[tokio::test]

@@ -28,7 +28,9 @@ pub(crate) struct TestApp {
     _dir: Option<TempDir>,
 }
 
-/// Loopback ports chosen by the OS, so tests run in parallel.
+/// Loopback ports chosen by the OS, so tests run in parallel. No NATS: the tests that need the
+/// supervised nats-server ask for it ([`with_nats`]) and stop the appliance cleanly, so the child
+/// never outlives the test.
 pub(crate) fn test_config(data_dir: &Path) -> Config {
     let flags = CliOverrides {
         data_dir: Some(data_dir.to_owned()),
@@ -36,7 +38,15 @@ pub(crate) fn test_config(data_dir: &Path) -> Config {
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
         log_format: None,
     };
-    Config::load(None, Vec::new(), &flags).unwrap()
+    let mut config = Config::load(None, Vec::new(), &flags).unwrap();
+    config.nats.mode = "off".into();
+    config
+}
+
+/// `config` with the embedded, supervised nats-server (the product's default).
+pub(crate) fn with_nats(mut config: Config) -> Config {
+    config.nats.mode = "embedded".into();
+    config
 }
 
 pub(crate) async fn spawn_app() -> TestApp {

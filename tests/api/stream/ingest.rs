@@ -6,7 +6,9 @@ use openframe_storage::details::LogKey;
 use openframe_storage::search::{DocumentKind, SearchQuery};
 use reqwest::StatusCode;
 
-use super::support::{fixture, ingest, ingest_as, ingest_key, row, rows, seed_inventory, settle};
+use super::support::{
+    dead_letters, fixture, ingest, ingest_as, ingest_key, row, rows, seed_inventory, settle,
+};
 use crate::gateway::support::{create_key, error_of, tenant, two_tenants};
 use crate::helpers::{spawn_with, test_config};
 
@@ -263,13 +265,7 @@ async fn bad_events_are_refused_one_by_one_kept_as_dead_letters_and_can_be_repla
     assert_eq!(rows(&app, "acme").await.len(), 1);
 
     // Each refused event is kept, with why, for an admin of its tenant only.
-    let list = |token: &str| {
-        app.client
-            .get(app.https_url("/api/stream/dead-letters?limit=10"))
-            .bearer_auth(token.to_owned())
-            .send()
-    };
-    let letters: serde_json::Value = list(&tenants.admin_a).await.unwrap().json().await.unwrap();
+    let letters = dead_letters(&app, &tenants.admin_a).await;
     assert_eq!(letters["pending"], 6, "{letters}");
     let items = letters["items"].as_array().unwrap();
     assert_eq!(items[1]["code"], "missing_after");
@@ -288,7 +284,7 @@ async fn bad_events_are_refused_one_by_one_kept_as_dead_letters_and_can_be_repla
         .unwrap();
     assert_eq!(items[5]["payloadBytes"].as_u64().unwrap(), huge_line as u64);
     assert_eq!(items[5]["payload"].as_str().unwrap().len(), 4096);
-    let theirs: serde_json::Value = list(&tenants.admin_b).await.unwrap().json().await.unwrap();
+    let theirs = dead_letters(&app, &tenants.admin_b).await;
     assert_eq!(theirs["pending"], 0);
 
     // Replayed, they go back through the pipeline, fail again, and are dead letters again:
@@ -305,7 +301,7 @@ async fn bad_events_are_refused_one_by_one_kept_as_dead_letters_and_can_be_repla
         .unwrap();
     assert_eq!(replayed["replayed"], 6);
     settle(&app).await;
-    let again: serde_json::Value = list(&tenants.admin_a).await.unwrap().json().await.unwrap();
+    let again = dead_letters(&app, &tenants.admin_a).await;
     assert_eq!(again["pending"], 6, "{again}");
     assert_eq!(again["items"][0]["code"], "malformed_json");
     assert_eq!(rows(&app, "acme").await.len(), 1);

@@ -6,4 +6,5 @@ pub(crate) mod support;
 mod crash;
 mod ingest;
 mod mappings;
+mod nats;
 mod reindex;

@@ -158,3 +158,33 @@ pub(crate) fn row<'a>(rows: &'a [LogRow], summary: &str) -> &'a LogRow {
     assert_eq!(found.len(), 1, "rows starting {summary:?}: {found:#?}");
     found[0]
 }
+
+/// Readiness once the supervised nats-server is up (it starts beside the appliance). Fails the
+/// test after 10 s.
+pub(crate) async fn ready_with_nats_up(app: &TestApp) -> (StatusCode, serde_json::Value) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = app.ready().await;
+        if body["stores"]["nats"]["status"] == "up" {
+            return (status, body);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nats never came up: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `GET /api/stream/dead-letters?limit=10` as an admin of a tenant.
+pub(crate) async fn dead_letters(app: &TestApp, admin_token: &str) -> serde_json::Value {
+    app.client
+        .get(app.https_url("/api/stream/dead-letters?limit=10"))
+        .bearer_auth(admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
