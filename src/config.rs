@@ -313,6 +313,10 @@ pub struct StreamSection {
     pub checkpoint_interval_ms: u64,
     /// Records a consumer takes from the log at once.
     pub consumer_batch: u64,
+    /// While ingest runs faster than this many events per second, processing yields the CPU to
+    /// it (one pass a second), so a burst is acknowledged at full speed and processed after;
+    /// past half of `max_backlog_events` processing runs flat out again. 0: never yield.
+    pub yield_to_ingest_above: u64,
     /// Unified log entries older than this are deleted (OpenFrame's Pinot retention).
     pub log_retention_days: u64,
     /// Raw tool events are kept this long in the event log.
@@ -382,6 +386,7 @@ impl Default for StreamSection {
             fleet_join_window_ms: 5_000,
             checkpoint_interval_ms: 250,
             consumer_batch: 2_000,
+            yield_to_ingest_above: 20_000,
             log_retention_days: 60,
             raw_retention_days: 7,
             nats_tenant: String::new(),

@@ -36,7 +36,7 @@ pub struct IdentityEventLabels {
 }
 
 /// What happened to events in the pipeline: `accepted`, `rejected`, `skipped` (ingest);
-/// `logged`, `unattributed`, `dead_lettered` (processing).
+/// `logged`, `unattributed`, `dead_lettered` (processing); `unattributed_tenant` (CDC over NATS).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StreamEventLabels {
     pub outcome: &'static str,
@@ -109,7 +109,7 @@ impl Metrics {
         let stream_events = Family::<StreamEventLabels, Counter>::default();
         registry.register(
             "stream_events",
-            "Tool events by outcome (accepted, rejected, skipped, logged, unattributed, dead_lettered)",
+            "Tool events by outcome (accepted, rejected, skipped, logged, unattributed, dead_lettered, unattributed_tenant)",
             stream_events.clone(),
         );
         let stream_backlog = Gauge::default();

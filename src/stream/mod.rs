@@ -99,6 +99,45 @@ pub struct Stream {
     backlog: AtomicI64,
     /// True while the worker has nothing to do and every offset is committed.
     idle: AtomicBool,
+    /// Events accepted recently, for the worker to yield to a burst.
+    ingest_rate: std::sync::Mutex<RateMeter>,
+}
+
+/// Events per second over short windows.
+#[derive(Debug)]
+struct RateMeter {
+    window_start: std::time::Instant,
+    in_window: u64,
+    /// The rate of the last complete window.
+    last_rate: f64,
+}
+
+impl RateMeter {
+    const WINDOW: std::time::Duration = std::time::Duration::from_millis(200);
+
+    fn record(&mut self, events: u64) {
+        self.roll();
+        self.in_window += events;
+    }
+
+    fn roll(&mut self) {
+        let elapsed = self.window_start.elapsed();
+        if elapsed >= Self::WINDOW {
+            // A gap of more than two windows means the burst is over.
+            self.last_rate = if elapsed >= Self::WINDOW * 2 {
+                0.0
+            } else {
+                self.in_window as f64 / elapsed.as_secs_f64()
+            };
+            self.window_start = std::time::Instant::now();
+            self.in_window = 0;
+        }
+    }
+
+    fn rate(&mut self) -> f64 {
+        self.roll();
+        self.last_rate
+    }
 }
 
 impl Stream {
@@ -120,6 +159,11 @@ impl Stream {
             wake: Notify::new(),
             backlog: AtomicI64::new(0),
             idle: AtomicBool::new(false),
+            ingest_rate: std::sync::Mutex::new(RateMeter {
+                window_start: std::time::Instant::now(),
+                in_window: 0,
+                last_rate: 0.0,
+            }),
         }
     }
 
@@ -141,6 +185,23 @@ impl Stream {
     /// committed, offsets written): what a caller waits for before reading every store.
     pub fn is_idle(&self) -> bool {
         self.backlog() <= 0 && self.idle.load(Ordering::Acquire)
+    }
+
+    /// True while ingest runs above `stream.yield_to_ingest_above` and the backlog has room: the
+    /// worker then leaves the CPU to it.
+    fn ingest_is_bursting(&self) -> bool {
+        let threshold = self.settings.yield_to_ingest_above;
+        if threshold == 0 {
+            return false;
+        }
+        let room =
+            u64::try_from(self.backlog()).unwrap_or(0) < self.settings.max_backlog_events / 2;
+        let rate = self
+            .ingest_rate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .rate();
+        room && rate > threshold as f64
     }
 
     fn add_backlog(&self, change: i64) {
@@ -259,6 +320,10 @@ impl Stream {
         if !accepted.is_empty() {
             let count = i64::try_from(report.accepted).unwrap_or(i64::MAX);
             self.add_backlog(count);
+            self.ingest_rate
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .record(u64::try_from(report.accepted).unwrap_or(0));
             if let Err(error) = self.append(tenant, topic, accepted).await {
                 self.add_backlog(-count);
                 return Err(error);

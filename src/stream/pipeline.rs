@@ -21,7 +21,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::envelope::{Envelope, Rejection};
-use super::tools::{self, MessageType, Parsed, ToolEvent, fleet};
+use super::tools::{self, DeviceRef, MessageType, Parsed, ToolEvent, fleet};
 use super::{
     DEAD_LETTER_TOPIC, MESSAGE_TYPE_HEADER, Stream, UNIFIED_TOPIC, dead_letter, taxonomy,
     topic_named,
@@ -45,6 +45,8 @@ const UNIFIED_INPUTS: [MessageType; 5] = [
     MessageType::CommandExecuted,
 ];
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+/// How often progress is made durable while ingest bursts (see `stream.yield_to_ingest_above`).
+const BURST_CHECKPOINT: Duration = Duration::from_secs(2);
 /// The longest summary kept in the `logs` table; the full message is in the details.
 const SUMMARY_CHARS: usize = 500;
 
@@ -64,6 +66,8 @@ pub struct LogEntry {
     pub source_event_type: String,
     pub details: Value,
     pub source: Value,
+    /// Why the event names a device the inventory does not know (it is logged all the same).
+    pub unattributed: Option<String>,
 }
 
 impl LogEntry {
@@ -94,6 +98,7 @@ impl LogEntry {
             "sourceEventType": self.source_event_type,
             "details": self.details,
             "debeziumMessage": self.source,
+            "unattributed": self.unattributed,
         })
     }
 
@@ -143,6 +148,7 @@ impl LogEntry {
             source_event_type: text("sourceEventType").unwrap_or_default(),
             details: value.get("details").cloned().unwrap_or(Value::Null),
             source: value.get("debeziumMessage").cloned().unwrap_or(Value::Null),
+            unattributed: text("unattributed"),
         })
     }
 
@@ -406,16 +412,26 @@ impl Stream {
                 .map_err(|error| EntryFailure::Store(Unavailable(error.to_string())))?,
             None => Attribution::default(),
         };
-        if event.device.is_some() && attribution.hostname.is_none() {
+        let unattributed = match &event.device {
+            Some(_) if attribution.hostname.is_some() => None,
+            Some(DeviceRef::AgentToolId { tool_type, id }) => Some(format!(
+                "no {tool_type} tool connection has agentToolId {id:?}: connect the device to attribute its events"
+            )),
+            Some(DeviceRef::Machine(id)) => Some(format!("machine {id:?} is not in the inventory")),
+            None => None,
+        };
+        if unattributed.is_some() {
             self.count("unattributed", 1);
         }
-        Ok(Some(entry(
+        let mut entry = entry(
             integration.tool_type(),
             event_type,
             severity,
             event,
             attribution,
-        )))
+        );
+        entry.unattributed = unattributed;
+        Ok(Some(entry))
     }
 
     /// Writes entries to every sink: log details, analytics, search and the live topic.
@@ -472,7 +488,22 @@ impl Worker {
         }
         let checkpoint_every = Duration::from_millis(self.stream.settings.checkpoint_interval_ms);
         let mut failures: u32 = 0;
+        let mut last_pass = Instant::now();
         while !stop.is_cancelled() {
+            // During an ingest burst, acknowledging comes first: one pass a second, and a
+            // checkpoint (a search commit, which makes segments to merge) every two.
+            let bursting = self.stream.ingest_is_bursting();
+            if bursting && last_pass.elapsed() < Duration::from_secs(1) {
+                if self.dirty() && self.last_checkpoint.elapsed() >= BURST_CHECKPOINT {
+                    self.checkpoint().await;
+                }
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+                continue;
+            }
+            last_pass = Instant::now();
             let progressed = match self.pass().await {
                 Ok(progressed) => {
                     failures = 0;
@@ -494,8 +525,13 @@ impl Worker {
                     .idle
                     .store(false, std::sync::atomic::Ordering::Release);
             }
-            let dirty = self.dirty();
-            if dirty && (!progressed || self.last_checkpoint.elapsed() >= checkpoint_every) {
+            let every = if bursting {
+                BURST_CHECKPOINT
+            } else {
+                checkpoint_every
+            };
+            let idle_now = !progressed && !bursting;
+            if self.dirty() && (idle_now || self.last_checkpoint.elapsed() >= every) {
                 self.checkpoint().await;
             }
             if Instant::now() >= self.next_retention {
@@ -1099,6 +1135,7 @@ fn entry(
         source_event_type: event.source_event_type,
         details: event.details,
         source: event.source,
+        unattributed: None,
     }
 }
 

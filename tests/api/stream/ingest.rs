@@ -383,6 +383,27 @@ async fn ingest_needs_a_key_with_the_ingest_scope_a_known_message_type_and_keeps
     assert!(rows(&app, "acme").await.is_empty());
     let globex = rows(&app, "globex").await;
     assert_eq!(globex.len(), 9);
-    // Globex has no inventory: its device events are logged, unattributed.
+    // Globex has no inventory: its device events are logged, unattributed, and say why.
     assert!(globex.iter().all(|row| row.hostname.is_none()));
+    let removed = super::support::row(&globex, "Removed device ACME-SRV-01");
+    let details = app
+        .state
+        .storage
+        .details
+        .get(
+            &tenant("globex"),
+            &LogKey {
+                timestamp: removed.event_timestamp,
+                tool_event_id: removed.tool_event_id.clone(),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let details: serde_json::Value = serde_json::from_slice(&details).unwrap();
+    let why = details["unattributed"].as_str().unwrap();
+    assert!(
+        why.contains("no MESHCENTRAL tool connection") && why.contains(super::support::MESH_SRV_01),
+        "{why}"
+    );
 }

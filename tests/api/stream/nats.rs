@@ -84,21 +84,29 @@ async fn publish_lines(publisher: &jetstream::Context, subject: &str, file: &str
 #[tokio::test]
 async fn cdc_events_published_on_nats_land_in_the_tenants_log_once() {
     let dir = tempfile::TempDir::new().unwrap();
-    let mut app = spawn_with(with_nats(test_config(&dir.path().join("data")))).await;
+    let mut config = with_nats(test_config(&dir.path().join("data")));
+    config.stream.fleet_join_window_ms = 200;
+    let mut app = spawn_with(config).await;
     let tenants = two_tenants(&app).await;
     seed_inventory(&app, "acme").await;
+    // Globex gets the same inventory and the same fixtures over HTTP: the reference.
+    seed_inventory(&app, "globex").await;
     ready_with_nats_up(&app).await;
     let admin = admin(&app).await;
     let publisher = debezium(&app).await;
 
-    for _ in 0..2 {
-        let sent = publish_lines(
-            &publisher,
-            "cdc.acme.MESHCENTRAL_EVENT",
-            "meshcentral-events.ndjson",
-        )
-        .await;
-        assert_eq!(sent, 10);
+    let key_b = super::support::ingest_key(&app, &tenants.admin_b).await;
+    for (message_type, file) in [
+        ("MESHCENTRAL_EVENT", "meshcentral-events.ndjson"),
+        ("FLEET_HOST_ACTIVITY", "fleet-host-activities.ndjson"),
+        ("FLEET_ACTIVITY", "fleet-activities.ndjson"),
+    ] {
+        for _ in 0..2 {
+            let subject = format!("cdc.acme.{message_type}");
+            assert!(publish_lines(&publisher, &subject, file).await > 0);
+        }
+        let (status, _) = super::support::ingest(&app, &key_b, message_type, fixture(file)).await;
+        assert_eq!(status, StatusCode::OK);
     }
     publish_lines(&publisher, "cdc.acme.MESHCENTRAL_EVENT", "bad-input.ndjson").await;
     // Two tenants and no stream.nats_tenant: a subject without a tenant cannot be placed.
@@ -114,11 +122,15 @@ async fn cdc_events_published_on_nats_land_in_the_tenants_log_once() {
     drained(&admin).await;
     settle(&app).await;
 
+    // Every fixture, sent twice over NATS, gives exactly the rows the same events give over
+    // HTTP (whose every column the ingest tests check): types, severities, summaries, devices,
+    // customers.
     let acme = rows(&app, "acme").await;
-    assert_eq!(acme.len(), 9, "sent twice, logged once");
+    assert_eq!(acme.len(), 17, "sent twice, logged once");
+    assert_eq!(acme, rows(&app, "globex").await);
     let added = super::support::row(&acme, "Added device ACME-WS-001");
     assert_eq!(added.hostname.as_deref(), Some("ACME-WS-001"));
-    assert!(rows(&app, "globex").await.is_empty());
+    assert_eq!(added.organization_name.as_deref(), Some("Acme Corp"));
 
     // The bad lines are acme's dead letters, as over HTTP.
     let letters = super::support::dead_letters(&app, &tenants.admin_a).await;
