@@ -319,8 +319,13 @@ pub struct StreamSection {
     pub yield_to_ingest_above: u64,
     /// Unified log entries older than this are deleted (OpenFrame's Pinot retention).
     pub log_retention_days: u64,
+    /// Per-tenant exceptions to `log_retention_days`: `{ acme = 365 }`.
+    pub tenant_log_retention_days: std::collections::BTreeMap<String, u64>,
     /// Raw tool events are kept this long in the event log.
     pub raw_retention_days: u64,
+    /// ... and each tenant's raw stream of a topic is cut to this many MiB (oldest first).
+    /// 0: no size bound.
+    pub raw_retention_max_mb: u64,
     /// Events published on `cdc.{messageType}` (without a tenant in the subject) belong to this
     /// tenant. Empty: to the only tenant when there is exactly one; otherwise they are kept aside
     /// in the `CDC_DEAD` stream and `cdc.{tenantId}.{messageType}` must be used.
@@ -388,7 +393,9 @@ impl Default for StreamSection {
             consumer_batch: 2_000,
             yield_to_ingest_above: 20_000,
             log_retention_days: 60,
+            tenant_log_retention_days: std::collections::BTreeMap::new(),
             raw_retention_days: 7,
+            raw_retention_max_mb: 4096,
             nats_tenant: String::new(),
             mapping_overrides: Vec::new(),
         }
@@ -838,6 +845,14 @@ impl Config {
                 "nats.url",
                 "with nats.mode = \"external\", give the server as nats://[user:password@]host:port".into(),
             ));
+        }
+        for (tenant, days) in &stream.tenant_log_retention_days {
+            if !(1..=36_500).contains(days) {
+                return Err(invalid(
+                    &format!("stream.tenant_log_retention_days.{tenant}"),
+                    format!("{days} is out of range 1..=36500"),
+                ));
+            }
         }
         for (index, entry) in stream.mapping_overrides.iter().enumerate() {
             crate::stream::mappings::MappingOverride::parse(

@@ -365,6 +365,85 @@ impl Stream {
         Ok(replayed)
     }
 
+    /// Runs hourly in the worker (and on demand): deletes log entries past `stream.log_retention_days` from every store, and raw records
+    /// past `stream.raw_retention_days` from the event log.
+    pub async fn enforce_retention(&self) {
+        let settings = &self.settings;
+        let storage = &self.storage;
+        let now = self.clock.now_ms();
+        let log_days = i64::try_from(settings.log_retention_days).unwrap_or(i64::MAX);
+        let raw_days = i64::try_from(settings.raw_retention_days).unwrap_or(i64::MAX);
+        let tenants = match storage.tenants.tenants().await {
+            Ok(tenants) => tenants,
+            Err(error) => {
+                tracing::warn!(%error, "log retention skipped: tenants unreadable");
+                return;
+            }
+        };
+        for tenant in tenants {
+            let id = &tenant.id;
+            let days = settings
+                .tenant_log_retention_days
+                .get(id.as_str())
+                .and_then(|days| i64::try_from(*days).ok())
+                .unwrap_or(log_days);
+            let cutoff = now.saturating_sub(days.saturating_mul(DAY_MS));
+            let outcome = async {
+                let rows = storage
+                    .analytics
+                    .delete_logs_before(id, cutoff)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let details = storage
+                    .details
+                    .delete_before(id, cutoff)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                storage
+                    .search
+                    .delete_before(id, DocumentKind::Log, cutoff)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>((rows, details))
+            }
+            .await;
+            match outcome {
+                Ok((0, 0)) => {}
+                Ok((rows, details)) => {
+                    tracing::info!(tenant = %id, rows, details, "deleted log entries past retention")
+                }
+                Err(error) => {
+                    tracing::warn!(tenant = %id, %error, "log retention failed; retried in an hour")
+                }
+            }
+        }
+        let raw = RetentionPolicy {
+            max_age_ms: Some(raw_days.saturating_mul(DAY_MS)),
+            max_bytes: (settings.raw_retention_max_mb > 0)
+                .then(|| settings.raw_retention_max_mb.saturating_mul(1024 * 1024)),
+        };
+        let logs = RetentionPolicy {
+            max_age_ms: Some(log_days.saturating_mul(DAY_MS)),
+            max_bytes: None,
+        };
+        let mut topics: Vec<(&str, RetentionPolicy)> = MessageType::ALL
+            .iter()
+            .map(|message_type| (message_type.topic(), raw))
+            .collect();
+        topics.push((UNIFIED_TOPIC, raw));
+        topics.push((DEAD_LETTER_TOPIC, logs));
+        topics.sort_by_key(|(name, _)| *name);
+        topics.dedup_by_key(|(name, _)| *name);
+        for (name, policy) in topics {
+            let Ok(topic) = topic_named(name) else {
+                continue;
+            };
+            if let Err(error) = storage.events.enforce_retention(&topic, policy).await {
+                tracing::warn!(topic = name, %error, "event log retention failed; retried in an hour");
+            }
+        }
+    }
+
     /// Reads one raw record into a log entry; `None` for events OpenFrame skips.
     async fn unified_entry(
         &self,
@@ -536,7 +615,7 @@ impl Worker {
             }
             if Instant::now() >= self.next_retention {
                 self.next_retention = Instant::now() + Duration::from_secs(3600);
-                self.enforce_retention().await;
+                self.stream.enforce_retention().await;
             }
             if !progressed {
                 if !self.dirty() {
@@ -972,79 +1051,6 @@ impl Worker {
         self.stream.metrics.stream_backlog.set(total.max(0));
         self.last_recount = Instant::now();
         Ok(())
-    }
-
-    /// Deletes log entries past `stream.log_retention_days` from every store, and raw records
-    /// past `stream.raw_retention_days` from the event log.
-    async fn enforce_retention(&mut self) {
-        let settings = &self.stream.settings;
-        let storage = &self.stream.storage;
-        let now = self.stream.clock.now_ms();
-        let log_days = i64::try_from(settings.log_retention_days).unwrap_or(i64::MAX);
-        let raw_days = i64::try_from(settings.raw_retention_days).unwrap_or(i64::MAX);
-        let cutoff = now.saturating_sub(log_days.saturating_mul(DAY_MS));
-        let tenants = match storage.tenants.tenants().await {
-            Ok(tenants) => tenants,
-            Err(error) => {
-                tracing::warn!(%error, "log retention skipped: tenants unreadable");
-                return;
-            }
-        };
-        for tenant in tenants {
-            let id = &tenant.id;
-            let outcome = async {
-                let rows = storage
-                    .analytics
-                    .delete_logs_before(id, cutoff)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let details = storage
-                    .details
-                    .delete_before(id, cutoff)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                storage
-                    .search
-                    .delete_before(id, DocumentKind::Log, cutoff)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                Ok::<_, String>((rows, details))
-            }
-            .await;
-            match outcome {
-                Ok((0, 0)) => {}
-                Ok((rows, details)) => {
-                    tracing::info!(tenant = %id, rows, details, "deleted log entries past retention")
-                }
-                Err(error) => {
-                    tracing::warn!(tenant = %id, %error, "log retention failed; retried in an hour")
-                }
-            }
-        }
-        let raw = RetentionPolicy {
-            max_age_ms: Some(raw_days.saturating_mul(DAY_MS)),
-            max_bytes: None,
-        };
-        let logs = RetentionPolicy {
-            max_age_ms: Some(log_days.saturating_mul(DAY_MS)),
-            max_bytes: None,
-        };
-        let mut topics: Vec<(&str, RetentionPolicy)> = MessageType::ALL
-            .iter()
-            .map(|message_type| (message_type.topic(), raw))
-            .collect();
-        topics.push((UNIFIED_TOPIC, raw));
-        topics.push((DEAD_LETTER_TOPIC, logs));
-        topics.sort_by_key(|(name, _)| *name);
-        topics.dedup_by_key(|(name, _)| *name);
-        for (name, policy) in topics {
-            let Ok(topic) = topic_named(name) else {
-                continue;
-            };
-            if let Err(error) = storage.events.enforce_retention(&topic, policy).await {
-                tracing::warn!(topic = name, %error, "event log retention failed; retried in an hour");
-            }
-        }
     }
 }
 

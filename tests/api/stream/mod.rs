@@ -8,3 +8,4 @@ mod ingest;
 mod mappings;
 mod nats;
 mod reindex;
+mod retention;

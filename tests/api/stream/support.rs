@@ -9,12 +9,20 @@ use reqwest::StatusCode;
 use crate::gateway::support::{create_key, tenant};
 use crate::helpers::TestApp;
 
-/// A fixture from the shared, read-only fixtures folder.
+/// A fixture from the shared, read-only fixtures folder: `../shared/fixtures` beside the clone,
+/// or the folder `OPENFRAME_FIXTURES` names.
 pub(crate) fn fixture(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures")
-        .join(name);
-    std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+    let folder = std::env::var_os("OPENFRAME_FIXTURES").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures"),
+        PathBuf::from,
+    );
+    let path = folder.join(name);
+    std::fs::read(&path).unwrap_or_else(|error| {
+        panic!(
+            "{}: {error} (the shared fixtures live in ../shared/fixtures beside the clone; set OPENFRAME_FIXTURES to use another folder)",
+            path.display()
+        )
+    })
 }
 
 pub(crate) const MESH_WS_001: &str = "node//QmF4dGlvbkFnZW50MDAxQUJDREVGRzEyMzQ1Njc4OTA";
