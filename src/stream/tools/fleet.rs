@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::{
     DeviceRef, MessageType, Parsed, ToolEvent, ToolIntegration, id_text, parse_timestamp,
-    required_str, text, tool_event_id, tool_event_id_by_content,
+    required_id, required_str, text, tool_event_id, tool_event_id_by_content,
 };
 use crate::stream::envelope::{Envelope, Rejection};
 
@@ -119,8 +119,7 @@ impl Fleet {
         envelope: &Envelope,
         after: &Map<String, Value>,
     ) -> Result<Parsed, Rejection> {
-        let host = id_text(after.get("host_id"))
-            .ok_or_else(|| Rejection::new("missing_field", "`after.host_id` is required"))?;
+        let host = required_id(after, "host_id")?;
         let fetched = after
             .get("last_fetched")
             .or_else(|| envelope.payload.get("ts_ms"))
@@ -158,10 +157,8 @@ impl Fleet {
         envelope: &Envelope,
         after: &Map<String, Value>,
     ) -> Result<Parsed, Rejection> {
-        let host = id_text(after.get("host_id"))
-            .ok_or_else(|| Rejection::new("missing_field", "`after.host_id` is required"))?;
-        let policy = id_text(after.get("policy_id"))
-            .ok_or_else(|| Rejection::new("missing_field", "`after.policy_id` is required"))?;
+        let host = required_id(after, "host_id")?;
+        let policy = required_id(after, "policy_id")?;
         let passes = match after.get("passes") {
             Some(Value::Bool(passes)) => *passes,
             Some(Value::Number(number)) => number.as_i64() == Some(1),
@@ -204,10 +201,8 @@ impl Fleet {
 
 /// `(activity_id, host_id)` of a `host_activities` row.
 pub fn host_activity(after: &Map<String, Value>) -> Result<(String, String), Rejection> {
-    let activity = id_text(after.get("activity_id"))
-        .ok_or_else(|| Rejection::new("missing_field", "`after.activity_id` is required"))?;
-    let host = id_text(after.get("host_id"))
-        .ok_or_else(|| Rejection::new("missing_field", "`after.host_id` is required"))?;
+    let activity = required_id(after, "activity_id")?;
+    let host = required_id(after, "host_id")?;
     Ok((activity, host))
 }
 

@@ -266,6 +266,15 @@ pub fn text(object: &serde_json::Map<String, Value>, field: &str) -> Option<Stri
         .map(str::to_owned)
 }
 
+/// A required id field (a string or a number), as text.
+pub fn required_id(
+    after: &serde_json::Map<String, Value>,
+    field: &str,
+) -> Result<String, Rejection> {
+    id_text(after.get(field))
+        .ok_or_else(|| Rejection::new("missing_field", format!("`after.{field}` is required")))
+}
+
 /// A field that is a string or a number, as text (ids are either, depending on the connector).
 pub fn id_text(value: Option<&Value>) -> Option<String> {
     match value? {
