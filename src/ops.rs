@@ -35,7 +35,7 @@ pub fn doctor(config: &Config, now: time::OffsetDateTime) -> Vec<Finding> {
     let mut findings = vec![
         check_data_dir(data_dir),
         check_free_space(data_dir),
-        check_nats_server(),
+        check_nats_server(&config.nats),
     ];
     findings.push(check_certificate(
         &CertificateFiles::resolve(&config.tls, data_dir),
@@ -129,8 +129,22 @@ fn check_free_space(data_dir: &Path) -> Finding {
     }
 }
 
-fn check_nats_server() -> Finding {
-    match std::process::Command::new("nats-server")
+fn check_nats_server(nats: &crate::config::NatsSection) -> Finding {
+    if nats.mode != "embedded" {
+        return finding(
+            Verdict::Ok,
+            "nats-server",
+            format!("not needed (nats.mode = {:?})", nats.mode),
+        );
+    }
+    let Some(binary) = crate::management::nats::server_binary(nats) else {
+        return finding(
+            Verdict::Warn,
+            "nats-server",
+            "not found on PATH; agents and CDC over NATS need it (apt-get install nats-server)",
+        );
+    };
+    match std::process::Command::new(&binary)
         .arg("--version")
         .output()
     {
@@ -143,10 +157,10 @@ fn check_nats_server() -> Finding {
             "nats-server",
             format!("`nats-server --version` exited with {}", output.status),
         ),
-        Err(_) => finding(
+        Err(error) => finding(
             Verdict::Warn,
             "nats-server",
-            "not found on PATH; agents need it (apt-get install nats-server)",
+            format!("cannot run {}: {error}", binary.display()),
         ),
     }
 }

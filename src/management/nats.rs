@@ -82,7 +82,7 @@ impl Nats {
     }
 
     fn prepare_embedded(config: &NatsSection, data_dir: &Path) -> anyhow::Result<Nats> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        use std::os::unix::fs::DirBuilderExt;
         let directory = data_dir.join("nats");
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -91,12 +91,12 @@ impl Nats {
             .map_err(|error| anyhow::anyhow!("cannot create {}: {error}", directory.display()))?;
         let client_port = pick_port(config.client_port)?;
         let websocket_port = pick_port(config.websocket_port)?;
-        let password = random_secret()?;
+        let password = crate::identity::crypto::random_token()?;
         let debezium_file = directory.join(DEBEZIUM_PASSWORD_FILE);
         let debezium_password = match std::fs::read_to_string(&debezium_file) {
             Ok(text) if !text.trim().is_empty() => text.trim().to_owned(),
             _ => {
-                let secret = random_secret()?;
+                let secret = crate::identity::crypto::random_token()?;
                 write_private(&debezium_file, &secret)?;
                 secret
             }
@@ -117,19 +117,8 @@ impl Nats {
         let config_file = directory.join("nats.conf");
         let pid_file = directory.join("nats.pid");
         stop_orphan(&pid_file, &config_file);
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true).mode(0o600);
-        std::io::Write::write_all(
-            &mut options.open(&config_file).map_err(|error| {
-                anyhow::anyhow!("cannot write {}: {error}", config_file.display())
-            })?,
-            text.as_bytes(),
-        )?;
-        let binary = if config.server_path.is_empty() {
-            find_on_path("nats-server")
-        } else {
-            Some(PathBuf::from(&config.server_path))
-        };
+        write_private(&config_file, &text)?;
+        let binary = server_binary(config);
         Ok(Nats {
             url: format!("nats://127.0.0.1:{client_port}"),
             credentials: Some((APPLIANCE_USER.to_owned(), password)),
@@ -366,10 +355,17 @@ fn pick_port(configured: u16) -> anyhow::Result<u16> {
     Ok(probe.local_addr()?.port())
 }
 
-fn random_secret() -> anyhow::Result<String> {
-    let mut bytes = [0u8; 24];
-    crate::identity::crypto::fill_random(&mut bytes)?;
-    Ok(crate::identity::crypto::hex(&bytes))
+/// The `nats-server` the embedded mode runs: `nats.server_path`, or the first on PATH (then the
+/// sbin folders Debian installs it in, which a non-root PATH may lack). `doctor` asks the same.
+pub fn server_binary(config: &NatsSection) -> Option<PathBuf> {
+    if !config.server_path.is_empty() {
+        return Some(PathBuf::from(&config.server_path));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
+        .map(|directory| directory.join("nats-server"))
+        .find(|candidate| candidate.is_file())
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -382,13 +378,7 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .open(path)
         .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", path.display()))?;
     std::io::Write::write_all(&mut file, text.as_bytes())?;
+    // The Debezium password must survive a crash whole: the operator configured it elsewhere.
+    file.sync_all()?;
     Ok(())
-}
-
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
-        .map(|directory| directory.join(name))
-        .find(|candidate| candidate.is_file())
 }

@@ -173,8 +173,12 @@ impl Mappings {
         tool: &str,
         source_event_type: &str,
     ) -> Result<Option<MappingOverride>, MappingError> {
-        let key = (tool.to_owned(), source_event_type.to_owned());
-        if let Some(found) = self.table(tenant).await?.get(&key) {
+        let table = self.table(tenant).await?;
+        // The common case, on every processed event: no override anywhere, no allocation.
+        if table.is_empty() && self.configured.is_empty() {
+            return Ok(None);
+        }
+        if let Some(found) = table.get(&(tool.to_owned(), source_event_type.to_owned())) {
             return Ok(Some(found.clone()));
         }
         let configured = |for_tenant: Option<&str>| {
