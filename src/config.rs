@@ -26,6 +26,7 @@ pub struct Config {
     pub gateway: GatewaySection,
     pub stream: StreamSection,
     pub nats: NatsSection,
+    pub agents: AgentsSection,
     pub log: LogConfig,
 }
 
@@ -361,6 +362,23 @@ impl Default for NatsSection {
             client_port: 0,
             websocket_port: 0,
             url: String::new(),
+        }
+    }
+}
+
+/// Endpoint agents: presence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsSection {
+    /// An ONLINE machine silent this long turns OFFLINE (OpenFrame: 130 s; agents heartbeat
+    /// every 60 s).
+    pub offline_after_seconds: u64,
+}
+
+impl Default for AgentsSection {
+    fn default() -> Self {
+        Self {
+            offline_after_seconds: 130,
         }
     }
 }
@@ -813,6 +831,12 @@ impl Config {
                 60_000,
             ),
             ("stream.consumer_batch", stream.consumer_batch, 1, 100_000),
+            (
+                "agents.offline_after_seconds",
+                self.agents.offline_after_seconds,
+                5,
+                86_400,
+            ),
             (
                 "stream.log_retention_days",
                 stream.log_retention_days,

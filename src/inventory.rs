@@ -31,8 +31,9 @@ pub struct Organization {
     pub name: String,
 }
 
-/// A managed device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A managed device (OpenFrame's `machines` document; the optional fields are what its agent
+/// reports at registration).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Machine {
     pub machine_id: String,
@@ -47,6 +48,35 @@ pub struct Machine {
     /// `key:value` tags.
     #[serde(default)]
     pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_build: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manufacturer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// When the agent was last heard from (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<i64>,
 }
 
 /// A machine's identity inside one tool: MeshCentral's `node//…`, Fleet's numeric host id.
@@ -242,6 +272,93 @@ impl Inventory {
         Ok(())
     }
 
+    /// Whether the tenant has this organization.
+    pub async fn has_organization(
+        &self,
+        tenant: &TenantId,
+        organization_id: &str,
+    ) -> Result<bool, InventoryError> {
+        let directory = self.directory(tenant).await?;
+        let known = read(&directory).organizations.contains_key(organization_id);
+        Ok(known)
+    }
+
+    /// One machine, as the store holds it.
+    pub async fn machine(
+        &self,
+        tenant: &TenantId,
+        machine_id: &str,
+    ) -> Result<Option<Machine>, InventoryError> {
+        let Ok(id) = DocumentId::parse(machine_id) else {
+            return Ok(None);
+        };
+        let found = self
+            .documents
+            .get(tenant, &collection(MACHINES)?, &id)
+            .await?;
+        found
+            .map(|document| serde_json::from_value(document.body))
+            .transpose()
+            .map_err(|error| InventoryError::Unavailable(error.to_string()))
+    }
+
+    /// Reads a machine, lets `change` edit it and writes it back, in one turn with the other
+    /// writes; the analytics row is written again only when a field it holds changed. Returns
+    /// the machine as stored.
+    pub async fn update_machine(
+        &self,
+        tenant: &TenantId,
+        machine_id: &str,
+        change: impl FnOnce(&mut Machine),
+    ) -> Result<Machine, InventoryError> {
+        let id = document_id("machineId", machine_id)?;
+        let _turn = self.writing.lock().await;
+        let before: Machine = match self
+            .documents
+            .get(tenant, &collection(MACHINES)?, &id)
+            .await?
+        {
+            Some(document) => serde_json::from_value(document.body)
+                .map_err(|error| InventoryError::Unavailable(error.to_string()))?,
+            None => {
+                return Err(InventoryError::NotFound(format!(
+                    "machine {machine_id:?} does not exist"
+                )));
+            }
+        };
+        let mut machine = before.clone();
+        change(&mut machine);
+        machine.machine_id = before.machine_id.clone();
+        if machine == before {
+            return Ok(machine);
+        }
+        self.store(tenant, MACHINES, &id, &machine).await?;
+        let row_changed = (
+            &machine.status,
+            &machine.device_type,
+            &machine.os_type,
+            &machine.organization_id,
+            &machine.tags,
+        ) != (
+            &before.status,
+            &before.device_type,
+            &before.os_type,
+            &before.organization_id,
+            &before.tags,
+        );
+        if row_changed {
+            self.analytics
+                .upsert_devices(tenant, vec![self.device_row(&machine)])
+                .await?;
+        }
+        if let Some(directory) = self.loaded(tenant) {
+            write(&directory)
+                .machines
+                .insert(machine.machine_id.clone(), machine.clone());
+        }
+        Ok(machine)
+    }
+
     /// Every machine of the tenant, from the store.
     pub async fn machines(&self, tenant: &TenantId) -> Result<Vec<Machine>, InventoryError> {
         self.all::<Machine>(tenant, MACHINES).await
@@ -341,29 +458,7 @@ impl Inventory {
         tenant: &TenantId,
         name: &str,
     ) -> Result<Vec<T>, InventoryError> {
-        let collection = collection(name)?;
-        let mut found = Vec::new();
-        let mut after: Option<DocumentId> = None;
-        loop {
-            let page = self
-                .documents
-                .list(tenant, &collection, after.as_ref(), MAX_LIST)
-                .await?;
-            let full = page.len() == MAX_LIST;
-            after = page.last().map(|document| document.id.clone());
-            for document in page {
-                match serde_json::from_value(document.body) {
-                    Ok(record) => found.push(record),
-                    Err(error) => tracing::warn!(
-                        %tenant, collection = name, id = %document.id, %error,
-                        "skipping an unreadable inventory document"
-                    ),
-                }
-            }
-            if !full {
-                return Ok(found);
-            }
-        }
+        Ok(read_all(self.documents.as_ref(), tenant, &collection(name)?).await?)
     }
 
     async fn store<T: Serialize>(
@@ -379,6 +474,36 @@ impl Inventory {
             .replace(tenant, &collection(name)?, id, &body, None)
             .await?;
         Ok(())
+    }
+}
+
+/// Every readable document of a collection, page by page; unreadable ones are skipped with a
+/// warning (one bad document must not hide the rest).
+pub(crate) async fn read_all<T: serde::de::DeserializeOwned>(
+    documents: &dyn DocumentStore,
+    tenant: &TenantId,
+    collection: &Collection,
+) -> Result<Vec<T>, DocumentError> {
+    let mut found = Vec::new();
+    let mut after: Option<DocumentId> = None;
+    loop {
+        let page = documents
+            .list(tenant, collection, after.as_ref(), MAX_LIST)
+            .await?;
+        let full = page.len() == MAX_LIST;
+        after = page.last().map(|document| document.id.clone());
+        for document in page {
+            match serde_json::from_value(document.body) {
+                Ok(record) => found.push(record),
+                Err(error) => tracing::warn!(
+                    %tenant, collection = %collection, id = %document.id, %error,
+                    "skipping an unreadable document"
+                ),
+            }
+        }
+        if !full {
+            return Ok(found);
+        }
     }
 }
 

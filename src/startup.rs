@@ -27,7 +27,10 @@ use crate::gateway::tools::ToolRegistry;
 use crate::identity::Identity;
 use crate::identity::http::PeerAddr;
 use crate::inventory::Inventory;
+use crate::management::Management;
+use crate::management::agents::Agents;
 use crate::management::nats::Nats;
+use crate::management::presence::Presence;
 use crate::metrics::Metrics;
 use crate::stream::Stream;
 use crate::stream::mappings::Mappings;
@@ -51,6 +54,8 @@ pub struct AppState {
     pub stream: Arc<Stream>,
     /// NATS (embedded or external); `None` with `nats.mode = "off"`.
     pub nats: Option<Arc<Nats>>,
+    /// Agents: credentials, presence, the `/ws/nats` sessions.
+    pub management: Arc<Management>,
 }
 
 /// A built appliance: listeners bound, stores open, not yet serving.
@@ -167,12 +172,40 @@ impl Application {
             }
         };
 
+        let agents = match Agents::load(
+            storage.tenants.clone(),
+            storage.documents.clone(),
+            inventory.clone(),
+            identity.clone(),
+        )
+        .await
+        {
+            Ok(agents) => Arc::new(agents),
+            Err(error) => {
+                let _ = storage.close().await;
+                return Err(anyhow::anyhow!("cannot load agent credentials: {error}"));
+            }
+        };
+        let management = Arc::new(Management {
+            agents,
+            presence: Arc::new(Presence::new(
+                inventory.clone(),
+                stream.clone(),
+                identity.clock.clone(),
+                std::time::Duration::from_secs(config.agents.offline_after_seconds),
+            )),
+            sessions: Arc::default(),
+            upstream: nats.as_ref().and_then(|nats| nats.agent_upstream()),
+            clock: identity.clock.clone(),
+        });
+
         Ok(Application {
             state: AppState {
                 storage,
                 inventory,
                 stream,
                 nats,
+                management,
                 metrics,
                 stopping: Arc::new(AtomicBool::new(false)),
                 config: Arc::new(config),
@@ -313,6 +346,12 @@ impl Application {
                 );
                 let default_tenant = state.config.stream.nats_tenant.clone();
                 let stop = cdc_stop.clone();
+                let (management, inventory, documents) = (
+                    state.management.clone(),
+                    state.inventory.clone(),
+                    state.storage.documents.clone(),
+                );
+                // One connection for CDC ingest and for the agents' heartbeats and reports.
                 let consumer = tokio::spawn(async move {
                     let client = tokio::select! {
                         () = stop.cancelled() => return,
@@ -320,11 +359,21 @@ impl Application {
                     };
                     match client {
                         Ok(client) => {
-                            crate::stream::cdc::run(stream, client, tenants, default_tenant, stop)
-                                .await;
+                            tokio::join!(
+                                crate::stream::cdc::run(
+                                    stream,
+                                    client.clone(),
+                                    tenants,
+                                    default_tenant,
+                                    stop.clone()
+                                ),
+                                crate::management::run(
+                                    management, inventory, documents, client, stop
+                                ),
+                            );
                         }
                         Err(error) => {
-                            tracing::warn!(%error, "cannot connect to NATS; CDC over NATS is off")
+                            tracing::warn!(%error, "cannot connect to NATS; agents and CDC over NATS are off")
                         }
                     }
                 });
@@ -332,6 +381,16 @@ impl Application {
             }
             None => (None, None),
         };
+        // Presence: machines the store holds ONLINE are watched from the start.
+        let tenants: Vec<_> = match state.storage.tenants.tenants().await {
+            Ok(tenants) => tenants.into_iter().map(|tenant| tenant.id).collect(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot list tenants for presence");
+                Vec::new()
+            }
+        };
+        state.management.presence.watch_online(&tenants).await;
+        let presence_task = state.management.presence.spawn(cdc_stop.clone());
         let redirect_task = redirect.map(|listener| {
             tracing::info!(http = %crate::gateway::edge::describe(&listener), "redirecting plain HTTP to HTTPS");
             tokio::spawn(crate::gateway::edge::serve_redirects(
@@ -405,6 +464,8 @@ impl Application {
 
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         state.stopping.store(true, Ordering::SeqCst);
+        // Agents' NATS sessions are long-lived: end them now; they reconnect to whoever serves next.
+        state.management.sessions.close_all();
         drop(https);
         if tokio::time::timeout(grace, graceful.shutdown())
             .await
@@ -424,6 +485,7 @@ impl Application {
         if let Some(consumer) = cdc_consumer {
             let _ = consumer.await;
         }
+        let _ = presence_task.await;
         stream_stop.cancel();
         if let Err(error) = stream_worker.await {
             tracing::warn!(%error, "the event pipeline task failed");

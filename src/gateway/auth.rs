@@ -172,7 +172,7 @@ pub enum Who {
         user_id: Option<String>,
     },
     /// An endpoint agent.
-    Agent { machine_id: String },
+    Agent { machine_id: String, epoch: u64 },
 }
 
 impl Principal {
@@ -322,6 +322,7 @@ async fn verify_fully(
             .map_err(failed)?;
         let who = Who::Agent {
             machine_id: claims.machine_id,
+            epoch: claims.epoch,
         };
         return Ok((tenant.id, who, claims.exp, epoch));
     }
@@ -512,6 +513,18 @@ async fn principal_for(
         };
         return Err(ApiError::Forbidden(format!("this path needs {needed}")));
     }
+    // An agent token holds only while its machine is registered and at the token's credential
+    // generation (checked on every request, cached verdict or not: it is one map lookup).
+    if let Who::Agent { machine_id, epoch } = &principal.who
+        && !state
+            .management
+            .agents
+            .admits(&principal.tenant, machine_id, *epoch)
+    {
+        return Err(ApiError::Unauthorized(
+            "the agent's machine was uninstalled or reinstalled since this token was issued; register again".into(),
+        ));
+    }
     Ok(principal)
 }
 
@@ -586,7 +599,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Agent {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let principal = parts.extensions.get::<Principal>().ok_or_else(missing)?;
         match &principal.who {
-            Who::Agent { machine_id } => Ok(Agent {
+            Who::Agent { machine_id, .. } => Ok(Agent {
                 tenant: principal.tenant.clone(),
                 machine_id: machine_id.clone(),
                 expires_at_ms: principal.expires_at_ms,

@@ -78,8 +78,13 @@ pub fn router(state: AppState) -> Router {
     let gateway = &state.gateway;
     // Sign-in, tokens, registration: open to anyone, so limited per client address.
     let mut identity = crate::identity::http::router();
+    // Agent registration and the agent token endpoint: open too, so limited the same way.
+    let mut agent_bootstrap = crate::management::http::bootstrap_router();
     if let Some(config) = &gateway.per_address {
         identity = identity.layer(
+            tower_governor::GovernorLayer::new(config.clone()).error_handler(edge::too_many),
+        );
+        agent_bootstrap = agent_bootstrap.layer(
             tower_governor::GovernorLayer::new(config.clone()).error_handler(edge::too_many),
         );
     }
@@ -95,6 +100,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::api::router())
         .merge(crate::external_api::router())
         .merge(crate::stream::http::router())
+        .merge(crate::management::http::router())
+        .merge(agent_bootstrap)
         .merge(identity)
         .fallback(not_found)
         // Layers run bottom-up for a request: the access check is the last thing before routing.

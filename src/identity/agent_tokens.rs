@@ -34,6 +34,10 @@ pub struct AgentClaims {
     pub machine_id: String,
     pub roles: Vec<String>,
     pub grant_type: String,
+    /// The machine's credential generation: reinstalling or uninstalling the agent moves it on,
+    /// and every token of an older generation is refused from then on.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 /// A freshly issued agent access token.
@@ -55,6 +59,7 @@ impl Identity {
         &self,
         tenant: &TenantId,
         machine_id: &str,
+        epoch: u64,
         grant_type: &str,
     ) -> anyhow::Result<AgentToken> {
         let now = self.clock.now_ms().div_euclid(1000);
@@ -71,6 +76,7 @@ impl Identity {
             machine_id: machine_id.to_owned(),
             roles: vec!["AGENT".to_owned()],
             grant_type: grant_type.to_owned(),
+            epoch,
         };
         let token = self.keys.sign(tenant, &claims).await?;
         Ok(AgentToken {

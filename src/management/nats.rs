@@ -1,10 +1,11 @@
 //! NATS for agents and CDC: either a `nats-server` child the appliance supervises (loopback only,
 //! JetStream in `<data dir>/nats`), or an external server.
 //!
-//! The embedded server gets a generated config with two users: `openframe` (the appliance, a new
-//! password every start, held only in memory and the 0600 config file) and `debezium` (may only
-//! publish `cdc.>`; its password is kept in `<data dir>/nats/debezium.password`, 0600, for the
-//! operator to give Debezium Server). If the child dies it is restarted with backoff on the same
+//! The embedded server gets a generated config with three users: `openframe` (the appliance, a new
+//! password every start, held only in memory and the 0600 config file), `agents` (the `/ws/nats`
+//! proxy's connections, also a new password every start, limited to what any machine may do) and
+//! `debezium` (may only publish `cdc.>`; its password is kept in
+//! `<data dir>/nats/debezium.password`, 0600, for the operator to give Debezium Server). If the child dies it is restarted with backoff on the same
 //! ports, so clients reconnect by themselves; its state is part of `/health/ready`.
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,8 @@ use crate::config::NatsSection;
 
 /// The appliance's own NATS user.
 const APPLIANCE_USER: &str = "openframe";
+/// The user the `/ws/nats` proxy connects agents as.
+const AGENTS_USER: &str = "agents";
 /// The user CDC publishers (Debezium Server's NATS sink) connect as.
 pub const DEBEZIUM_USER: &str = "debezium";
 const DEBEZIUM_PASSWORD_FILE: &str = "debezium.password";
@@ -47,6 +50,8 @@ pub struct Nats {
     url: String,
     /// Credentials for the appliance's own connection (embedded only).
     credentials: Option<(String, String)>,
+    /// Credentials of the `/ws/nats` proxy's connections (embedded only).
+    agent_credentials: Option<(String, String)>,
     websocket_port: Option<u16>,
     embedded: Option<Embedded>,
     state: Mutex<NatsState>,
@@ -72,6 +77,7 @@ impl Nats {
             "external" => Ok(Some(Nats {
                 url: config.url.clone(),
                 credentials: None,
+                agent_credentials: None,
                 websocket_port: None,
                 embedded: None,
                 state: Mutex::new(NatsState::External),
@@ -92,6 +98,7 @@ impl Nats {
         let client_port = pick_port(config.client_port)?;
         let websocket_port = pick_port(config.websocket_port)?;
         let password = crate::identity::crypto::random_token()?;
+        let agents_password = crate::identity::crypto::random_token()?;
         let debezium_file = directory.join(DEBEZIUM_PASSWORD_FILE);
         let debezium_password = match std::fs::read_to_string(&debezium_file) {
             Ok(text) if !text.trim().is_empty() => text.trim().to_owned(),
@@ -111,6 +118,7 @@ impl Nats {
              websocket {{\n  listen: \"127.0.0.1:{websocket_port}\"\n  no_tls: true\n}}\n\
              authorization {{\n  users = [\n\
              \x20   {{ user: \"{APPLIANCE_USER}\", password: \"{password}\" }}\n\
+             \x20   {{ user: \"{AGENTS_USER}\", password: \"{agents_password}\", permissions: {{ publish: [\"machine.>\", \"_INBOX.>\", \"$JS.API.INFO\", \"$JS.API.STREAM.INFO.>\", \"$JS.API.CONSUMER.>\", \"$JS.ACK.>\"], subscribe: [\"machine.>\", \"_INBOX.>\"] }} }}\n\
              \x20   {{ user: \"{DEBEZIUM_USER}\", password: \"{debezium_password}\", permissions: {{ publish: [\"cdc.>\", \"$JS.API.INFO\"], subscribe: [\"_INBOX.>\"] }} }}\n\
              \x20 ]\n}}\n"
         );
@@ -122,6 +130,7 @@ impl Nats {
         Ok(Nats {
             url: format!("nats://127.0.0.1:{client_port}"),
             credentials: Some((APPLIANCE_USER.to_owned(), password)),
+            agent_credentials: Some((AGENTS_USER.to_owned(), agents_password)),
             websocket_port: Some(websocket_port),
             embedded: Some(Embedded {
                 binary,
@@ -136,6 +145,28 @@ impl Nats {
     /// Where clients connect (no credentials in it).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Where the `/ws/nats` proxy connects, and as whom: the embedded server's client port as
+    /// `agents`, or the external server with the credentials of its URL.
+    pub fn agent_upstream(&self) -> Option<super::nats_proxy::Upstream> {
+        let address = super::nats_proxy::client_address(&self.url)?;
+        let credentials = match &self.agent_credentials {
+            Some(credentials) => Some(credentials.clone()),
+            None => url::Url::parse(&self.url).ok().and_then(|url| {
+                let user = url.username();
+                (!user.is_empty()).then(|| {
+                    (
+                        user.to_owned(),
+                        url.password().unwrap_or_default().to_owned(),
+                    )
+                })
+            }),
+        };
+        Some(super::nats_proxy::Upstream {
+            address,
+            credentials,
+        })
     }
 
     /// The embedded server's WebSocket port on loopback (the gateway's `/ws/nats` target).

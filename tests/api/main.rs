@@ -6,6 +6,7 @@
 
 mod helpers;
 
+mod agents;
 mod cli;
 mod config;
 mod data_dir;

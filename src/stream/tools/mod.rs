@@ -28,10 +28,12 @@ pub enum MessageType {
     FleetActivity,
     /// Fleet's raw `host_activities` table.
     FleetHostActivity,
+    /// A machine turned ONLINE or OFFLINE (the appliance's own presence tracking).
+    DevicePresence,
 }
 
 impl MessageType {
-    pub const ALL: [MessageType; 9] = [
+    pub const ALL: [MessageType; 10] = [
         MessageType::MeshcentralEvent,
         MessageType::FleetMdmEvent,
         MessageType::FleetMdmQueryResultEvent,
@@ -41,6 +43,7 @@ impl MessageType {
         MessageType::ScriptExecuted,
         MessageType::FleetActivity,
         MessageType::FleetHostActivity,
+        MessageType::DevicePresence,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +57,7 @@ impl MessageType {
             MessageType::ScriptExecuted => "SCRIPT_EXECUTED",
             MessageType::FleetActivity => "FLEET_ACTIVITY",
             MessageType::FleetHostActivity => "FLEET_HOST_ACTIVITY",
+            MessageType::DevicePresence => "DEVICE_PRESENCE",
         }
     }
 
@@ -70,7 +74,9 @@ impl MessageType {
             }
             MessageType::FleetMdmQueryResultEvent => "fleet.query_results.events",
             MessageType::FleetMdmPolicyMembershipEvent => "fleet.policy_membership.events",
-            MessageType::CommandExecuted | MessageType::ScriptExecuted => "logs.events",
+            MessageType::CommandExecuted
+            | MessageType::ScriptExecuted
+            | MessageType::DevicePresence => "logs.events",
             MessageType::FleetActivity => "fleet.activities.events",
             MessageType::FleetHostActivity => "fleet.host_activities.events",
         }

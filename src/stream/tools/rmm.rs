@@ -1,7 +1,8 @@
 //! OpenFrame RMM: results of scripts and commands our own agent ran, published by the management
 //! side on `logs.events` as Debezium-shaped messages whose `after` is OpenFrame's
 //! `RmmResultEvent` (`machineId`, `executionId`, `scriptId`, `stdout`, `stderr`, `exitCode`,
-//! `executionTimeMs`, `timedOut`, `error`, `eventTimestamp`).
+//! `executionTimeMs`, `timedOut`, `error`, `eventTimestamp`); and the agents' presence changes
+//! (`DEVICE_PRESENCE`: `machineId`, `status` ONLINE or OFFLINE, `lastSeen`, `eventTimestamp`).
 
 use serde_json::Value;
 
@@ -27,11 +28,18 @@ impl ToolIntegration for Rmm {
     }
 
     fn message_types(&self) -> &'static [MessageType] {
-        &[MessageType::CommandExecuted, MessageType::ScriptExecuted]
+        &[
+            MessageType::CommandExecuted,
+            MessageType::ScriptExecuted,
+            MessageType::DevicePresence,
+        ]
     }
 
     fn parse(&self, message_type: MessageType, envelope: &Envelope) -> Result<Parsed, Rejection> {
         let after = envelope.after()?;
+        if message_type == MessageType::DevicePresence {
+            return presence(self.db_name(), &after);
+        }
         let machine = required_str(&after, "machineId")?.to_owned();
         let execution = required_str(&after, "executionId")?;
         let when = after
@@ -102,6 +110,42 @@ impl ToolIntegration for Rmm {
     }
 }
 
+/// A machine turned ONLINE or OFFLINE.
+fn presence(db: &str, after: &serde_json::Map<String, Value>) -> Result<Parsed, Rejection> {
+    let machine = required_str(after, "machineId")?.to_owned();
+    let status = required_str(after, "status")?;
+    let (kind, message) = match status {
+        "ONLINE" => ("presence.online", "The agent connected".to_owned()),
+        "OFFLINE" => (
+            "presence.offline",
+            match after.get("offlineAfterSeconds").and_then(Value::as_i64) {
+                Some(seconds) => format!("No heartbeat for {seconds} s"),
+                None => "No heartbeat".to_owned(),
+            },
+        ),
+        _ => {
+            return Err(Rejection::new(
+                "invalid_field",
+                "`after.status` must be ONLINE or OFFLINE",
+            ));
+        }
+    };
+    let when = after
+        .get("eventTimestamp")
+        .ok_or_else(|| Rejection::new("missing_field", "`after.eventTimestamp` is required"))?;
+    let timestamp = parse_timestamp(when, "after.eventTimestamp")?;
+    Ok(Parsed::Event(Box::new(ToolEvent {
+        tool_event_id: tool_event_id(db, "presence", &format!("{machine}_{status}_{timestamp}")),
+        source_event_type: kind.to_owned(),
+        timestamp,
+        message: Some(message),
+        user: None,
+        device: Some(DeviceRef::Machine(machine)),
+        details: serde_json::json!({ "result": { "status": status, "lastSeen": after.get("lastSeen") } }),
+        source: Value::Object(after.clone()),
+    })))
+}
+
 /// The first `limit` bytes of `text`, on a character boundary.
 fn cut(text: &str, limit: usize) -> &str {
     if text.len() <= limit {
@@ -117,6 +161,8 @@ fn cut(text: &str, limit: usize) -> &str {
 /// Sorted.
 const MAPPING: &[(&str, &str)] = &[
     ("cmd_run.finished", "COMMAND_RUN_FINISHED"),
+    ("presence.offline", "DEVICE_OFFLINE"),
+    ("presence.online", "DEVICE_ONLINE"),
     ("script_run.failed", "SCRIPT_FAILED"),
     ("script_run.finished", "SCRIPT_EXECUTED"),
 ];

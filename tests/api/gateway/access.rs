@@ -97,13 +97,19 @@ async fn every_path_admits_exactly_its_callers() {
             KeyA,
             Error(StatusCode::UNAUTHORIZED, "unauthorized"),
         ),
-        // Agents' paths: open bootstrap paths pass the edge (nothing is routed there yet),
-        // the rest need an agent token.
+        // Agents' paths: open bootstrap paths pass the edge and reach the handler (which wants
+        // the initial key), the rest need an agent token.
         (
             "POST",
             "/clients/api/agents/register",
             None,
-            Error(StatusCode::NOT_FOUND, "route_not_found"),
+            Error(StatusCode::UNAUTHORIZED, "unauthorized"),
+        ),
+        (
+            "POST",
+            "/clients/oauth/token",
+            AdminA,
+            Error(StatusCode::BAD_REQUEST, "invalid_input"),
         ),
         (
             "GET",
@@ -201,13 +207,13 @@ async fn every_path_admits_exactly_its_callers() {
             "GET",
             "/ws/nats",
             AgentA,
-            Error(StatusCode::NOT_FOUND, "route_not_found"),
+            Error(StatusCode::BAD_REQUEST, "invalid_input"),
         ),
         (
             "GET",
             "/ws/nats",
             AdminA,
-            Error(StatusCode::NOT_FOUND, "route_not_found"),
+            Error(StatusCode::FORBIDDEN, "forbidden"),
         ),
         // The probe: any valid token, and what it says about the caller.
         (

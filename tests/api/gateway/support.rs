@@ -40,14 +40,33 @@ pub(crate) fn tenant(id: &str) -> TenantId {
     TenantId::parse(id).unwrap()
 }
 
-/// An agent token of `tenant`, as the agent service will issue it.
-pub(crate) async fn agent_token(app: &TestApp, tenant_id: &str, machine: &str) -> String {
+/// An agent token of `tenant`: a machine named `hostname` registers with the tenant's
+/// registration secret and authenticates with its client credentials.
+pub(crate) async fn agent_token(app: &TestApp, tenant_id: &str, hostname: &str) -> String {
+    let agents = &app.state.management.agents;
+    let tenant = tenant(tenant_id);
     app.state
-        .identity
-        .issue_agent_token(&tenant(tenant_id), machine, "client_credentials")
+        .inventory
+        .put_organization(
+            &tenant,
+            openframe::inventory::Organization {
+                organization_id: "org-main".into(),
+                name: "Main office".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let secret = agents.registration_secret(&tenant).await.unwrap().secret;
+    let registration = serde_json::from_value(serde_json::json!({
+        "hostname": hostname, "organizationId": "org-main", "agentVersion": "1.0.0", "osType": "LINUX",
+    }))
+    .unwrap();
+    let enrolled = agents.register(&secret, registration).await.unwrap();
+    agents
+        .client_credentials(&enrolled.client_id, &enrolled.client_secret)
         .await
         .unwrap()
-        .token
+        .access_token
 }
 
 /// Creates an API key through `POST /api/api-keys`; returns (key id, full key, answer).

@@ -59,6 +59,7 @@ pub(crate) async fn seed_inventory(app: &TestApp, tenant_id: &str) {
                     device_type: "DESKTOP".into(),
                     os_type: "WINDOWS".into(),
                     tags: vec!["site:hq".into()],
+                    ..Machine::default()
                 },
             )
             .await

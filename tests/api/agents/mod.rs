@@ -1,0 +1,5 @@
+//! Agents: registration, agent tokens, `/ws/nats` with per-machine permissions, presence.
+
+mod credentials;
+mod nats;
+pub(crate) mod support;
