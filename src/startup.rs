@@ -195,7 +195,8 @@ impl Application {
                 std::time::Duration::from_secs(config.agents.offline_after_seconds),
             )),
             sessions: Arc::default(),
-            upstream: nats.as_ref().and_then(|nats| nats.agent_upstream()),
+            nats_enabled: nats.is_some(),
+            hub: std::sync::OnceLock::new(),
             clock: identity.clock.clone(),
         });
 
@@ -357,6 +358,14 @@ impl Application {
                         () = stop.cancelled() => return,
                         client = nats.connect() => client,
                     };
+                    match nats.connect_agents().await {
+                        Ok(hub) => {
+                            let _ = management.hub.set(hub);
+                        }
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot connect the agents' NATS hub")
+                        }
+                    }
                     match client {
                         Ok(client) => {
                             tokio::join!(

@@ -31,8 +31,10 @@ pub struct Management {
     pub agents: Arc<agents::Agents>,
     pub presence: Arc<presence::Presence>,
     pub sessions: Arc<nats_proxy::Sessions>,
-    /// Where `/ws/nats` connects; `None` with NATS off.
-    pub upstream: Option<nats_proxy::Upstream>,
+    /// Whether NATS is on at all (`nats.mode` is not `off`).
+    pub nats_enabled: bool,
+    /// The `/ws/nats` hub's connection to NATS, once made.
+    pub hub: std::sync::OnceLock<async_nats::Client>,
     pub clock: Arc<dyn openframe_storage::Clock>,
 }
 

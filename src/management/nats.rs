@@ -147,26 +147,24 @@ impl Nats {
         &self.url
     }
 
-    /// Where the `/ws/nats` proxy connects, and as whom: the embedded server's client port as
-    /// `agents`, or the external server with the credentials of its URL.
-    pub fn agent_upstream(&self) -> Option<super::nats_proxy::Upstream> {
-        let address = super::nats_proxy::client_address(&self.url)?;
-        let credentials = match &self.agent_credentials {
-            Some(credentials) => Some(credentials.clone()),
-            None => url::Url::parse(&self.url).ok().and_then(|url| {
-                let user = url.username();
-                (!user.is_empty()).then(|| {
-                    (
-                        user.to_owned(),
-                        url.password().unwrap_or_default().to_owned(),
-                    )
-                })
-            }),
+    /// The `/ws/nats` hub's connection: as the `agents` user on the embedded server (limited
+    /// to what any machine may do), or with the external URL's own credentials.
+    pub async fn connect_agents(&self) -> Result<async_nats::Client, async_nats::ConnectError> {
+        let options = match &self.agent_credentials {
+            Some((user, password)) => {
+                async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+            }
+            None => async_nats::ConnectOptions::new(),
         };
-        Some(super::nats_proxy::Upstream {
-            address,
-            credentials,
-        })
+        options
+            .name("openframe-agents")
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            // Ten thousand agents' subscriptions share this connection.
+            .subscription_capacity(1024)
+            .client_capacity(16 * 1024)
+            .connect(self.url.as_str())
+            .await
     }
 
     /// The embedded server's WebSocket port on loopback (the gateway's `/ws/nats` target).

@@ -1,22 +1,26 @@
-//! `/ws/nats`: agents speak NATS over a WebSocket to the gateway, and the gateway speaks it to
-//! the NATS server's loopback client port, reading every operation the agent sends.
+//! `/ws/nats`: agents speak NATS over a WebSocket to the gateway, and the gateway is their NATS
+//! server. It reads every operation an agent sends and carries the allowed ones over one shared
+//! connection to the real server (the hub), as the NATS user `agents`.
 //!
-//! Enforcement lives here, in the proxy, because the proxy is where the verified machine id is
-//! known: nats-server (Debian's 2.9) has no per-connection identity for a shared user short of
-//! operator-mode JWTs or a config reload per machine. So:
-//! - the agent's `CONNECT` is replaced by one with the proxy's own NATS user (`agents`, whose
-//!   server-side permissions are the union of what any machine may do: a second fence);
+//! Why a hub and not a byte relay: one upstream connection instead of one per agent halves the
+//! appliance's file descriptors and spares nats-server ten thousand clients; agents keep their
+//! WebSocket while nats-server restarts (the hub reconnects and resubscribes for them); and
+//! enforcement happens where the verified machine id is known. nats-server (Debian's 2.9) has no
+//! per-connection identity for a shared user short of operator-mode JWTs or a config reload per
+//! machine, so:
 //! - each `PUB`/`HPUB`/`SUB` is checked against [`MachineScope`]; a refused one is dropped and
 //!   answered with nats-server's own `-ERR 'Permissions Violation for Publish to "…"'` (or
-//!   `Subscription to`), after which the connection carries on, as with nats-server;
-//! - an over-long control line or payload ends the connection as nats-server would, and a
-//!   machine publishing faster than its budget gets `-ERR 'Publish Rate Exceeded'` for the
-//!   excess (its messages are dropped, nobody else's);
-//! - what the server sends goes back unchanged: it only ever delivers what the proxy let the
-//!   agent subscribe to.
+//!   `Subscription to`), after which the session carries on, as with nats-server; the `agents`
+//!   user's server-side permissions are a second fence;
+//! - an over-long control line or payload, or a malformed operation, ends the session as
+//!   nats-server would; a machine publishing faster than its budget gets
+//!   `-ERR 'Publish Rate Exceeded'` for the excess, and one with too many subscriptions
+//!   `-ERR 'Maximum Subscriptions Exceeded'`;
+//! - messages reach a session only through its own subscriptions, under its own sids; a slow
+//!   agent loses its own messages (NATS's slow-consumer rule), never anyone else's.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -24,8 +28,8 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::nats_rules::MachineScope;
@@ -40,18 +44,16 @@ pub const MAX_AGENT_PAYLOAD: usize = 1024 * 1024;
 /// Publishes per second a machine may sustain, and the burst above it.
 const PUBLISH_RATE: f64 = 100.0;
 const PUBLISH_BURST: f64 = 1000.0;
-
-/// Where the proxy connects and as whom.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    pub address: String,
-    pub credentials: Option<(String, String)>,
-}
+/// Subscriptions one session may hold (OpenFrame's agent needs about ten).
+const MAX_SUBSCRIPTIONS: usize = 100;
+/// Messages waiting for one slow agent before its subscriptions start losing them.
+const SESSION_BACKLOG: usize = 256;
 
 /// The proxy's live sessions, and the signal that ends them at shutdown.
 #[derive(Debug, Default)]
 pub struct Sessions {
     open: AtomicUsize,
+    next_id: AtomicU64,
     stop: CancellationToken,
 }
 
@@ -78,27 +80,16 @@ pub async fn upgrade(
         ))
     })?;
     let management = state.management.clone();
-    let Some(upstream) = management.upstream.clone() else {
+    if !management.nats_enabled {
         return Err(ApiError::NotFound(
             "NATS is off on this appliance (nats.mode = \"off\")".into(),
         ));
+    }
+    let Some(hub) = management.hub.get().cloned() else {
+        return Err(ApiError::Overloaded(
+            "agent messaging is starting; retry shortly".into(),
+        ));
     };
-    // Connect first: while NATS is down the agent gets a 503 and retries, rather than a
-    // WebSocket that closes at once.
-    let server = match tokio::time::timeout(
-        Duration::from_secs(5),
-        TcpStream::connect(upstream.address.as_str()),
-    )
-    .await
-    {
-        Ok(Ok(server)) => server,
-        _ => {
-            return Err(ApiError::Overloaded(
-                "the NATS server is not reachable right now; retry shortly".into(),
-            ));
-        }
-    };
-    let _ = server.set_nodelay(true);
     management.presence.seen(&agent.tenant, &agent.machine_id);
     let response = upgrade
         .read_buffer_size(4096)
@@ -107,89 +98,198 @@ pub async fn upgrade(
         .max_message_size(MAX_AGENT_PAYLOAD + MAX_CONTROL_LINE)
         .max_frame_size(MAX_AGENT_PAYLOAD + MAX_CONTROL_LINE)
         .on_upgrade(move |socket| async move {
-            let sessions = &management.sessions;
+            let sessions = management.sessions.clone();
             sessions.open.fetch_add(1, Ordering::Relaxed);
-            let scope = MachineScope::new(&agent.machine_id);
-            let ended = relay(
-                socket,
-                server,
-                &upstream,
-                &scope,
-                &agent.machine_id,
-                sessions.stop.clone(),
-            )
-            .await;
+            let client_id = sessions.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut session = Session::new(hub, MachineScope::new(&agent.machine_id));
+            let ended = session
+                .run(socket, client_id, &agent.machine_id, sessions.stop.clone())
+                .await;
+            session.close();
             sessions.open.fetch_sub(1, Ordering::Relaxed);
             tracing::debug!(tenant = %agent.tenant, machine_id = %agent.machine_id, why = ended, "agent NATS session ended");
         });
     Ok(response)
 }
 
-/// Relays until either side closes; returns why it ended.
-async fn relay(
-    mut socket: WebSocket,
-    mut server: TcpStream,
-    upstream: &Upstream,
-    scope: &MachineScope,
-    machine_id: &str,
-    stop: CancellationToken,
-) -> &'static str {
-    let mut from_agent = Parser::default();
-    let mut from_server = BytesMut::with_capacity(4096);
-    let mut budget = Budget::new();
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => {
-                let _ = socket.send(Message::Close(None)).await;
-                return "the appliance is stopping";
+/// A client operation, parsed.
+#[derive(Debug, PartialEq)]
+enum Op {
+    /// `echo: false` is not honoured: the hub delivers an agent's own messages back to it
+    /// when it subscribes to them (OpenFrame's agent never does).
+    Connect {
+        verbose: bool,
+    },
+    Ping,
+    Pong,
+    Pub {
+        subject: String,
+        reply: Option<String>,
+        /// The `NATS/1.0` header block of an `HPUB`.
+        headers: Option<Bytes>,
+        payload: Bytes,
+    },
+    Sub {
+        subject: String,
+        queue: Option<String>,
+        sid: String,
+    },
+    Unsub {
+        sid: String,
+        max: Option<u64>,
+    },
+}
+
+/// A protocol error: what nats-server would send, and whether the session ends.
+#[derive(Debug, PartialEq)]
+struct Violation {
+    error: &'static str,
+    fatal: bool,
+}
+
+const UNKNOWN: Violation = Violation {
+    error: "Unknown Protocol Operation",
+    fatal: true,
+};
+
+/// The client-to-server half of the NATS protocol.
+#[derive(Debug, Default)]
+struct Parser {
+    buffer: BytesMut,
+    /// A `PUB`/`HPUB` whose payload (and its CRLF) is still arriving.
+    pending: Option<PendingPub>,
+}
+
+#[derive(Debug)]
+struct PendingPub {
+    subject: String,
+    reply: Option<String>,
+    header_bytes: Option<usize>,
+    /// Payload bytes plus the trailing CRLF.
+    length: usize,
+}
+
+impl Parser {
+    /// The next complete operation, `None` when more bytes are needed.
+    fn next(&mut self) -> Result<Option<Op>, Violation> {
+        if let Some(pending) = &self.pending {
+            if self.buffer.len() < pending.length {
+                return Ok(None);
             }
-            message = socket.recv() => {
-                let data = match message {
-                    Some(Ok(Message::Binary(data))) => data,
-                    Some(Ok(Message::Text(text))) => Bytes::from(text.as_str().to_owned()),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Close(_))) | None => return "the agent closed",
-                    Some(Err(_)) => return "the agent's connection failed",
+            let mut body = self.buffer.split_to(pending.length);
+            let Some(pending) = self.pending.take() else {
+                return Ok(None);
+            };
+            if !body.ends_with(b"\r\n") {
+                return Err(UNKNOWN);
+            }
+            body.truncate(body.len() - 2);
+            let mut body = body.freeze();
+            let headers = pending.header_bytes.map(|size| body.split_to(size));
+            return Ok(Some(Op::Pub {
+                subject: pending.subject,
+                reply: pending.reply,
+                headers,
+                payload: body,
+            }));
+        }
+        let Some(end) = self.buffer.windows(2).position(|pair| pair == b"\r\n") else {
+            if self.buffer.len() > MAX_CONTROL_LINE {
+                return Err(Violation {
+                    error: "Maximum Control Line Exceeded",
+                    fatal: true,
+                });
+            }
+            return Ok(None);
+        };
+        if end > MAX_CONTROL_LINE {
+            return Err(Violation {
+                error: "Maximum Control Line Exceeded",
+                fatal: true,
+            });
+        }
+        let line = self.buffer.split_to(end + 2);
+        let text = std::str::from_utf8(&line[..end]).map_err(|_| UNKNOWN)?;
+        let (op, args) = text
+            .trim_start()
+            .split_once([' ', '\t'])
+            .unwrap_or((text.trim(), ""));
+        let fields: Vec<&str> = args.split_ascii_whitespace().collect();
+        match op.to_ascii_uppercase().as_str() {
+            "CONNECT" => {
+                let options: serde_json::Value =
+                    serde_json::from_str(args.trim()).map_err(|_| UNKNOWN)?;
+                let flag = |name: &str, default: bool| {
+                    options
+                        .get(name)
+                        .and_then(serde_json::Value::as_bool)
+                        .unwrap_or(default)
                 };
-                from_agent.buffer.extend_from_slice(&data);
-                let mut to_server = Vec::new();
-                let mut to_agent = Vec::new();
-                let outcome = from_agent.drain(scope, machine_id, upstream, &mut budget, &mut to_server, &mut to_agent);
-                if !to_server.is_empty() && server.write_all(&to_server).await.is_err() {
-                    return "the NATS server closed";
-                }
-                if !to_agent.is_empty()
-                    && socket.send(Message::Binary(Bytes::from(to_agent))).await.is_err()
-                {
-                    return "the agent's connection failed";
-                }
-                if let Err(why) = outcome {
-                    let _ = socket.send(Message::Close(None)).await;
-                    return why;
-                }
+                Ok(Some(Op::Connect {
+                    verbose: flag("verbose", false),
+                }))
             }
-            read = server.read_buf(&mut from_server) => {
-                match read {
-                    Ok(0) | Err(_) => {
-                        let _ = socket.send(Message::Close(None)).await;
-                        return "the NATS server closed";
-                    }
-                    Ok(_) => {
-                        let chunk = from_server.split().freeze();
-                        if socket.send(Message::Binary(chunk)).await.is_err() {
-                            return "the agent's connection failed";
-                        }
-                        if from_server.capacity() < 1024 {
-                            from_server.reserve(4096);
-                        }
-                    }
+            "PING" => Ok(Some(Op::Ping)),
+            "PONG" => Ok(Some(Op::Pong)),
+            "PUB" | "HPUB" => {
+                let sizes = if op.eq_ignore_ascii_case("PUB") { 1 } else { 2 };
+                if fields.len() < 1 + sizes || fields.len() > 2 + sizes {
+                    return Err(UNKNOWN);
                 }
+                let numbers: Vec<usize> = fields[fields.len() - sizes..]
+                    .iter()
+                    .map(|size| size.parse::<usize>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| UNKNOWN)?;
+                let total = numbers[numbers.len() - 1];
+                let header_bytes = (sizes == 2).then(|| numbers[0]);
+                if header_bytes.is_some_and(|headers| headers > total) {
+                    return Err(UNKNOWN);
+                }
+                if total > MAX_AGENT_PAYLOAD {
+                    return Err(Violation {
+                        error: "Maximum Payload Violation",
+                        fatal: true,
+                    });
+                }
+                self.pending = Some(PendingPub {
+                    subject: fields[0].to_owned(),
+                    reply: (fields.len() - sizes == 2).then(|| fields[1].to_owned()),
+                    header_bytes,
+                    length: total + 2,
+                });
+                self.next()
             }
+            "SUB" => match fields.as_slice() {
+                [subject, sid] => Ok(Some(Op::Sub {
+                    subject: (*subject).to_owned(),
+                    queue: None,
+                    sid: (*sid).to_owned(),
+                })),
+                [subject, queue, sid] => Ok(Some(Op::Sub {
+                    subject: (*subject).to_owned(),
+                    queue: Some((*queue).to_owned()),
+                    sid: (*sid).to_owned(),
+                })),
+                _ => Err(UNKNOWN),
+            },
+            "UNSUB" => match fields.as_slice() {
+                [sid] => Ok(Some(Op::Unsub {
+                    sid: (*sid).to_owned(),
+                    max: None,
+                })),
+                [sid, max] => Ok(Some(Op::Unsub {
+                    sid: (*sid).to_owned(),
+                    max: Some(max.parse().map_err(|_| UNKNOWN)?),
+                })),
+                _ => Err(UNKNOWN),
+            },
+            _ => Err(UNKNOWN),
         }
     }
 }
 
-/// A token bucket for one connection's publishes.
+/// A token bucket for one session's publishes.
 #[derive(Debug)]
 struct Budget {
     tokens: f64,
@@ -220,343 +320,538 @@ impl Budget {
     }
 }
 
-/// The client-to-server half of the NATS protocol, parsed just enough to check it.
-#[derive(Debug, Default)]
-struct Parser {
-    buffer: BytesMut,
-    connected: bool,
-    /// A `PUB`/`HPUB` whose payload (and its CRLF) is still arriving.
-    pending: Option<Pending>,
-}
-
+/// One subscription's forwarder: the task, and how many messages it may still deliver.
 #[derive(Debug)]
-struct Pending {
-    /// The control line, as it will be forwarded.
-    line: Vec<u8>,
-    subject: String,
-    /// Payload bytes plus the trailing CRLF.
-    length: usize,
-    allowed: bool,
+struct Forwarder {
+    task: tokio::task::JoinHandle<()>,
+    limit: Arc<AtomicU64>,
 }
 
-impl Parser {
-    /// Takes every complete operation out of the buffer: forwards what is allowed, answers
-    /// what is not. `Err` ends the connection.
-    fn drain(
+/// One agent's NATS session on the hub.
+#[derive(Debug)]
+struct Session {
+    hub: async_nats::Client,
+    scope: MachineScope,
+    parser: Parser,
+    budget: Budget,
+    connected: bool,
+    verbose: bool,
+    subscriptions: std::collections::HashMap<String, Forwarder>,
+    deliveries: mpsc::Sender<(Arc<str>, async_nats::Message)>,
+    delivered: mpsc::Receiver<(Arc<str>, async_nats::Message)>,
+}
+
+impl Session {
+    fn new(hub: async_nats::Client, scope: MachineScope) -> Session {
+        let (deliveries, delivered) = mpsc::channel(SESSION_BACKLOG);
+        Session {
+            hub,
+            scope,
+            parser: Parser::default(),
+            budget: Budget::new(),
+            connected: false,
+            verbose: false,
+            subscriptions: std::collections::HashMap::new(),
+            deliveries,
+            delivered,
+        }
+    }
+
+    /// Serves until either side closes; returns why it ended.
+    async fn run(
         &mut self,
-        scope: &MachineScope,
+        mut socket: WebSocket,
+        client_id: u64,
         machine_id: &str,
-        upstream: &Upstream,
-        budget: &mut Budget,
-        to_server: &mut Vec<u8>,
-        to_agent: &mut Vec<u8>,
-    ) -> Result<(), &'static str> {
+        stop: CancellationToken,
+    ) -> &'static str {
+        let info = serde_json::json!({
+            "server_id": "openframe-gateway",
+            "server_name": "openframe",
+            "version": "2.10.0",
+            "proto": 1,
+            "headers": true,
+            "jetstream": true,
+            "max_payload": MAX_AGENT_PAYLOAD,
+            "client_id": client_id,
+            "auth_required": false,
+            "tls_required": false,
+        });
+        if socket
+            .send(Message::Binary(Bytes::from(format!("INFO {info}\r\n"))))
+            .await
+            .is_err()
+        {
+            return "the agent's connection failed";
+        }
         loop {
-            if let Some(pending) = &self.pending {
-                if self.buffer.len() < pending.length {
-                    return Ok(());
+            tokio::select! {
+                () = stop.cancelled() => {
+                    let _ = socket.send(Message::Close(None)).await;
+                    return "the appliance is stopping";
                 }
-                let body = self.buffer.split_to(pending.length);
-                let Some(pending) = self.pending.take() else {
-                    return Ok(());
-                };
-                if !body.ends_with(b"\r\n") {
-                    to_agent.extend_from_slice(b"-ERR 'Unknown Protocol Operation'\r\n");
-                    return Err("a payload did not end where its size said");
-                }
-                let payload = &body[..body.len() - 2];
-                // The header block of an HPUB is part of what a consumer create request sends
-                // only in theory; the JSON body follows it. Check the whole payload.
-                let allowed = pending.allowed && scope.may_send(&pending.subject, payload);
-                if !allowed {
-                    refuse(to_agent, "Publish", &pending.subject);
-                } else if !budget.take() {
-                    if budget
-                        .warned
-                        .is_none_or(|at| at.elapsed() > Duration::from_secs(60))
+                message = socket.recv() => {
+                    let data = match message {
+                        Some(Ok(Message::Binary(data))) => data,
+                        Some(Ok(Message::Text(text))) => Bytes::from(text.as_str().to_owned()),
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Ok(Message::Close(_))) | None => return "the agent closed",
+                        Some(Err(_)) => return "the agent's connection failed",
+                    };
+                    self.parser.buffer.extend_from_slice(&data);
+                    let mut answer = Vec::new();
+                    let outcome = self.drain(machine_id, &mut answer).await;
+                    if !answer.is_empty()
+                        && socket.send(Message::Binary(Bytes::from(answer))).await.is_err()
                     {
-                        budget.warned = Some(Instant::now());
-                        tracing::warn!(
-                            machine_id,
-                            "an agent publishes faster than its budget; excess messages are dropped"
-                        );
+                        return "the agent's connection failed";
                     }
-                    to_agent.extend_from_slice(b"-ERR 'Publish Rate Exceeded'\r\n");
-                } else {
-                    to_server.extend_from_slice(&pending.line);
-                    to_server.extend_from_slice(&body);
-                }
-                continue;
-            }
-            let Some(end) = self.buffer.windows(2).position(|pair| pair == b"\r\n") else {
-                if self.buffer.len() > MAX_CONTROL_LINE {
-                    to_agent.extend_from_slice(b"-ERR 'Maximum Control Line Exceeded'\r\n");
-                    return Err("a control line was too long");
-                }
-                return Ok(());
-            };
-            if end > MAX_CONTROL_LINE {
-                to_agent.extend_from_slice(b"-ERR 'Maximum Control Line Exceeded'\r\n");
-                return Err("a control line was too long");
-            }
-            let line = self.buffer.split_to(end + 2);
-            let text = std::str::from_utf8(&line[..end]).map_err(|_| {
-                to_agent.extend_from_slice(b"-ERR 'Unknown Protocol Operation'\r\n");
-                "a control line was not UTF-8"
-            })?;
-            let (op, args) = text
-                .trim_start()
-                .split_once([' ', '\t'])
-                .unwrap_or((text.trim(), ""));
-            let op = op.to_ascii_uppercase();
-            if !self.connected && op != "CONNECT" {
-                to_agent.extend_from_slice(b"-ERR 'Authorization Violation'\r\n");
-                return Err("the agent did not start with CONNECT");
-            }
-            let fields: Vec<&str> = args.split_ascii_whitespace().collect();
-            match op.as_str() {
-                "CONNECT" => {
-                    if self.connected {
-                        to_agent.extend_from_slice(b"-ERR 'Unknown Protocol Operation'\r\n");
-                        return Err("a second CONNECT");
-                    }
-                    self.connected = true;
-                    to_server.extend_from_slice(&connect_line(args, machine_id, upstream));
-                }
-                "PING" | "PONG" => to_server.extend_from_slice(&line),
-                "PUB" | "HPUB" => {
-                    let sizes = if op == "PUB" { 1 } else { 2 };
-                    if fields.len() < 1 + sizes || fields.len() > 2 + sizes {
-                        to_agent.extend_from_slice(b"-ERR 'Unknown Protocol Operation'\r\n");
-                        return Err("a malformed publish");
-                    }
-                    let Some(total) = fields.last().and_then(|size| size.parse::<usize>().ok())
-                    else {
-                        to_agent.extend_from_slice(b"-ERR 'Unknown Protocol Operation'\r\n");
-                        return Err("a malformed publish size");
-                    };
-                    if total > MAX_AGENT_PAYLOAD {
-                        to_agent.extend_from_slice(b"-ERR 'Maximum Payload Violation'\r\n");
-                        return Err("a payload was too large");
-                    }
-                    let subject = fields[0].to_owned();
-                    let reply_ok = match fields.len() - sizes {
-                        2 => scope.may_subscribe(fields[1]) && !fields[1].contains(['*', '>']),
-                        _ => true,
-                    };
-                    let allowed = reply_ok
-                        && (subject.starts_with("$JS.API.CONSUMER.")
-                            || scope.may_publish(&subject));
-                    self.pending = Some(Pending {
-                        line: line.to_vec(),
-                        subject,
-                        length: total + 2,
-                        allowed,
-                    });
-                }
-                "SUB" => {
-                    if fields.len() < 2 || fields.len() > 3 {
-                        to_agent.extend_from_slice(b"-ERR 'Unknown Protocol Operation'\r\n");
-                        return Err("a malformed subscription");
-                    }
-                    if scope.may_subscribe(fields[0]) {
-                        to_server.extend_from_slice(&line);
-                    } else {
-                        refuse(to_agent, "Subscription", fields[0]);
+                    if let Err(why) = outcome {
+                        let _ = socket.send(Message::Close(None)).await;
+                        return why;
                     }
                 }
-                "UNSUB" => to_server.extend_from_slice(&line),
-                _ => {
-                    to_agent.extend_from_slice(b"-ERR 'Unknown Protocol Operation'\r\n");
-                    return Err("an unknown protocol operation");
+                Some((sid, message)) = self.delivered.recv() => {
+                    let mut frame = encode(&sid, &message);
+                    // Whatever else is already waiting goes in the same frame.
+                    while frame.len() < 64 * 1024 {
+                        match self.delivered.try_recv() {
+                            Ok((sid, message)) => frame.extend_from_slice(&encode(&sid, &message)),
+                            Err(_) => break,
+                        }
+                    }
+                    if socket.send(Message::Binary(Bytes::from(frame))).await.is_err() {
+                        return "the agent's connection failed";
+                    }
                 }
             }
         }
     }
+
+    /// Carries out every complete operation in the buffer; what the agent must be told goes
+    /// into `answer`. `Err` ends the session.
+    async fn drain(&mut self, machine_id: &str, answer: &mut Vec<u8>) -> Result<(), &'static str> {
+        loop {
+            let op = match self.parser.next() {
+                Ok(Some(op)) => op,
+                Ok(None) => return Ok(()),
+                Err(violation) => {
+                    answer.extend_from_slice(format!("-ERR '{}'\r\n", violation.error).as_bytes());
+                    if violation.fatal {
+                        return Err(violation.error);
+                    }
+                    continue;
+                }
+            };
+            if !self.connected && !matches!(op, Op::Connect { .. }) {
+                answer.extend_from_slice(b"-ERR 'Authorization Violation'\r\n");
+                return Err("the agent did not start with CONNECT");
+            }
+            let accepted = match op {
+                Op::Connect { verbose, .. } => {
+                    if self.connected {
+                        answer.extend_from_slice(b"-ERR 'Unknown Protocol Operation'\r\n");
+                        return Err("a second CONNECT");
+                    }
+                    self.connected = true;
+                    self.verbose = verbose;
+                    true
+                }
+                Op::Ping => {
+                    // A client's PING/PONG means "the server has seen everything I sent" (how
+                    // `flush` works): the hub's own round trip makes it true upstream too.
+                    // During an outage the PONG still comes, later, and the hub's buffer holds
+                    // what was sent.
+                    let _ = tokio::time::timeout(Duration::from_secs(10), self.hub.flush()).await;
+                    answer.extend_from_slice(b"PONG\r\n");
+                    false
+                }
+                Op::Pong => false,
+                Op::Pub {
+                    subject,
+                    reply,
+                    headers,
+                    payload,
+                } => {
+                    self.publish(machine_id, subject, reply, headers, payload, answer)
+                        .await?
+                }
+                Op::Sub {
+                    subject,
+                    queue,
+                    sid,
+                } => self.subscribe(subject, queue, sid, answer).await?,
+                Op::Unsub { sid, max } => {
+                    self.unsubscribe(&sid, max);
+                    true
+                }
+            };
+            if accepted && self.verbose {
+                answer.extend_from_slice(b"+OK\r\n");
+            }
+        }
+    }
+
+    async fn publish(
+        &mut self,
+        machine_id: &str,
+        subject: String,
+        reply: Option<String>,
+        headers: Option<Bytes>,
+        payload: Bytes,
+        answer: &mut Vec<u8>,
+    ) -> Result<bool, &'static str> {
+        let reply_ok = reply
+            .as_deref()
+            .is_none_or(|reply| self.scope.may_subscribe(reply) && !reply.contains(['*', '>']));
+        if !reply_ok || !self.scope.may_send(&subject, &payload) {
+            refuse(answer, "Publish", &subject);
+            return Ok(false);
+        }
+        if !self.budget.take() {
+            if self
+                .budget
+                .warned
+                .is_none_or(|at| at.elapsed() > Duration::from_secs(60))
+            {
+                self.budget.warned = Some(Instant::now());
+                tracing::warn!(
+                    machine_id,
+                    "an agent publishes faster than its budget; excess messages are dropped"
+                );
+            }
+            answer.extend_from_slice(b"-ERR 'Publish Rate Exceeded'\r\n");
+            return Ok(false);
+        }
+        let headers = match headers {
+            Some(block) => Some(parse_headers(&block).ok_or_else(|| {
+                answer.extend_from_slice(b"-ERR 'Unknown Protocol Operation'\r\n");
+                "malformed message headers"
+            })?),
+            None => None,
+        };
+        let sent = match (reply, headers) {
+            (None, None) => self.hub.publish(subject, payload).await,
+            (Some(reply), None) => self.hub.publish_with_reply(subject, reply, payload).await,
+            (None, Some(headers)) => {
+                self.hub
+                    .publish_with_headers(subject, headers, payload)
+                    .await
+            }
+            (Some(reply), Some(headers)) => {
+                self.hub
+                    .publish_with_reply_and_headers(subject, reply, headers, payload)
+                    .await
+            }
+        };
+        if let Err(error) = sent {
+            tracing::warn!(machine_id, %error, "forwarding an agent's message failed");
+        }
+        Ok(true)
+    }
+
+    async fn subscribe(
+        &mut self,
+        subject: String,
+        queue: Option<String>,
+        sid: String,
+        answer: &mut Vec<u8>,
+    ) -> Result<bool, &'static str> {
+        if !self.scope.may_subscribe(&subject) {
+            refuse(answer, "Subscription", &subject);
+            return Ok(false);
+        }
+        if sid.len() > 64 || self.subscriptions.contains_key(&sid) {
+            answer.extend_from_slice(b"-ERR 'Invalid Subscription'\r\n");
+            return Ok(false);
+        }
+        if self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
+            answer.extend_from_slice(b"-ERR 'Maximum Subscriptions Exceeded'\r\n");
+            return Ok(false);
+        }
+        let subscribed = match queue {
+            Some(queue) => self.hub.queue_subscribe(subject, queue).await,
+            None => self.hub.subscribe(subject).await,
+        };
+        let mut subscriber = match subscribed {
+            Ok(subscriber) => subscriber,
+            Err(_) => {
+                answer.extend_from_slice(b"-ERR 'Invalid Subject'\r\n");
+                return Ok(false);
+            }
+        };
+        let limit = Arc::new(AtomicU64::new(u64::MAX));
+        let (deliveries, shared_sid, counted) = (
+            self.deliveries.clone(),
+            Arc::<str>::from(sid.as_str()),
+            limit.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let mut delivered: u64 = 0;
+            while delivered < counted.load(Ordering::Relaxed) {
+                let Some(message) = subscriber.next().await else {
+                    break;
+                };
+                delivered += 1;
+                if deliveries
+                    .send((shared_sid.clone(), message))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        self.subscriptions.insert(sid, Forwarder { task, limit });
+        Ok(true)
+    }
+
+    fn unsubscribe(&mut self, sid: &str, max: Option<u64>) {
+        match max {
+            Some(max) if max > 0 => {
+                if let Some(forwarder) = self.subscriptions.get(sid) {
+                    forwarder.limit.store(max, Ordering::Relaxed);
+                }
+            }
+            _ => {
+                if let Some(forwarder) = self.subscriptions.remove(sid) {
+                    forwarder.task.abort();
+                }
+            }
+        }
+    }
+
+    /// Ends every subscription (dropping a subscriber unsubscribes it on the hub).
+    fn close(&mut self) {
+        for (_, forwarder) in self.subscriptions.drain() {
+            forwarder.task.abort();
+        }
+    }
 }
 
-fn refuse(to_agent: &mut Vec<u8>, what: &str, subject: &str) {
+fn refuse(answer: &mut Vec<u8>, what: &str, subject: &str) {
     let subject: String = subject
         .chars()
         .filter(|c| !c.is_control() && *c != '\'')
         .take(256)
         .collect();
-    to_agent.extend_from_slice(
+    answer.extend_from_slice(
         format!("-ERR 'Permissions Violation for {what} to \"{subject}\"'\r\n").as_bytes(),
     );
 }
 
-/// The agent's CONNECT, keeping its protocol options and replacing who it is.
-fn connect_line(args: &str, machine_id: &str, upstream: &Upstream) -> Vec<u8> {
-    let given: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(args.trim()).unwrap_or_default();
-    let mut connect = serde_json::Map::new();
-    for key in [
-        "verbose",
-        "pedantic",
-        "lang",
-        "version",
-        "protocol",
-        "echo",
-        "headers",
-        "no_responders",
-    ] {
-        if let Some(value) = given.get(key) {
-            connect.insert(key.to_owned(), value.clone());
-        }
+/// `NATS/1.0\r\nName: value\r\n…\r\n` into a header map.
+fn parse_headers(block: &[u8]) -> Option<async_nats::HeaderMap> {
+    let text = std::str::from_utf8(block).ok()?;
+    let mut lines = text.split("\r\n");
+    if !lines.next()?.starts_with("NATS/1.0") {
+        return None;
     }
-    connect.insert("tls_required".into(), false.into());
-    connect.insert("name".into(), format!("agent_{machine_id}").into());
-    if let Some((user, password)) = &upstream.credentials {
-        connect.insert("user".into(), user.clone().into());
-        connect.insert("pass".into(), password.clone().into());
+    let mut headers = async_nats::HeaderMap::new();
+    for line in lines.filter(|line| !line.is_empty()) {
+        let (name, value) = line.split_once(':')?;
+        let name: async_nats::header::HeaderName = name.trim().parse().ok()?;
+        headers.append(name, value.trim());
     }
-    let mut line = b"CONNECT ".to_vec();
-    line.extend_from_slice(serde_json::Value::Object(connect).to_string().as_bytes());
-    line.extend_from_slice(b"\r\n");
-    line
+    Some(headers)
 }
 
-/// The client address of a `nats://host:port` URL.
-pub fn client_address(url: &str) -> Option<String> {
-    let parsed = url::Url::parse(url).ok()?;
-    let host = parsed.host_str()?;
-    let port = parsed.port().unwrap_or(4222);
-    Some(match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => SocketAddr::new(ip, port).to_string(),
-        Err(_) => format!("{host}:{port}"),
-    })
+/// A delivered message as `MSG`, or `HMSG` when it has headers or a status.
+fn encode(sid: &str, message: &async_nats::Message) -> Vec<u8> {
+    let reply = message
+        .reply
+        .as_ref()
+        .map(|reply| format!(" {reply}"))
+        .unwrap_or_default();
+    let payload = &message.payload;
+    if message.headers.is_none() && message.status.is_none() {
+        let mut frame =
+            format!("MSG {} {sid}{reply} {}\r\n", message.subject, payload.len()).into_bytes();
+        frame.extend_from_slice(payload);
+        frame.extend_from_slice(b"\r\n");
+        return frame;
+    }
+    let mut block = String::from("NATS/1.0");
+    if let Some(status) = message.status {
+        block.push_str(&format!(" {}", status.as_u16()));
+        if let Some(description) = &message.description {
+            block.push(' ');
+            block.push_str(description);
+        }
+    }
+    block.push_str("\r\n");
+    if let Some(headers) = &message.headers {
+        for (name, values) in headers.iter() {
+            for value in values {
+                let (name, value): (&str, &str) = (name.as_ref(), value.as_ref());
+                block.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+    }
+    block.push_str("\r\n");
+    let mut frame = format!(
+        "HMSG {} {sid}{reply} {} {}\r\n",
+        message.subject,
+        block.len(),
+        block.len() + payload.len()
+    )
+    .into_bytes();
+    frame.extend_from_slice(block.as_bytes());
+    frame.extend_from_slice(payload);
+    frame.extend_from_slice(b"\r\n");
+    frame
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const ME: &str = "3f6c1c9e-0000-4000-8000-000000000001";
-
-    fn run(input: &[u8]) -> (Result<(), &'static str>, String, String) {
-        let upstream = Upstream {
-            address: "127.0.0.1:4222".into(),
-            credentials: Some(("agents".into(), "pw".into())),
-        };
+    fn parse_all(input: &[u8]) -> (Vec<Op>, Option<Violation>) {
         let mut parser = Parser::default();
         parser.buffer.extend_from_slice(input);
-        let (mut to_server, mut to_agent) = (Vec::new(), Vec::new());
-        let outcome = parser.drain(
-            &MachineScope::new(ME),
-            ME,
-            &upstream,
-            &mut Budget::new(),
-            &mut to_server,
-            &mut to_agent,
-        );
-        (
-            outcome,
-            String::from_utf8(to_server).unwrap(),
-            String::from_utf8(to_agent).unwrap(),
-        )
+        let mut ops = Vec::new();
+        loop {
+            match parser.next() {
+                Ok(Some(op)) => ops.push(op),
+                Ok(None) => return (ops, None),
+                Err(violation) => return (ops, Some(violation)),
+            }
+        }
     }
 
     #[test]
-    fn connect_is_rewritten_with_the_proxys_user_and_the_machines_name() {
-        let (outcome, server, agent) = run(
-            b"CONNECT {\"verbose\":false,\"user\":\"openframe\",\"pass\":\"guess\",\"headers\":true,\"name\":\"x\"}\r\nPING\r\n",
+    fn every_client_operation_parses() {
+        let (ops, violation) = parse_all(
+            b"CONNECT {\"verbose\":true,\"echo\":false}\r\nPING\r\npong\r\nPUB a.b 5\r\nhello\r\n\
+              PUB a.b _INBOX.x.1 2\r\nhi\r\nHPUB a.b 12 14\r\nNATS/1.0\r\n\r\nok\r\n\
+              SUB a.> 1\r\nSUB a.> workers 2\r\nUNSUB 1\r\nUNSUB 2 5\r\n",
         );
-        assert_eq!(outcome, Ok(()));
-        assert_eq!(agent, "");
-        let (connect, rest) = server.split_once("\r\n").unwrap();
-        let json: serde_json::Value =
-            serde_json::from_str(connect.strip_prefix("CONNECT ").unwrap()).unwrap();
-        assert_eq!(json["user"], "agents");
-        assert_eq!(json["pass"], "pw");
-        assert_eq!(json["name"], format!("agent_{ME}"));
-        assert_eq!(json["headers"], true);
-        assert_eq!(rest, "PING\r\n");
-    }
-
-    #[test]
-    fn refused_operations_get_nats_servers_errors_and_the_rest_passes() {
-        let input = format!(
-            "CONNECT {{}}\r\nPUB machine.{ME}.heartbeat 2\r\n{{}}\r\nPUB machine.other.heartbeat 2\r\n{{}}\r\nSUB machine.other.> 1\r\nSUB machine.{ME}.> 2\r\nHPUB machine.{ME}.hostname 12 14\r\nNATS/1.0\r\n\r\nok\r\n"
-        );
-        let (outcome, server, agent) = run(input.as_bytes());
-        assert_eq!(outcome, Ok(()));
+        assert_eq!(violation, None);
         assert_eq!(
-            agent,
-            "-ERR 'Permissions Violation for Publish to \"machine.other.heartbeat\"'\r\n\
-             -ERR 'Permissions Violation for Subscription to \"machine.other.>\"'\r\n"
+            ops,
+            vec![
+                Op::Connect { verbose: true },
+                Op::Ping,
+                Op::Pong,
+                Op::Pub {
+                    subject: "a.b".into(),
+                    reply: None,
+                    headers: None,
+                    payload: Bytes::from_static(b"hello")
+                },
+                Op::Pub {
+                    subject: "a.b".into(),
+                    reply: Some("_INBOX.x.1".into()),
+                    headers: None,
+                    payload: Bytes::from_static(b"hi")
+                },
+                Op::Pub {
+                    subject: "a.b".into(),
+                    reply: None,
+                    headers: Some(Bytes::from_static(b"NATS/1.0\r\n\r\n")),
+                    payload: Bytes::from_static(b"ok")
+                },
+                Op::Sub {
+                    subject: "a.>".into(),
+                    queue: None,
+                    sid: "1".into()
+                },
+                Op::Sub {
+                    subject: "a.>".into(),
+                    queue: Some("workers".into()),
+                    sid: "2".into()
+                },
+                Op::Unsub {
+                    sid: "1".into(),
+                    max: None
+                },
+                Op::Unsub {
+                    sid: "2".into(),
+                    max: Some(5)
+                },
+            ]
         );
-        assert!(server.contains(&format!("PUB machine.{ME}.heartbeat 2\r\n{{}}\r\n")));
-        assert!(server.contains(&format!("SUB machine.{ME}.> 2\r\n")));
-        assert!(server.contains("NATS/1.0\r\n\r\nok\r\n"));
-        assert!(!server.contains("machine.other"));
     }
 
     #[test]
     fn a_payload_split_across_frames_waits_for_its_end() {
-        let upstream = Upstream {
-            address: String::new(),
-            credentials: None,
-        };
         let mut parser = Parser::default();
-        let (mut server, mut agent) = (Vec::new(), Vec::new());
-        let scope = MachineScope::new(ME);
-        let mut budget = Budget::new();
-        for part in [
-            "CONNECT {}\r\nPUB machine.".to_owned(),
-            format!("{ME}.heartbeat 5\r\nhel"),
-            "lo\r".to_owned(),
-            "\n".to_owned(),
-        ] {
+        let mut ops = Vec::new();
+        for part in ["PUB a.", "b 5\r\nhel", "lo\r", "\n"] {
             parser.buffer.extend_from_slice(part.as_bytes());
-            parser
-                .drain(&scope, ME, &upstream, &mut budget, &mut server, &mut agent)
-                .unwrap();
+            while let Some(op) = parser.next().unwrap() {
+                ops.push(op);
+            }
         }
-        let server = String::from_utf8(server).unwrap();
-        assert!(
-            server.ends_with(&format!("PUB machine.{ME}.heartbeat 5\r\nhello\r\n")),
-            "{server}"
+        assert_eq!(
+            ops,
+            vec![Op::Pub {
+                subject: "a.b".into(),
+                reply: None,
+                headers: None,
+                payload: Bytes::from_static(b"hello")
+            }]
         );
-        assert!(agent.is_empty());
     }
 
     #[test]
-    fn protocol_abuse_ends_the_connection_as_nats_server_would() {
-        let (outcome, server, agent) = run(b"PUB machine.x.y 1\r\na\r\n");
-        assert!(outcome.is_err());
-        assert_eq!(agent, "-ERR 'Authorization Violation'\r\n");
-        assert_eq!(server, "");
-
-        let (outcome, _, agent) =
-            run(format!("CONNECT {{}}\r\nPUB machine.{ME}.x 99999999\r\n").as_bytes());
-        assert!(outcome.is_err());
-        assert_eq!(agent, "-ERR 'Maximum Payload Violation'\r\n");
-
-        let long = format!("CONNECT {{}}\r\nSUB {} 1\r\n", "a".repeat(5000));
-        let (outcome, _, agent) = run(long.as_bytes());
-        assert!(outcome.is_err());
-        assert_eq!(agent, "-ERR 'Maximum Control Line Exceeded'\r\n");
-
-        let (outcome, _, agent) = run(b"CONNECT {}\r\nRSUB x\r\n");
-        assert!(outcome.is_err());
-        assert_eq!(agent, "-ERR 'Unknown Protocol Operation'\r\n");
-
-        let (outcome, _, _) =
-            run(format!("CONNECT {{}}\r\nPUB machine.{ME}.x 1\r\nab\r\n").as_bytes());
-        assert!(outcome.is_err());
+    fn protocol_abuse_is_refused_as_nats_server_would() {
+        let fatal = |input: &[u8]| parse_all(input).1.unwrap().error;
+        assert_eq!(fatal(b"PUB a 99999999\r\n"), "Maximum Payload Violation");
+        assert_eq!(
+            fatal(format!("SUB {} 1\r\n", "a".repeat(5000)).as_bytes()),
+            "Maximum Control Line Exceeded"
+        );
+        assert_eq!(fatal(&[b'x'; 5000]), "Maximum Control Line Exceeded");
+        assert_eq!(fatal(b"RSUB x\r\n"), "Unknown Protocol Operation");
+        assert_eq!(fatal(b"PUB a 1\r\nab\r\n"), "Unknown Protocol Operation");
+        assert_eq!(fatal(b"PUB a x\r\n"), "Unknown Protocol Operation");
+        assert_eq!(fatal(b"HPUB a 9 3\r\n"), "Unknown Protocol Operation");
+        assert_eq!(fatal(b"CONNECT {nope\r\n"), "Unknown Protocol Operation");
+        assert_eq!(fatal(b"UNSUB 1 x\r\n"), "Unknown Protocol Operation");
     }
 
     #[test]
-    fn client_addresses_come_from_nats_urls() {
+    fn headers_round_trip_and_statuses_are_kept() {
+        let headers = parse_headers(b"NATS/1.0\r\nNats-Msg-Id: abc\r\n\r\n").unwrap();
         assert_eq!(
-            client_address("nats://127.0.0.1:4333").as_deref(),
-            Some("127.0.0.1:4333")
+            headers.get("Nats-Msg-Id").map(|value| value.as_str()),
+            Some("abc")
         );
+        assert!(parse_headers(b"HTTP/1.1\r\n\r\n").is_none());
+        let message = async_nats::Message {
+            subject: "machine.m.x".into(),
+            reply: Some("_INBOX.a.b".into()),
+            payload: Bytes::from_static(b"{}"),
+            headers: Some(headers),
+            status: None,
+            description: None,
+            length: 0,
+        };
+        let encoded = String::from_utf8(encode("7", &message)).unwrap();
         assert_eq!(
-            client_address("nats://nats.internal").as_deref(),
-            Some("nats.internal:4222")
+            encoded,
+            "HMSG machine.m.x 7 _INBOX.a.b 30 32\r\nNATS/1.0\r\nNats-Msg-Id: abc\r\n\r\n{}\r\n"
         );
-        assert_eq!(client_address("not a url"), None);
+        let plain = async_nats::Message {
+            headers: None,
+            reply: None,
+            ..message
+        };
+        assert_eq!(
+            String::from_utf8(encode("7", &plain)).unwrap(),
+            "MSG machine.m.x 7 2\r\n{}\r\n"
+        );
+        // JetStream's pull replies are statuses: they must reach the agent as such.
+        let status = async_nats::Message {
+            status: Some(async_nats::StatusCode::NOT_FOUND),
+            description: Some("No Messages".into()),
+            payload: Bytes::new(),
+            ..plain
+        };
+        assert_eq!(
+            String::from_utf8(encode("7", &status)).unwrap(),
+            "HMSG machine.m.x 7 28 28\r\nNATS/1.0 404 No Messages\r\n\r\n\r\n"
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! Agents on NATS through `wss://…/ws/nats` with a real `nats-server`: presence from heartbeats
-//! (clock pinned), per-machine permissions with nats-server's own errors, and reconnection
-//! after the supervised server is killed.
+//! (clock pinned), per-machine permissions with nats-server's own errors, reports over
+//! JetStream, and recovery after the supervised server is killed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -222,7 +222,7 @@ async fn a_machine_cannot_publish_or_subscribe_to_another_machines_subjects() {
 }
 
 #[tokio::test]
-async fn killing_nats_server_restarts_it_and_agents_reconnect() {
+async fn killing_nats_server_restarts_it_and_agents_get_their_messages_again() {
     let dir = tempfile::TempDir::new().unwrap();
     let mut app = app_with_nats(&dir, Arc::new(SystemClock)).await;
     let tenants = two_tenants(&app).await;
@@ -267,7 +267,8 @@ async fn killing_nats_server_restarts_it_and_agents_reconnect() {
         "{body}"
     );
 
-    // The agent reconnects through the gateway by itself, and its subscription is back.
+    // The gateway's hub reconnects and resubscribes for the agent: its subscription works again
+    // and its WebSocket session was never dropped.
     let server = nats.connect().await.unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
