@@ -202,13 +202,8 @@ impl Inventory {
         tenant: &TenantId,
         organization: Organization,
     ) -> Result<(), InventoryError> {
-        let id = document_id("organizationId", &organization.organization_id)?;
-        if organization.name.trim().is_empty() {
-            return Err(Invalid::new("name", "must not be empty").into());
-        }
         let _turn = self.writing.lock().await;
-        self.store(tenant, ORGANIZATIONS, &id, &organization)
-            .await?;
+        store_organization(self.documents.as_ref(), tenant, &organization).await?;
         if let Some(directory) = self.loaded(tenant) {
             write(&directory)
                 .organizations
@@ -279,7 +274,24 @@ impl Inventory {
         organization_id: &str,
     ) -> Result<bool, InventoryError> {
         let directory = self.directory(tenant).await?;
-        let known = read(&directory).organizations.contains_key(organization_id);
+        if read(&directory).organizations.contains_key(organization_id) {
+            return Ok(true);
+        }
+        // Perhaps made by the CLI since the directory was loaded: ask the store.
+        let Ok(id) = DocumentId::parse(organization_id) else {
+            return Ok(false);
+        };
+        let stored = self
+            .documents
+            .get(tenant, &collection(ORGANIZATIONS)?, &id)
+            .await?
+            .and_then(|document| serde_json::from_value::<Organization>(document.body).ok());
+        let known = stored.is_some();
+        if let Some(organization) = stored {
+            write(&directory)
+                .organizations
+                .insert(organization.organization_id.clone(), organization);
+        }
         Ok(known)
     }
 
@@ -475,6 +487,26 @@ impl Inventory {
             .await?;
         Ok(())
     }
+}
+
+/// Validates and writes an organization (the CLI uses this directly; the running appliance
+/// goes through [`Inventory::put_organization`], which also updates its directory).
+pub async fn store_organization(
+    documents: &dyn DocumentStore,
+    tenant: &TenantId,
+    organization: &Organization,
+) -> Result<(), InventoryError> {
+    let id = document_id("organizationId", &organization.organization_id)?;
+    let name = organization.name.trim();
+    if name.is_empty() || name.chars().count() > 255 {
+        return Err(Invalid::new("name", "must be 1 to 255 characters").into());
+    }
+    let body = serde_json::to_value(organization)
+        .map_err(|error| InventoryError::Unavailable(error.to_string()))?;
+    documents
+        .replace(tenant, &collection(ORGANIZATIONS)?, &id, &body, None)
+        .await?;
+    Ok(())
 }
 
 /// Every readable document of a collection, page by page; unreadable ones are skipped with a

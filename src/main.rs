@@ -71,6 +71,11 @@ enum Command {
         #[command(subcommand)]
         command: ApikeyCommand,
     },
+    /// Customers (OpenFrame's organizations).
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
     /// Register the integrated tools the gateway proxies to (`/tools/{id}/…`).
     Tool {
         #[command(subcommand)]
@@ -273,6 +278,32 @@ enum TenantCommand {
         #[arg(long)]
         tenant: String,
     },
+    /// Print the tenant's agent registration secret (the installer's --initial-key), made on
+    /// first need; --rotate replaces it (the old one is refused for new machines at once).
+    AgentSecret {
+        #[command(flatten)]
+        tenancy: TenancyArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        rotate: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OrgCommand {
+    /// Create (or rename) a customer organization that agents register into.
+    Create {
+        #[command(flatten)]
+        tenancy: TenancyArgs,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: String,
+        /// Its organizationId (default: a new UUID).
+        #[arg(long)]
+        id: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -451,6 +482,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .join("\n");
                 Ok(Printed::new(&tenants, text))
             }),
+            TenantCommand::AgentSecret {
+                tenancy,
+                tenant,
+                rotate,
+            } => with_identity(&tenancy, async |identity| {
+                let tenant = identity.active_tenant(&tenant).await?.id;
+                let secrets = openframe::management::agents::RegistrationSecrets::new(
+                    identity.store.documents().clone(),
+                    identity.master_key(),
+                    identity.clock.clone(),
+                );
+                let secret = if rotate {
+                    secrets.rotate(&tenant).await.map(|(made, _)| made)
+                } else {
+                    secrets.current(&tenant).await
+                }
+                .map_err(|error| IdentityError::Unexpected(anyhow::anyhow!("{error}")))?;
+                let text = format!(
+                    "registration secret of {tenant}: {}\ninstall an agent with: openframe agent install --server <URL> --initial-key {} --org <organizationId>",
+                    secret.secret, secret.secret
+                );
+                Ok(Printed::new(&secret, text))
+            }),
             TenantCommand::RotateKeys { tenancy, tenant } => {
                 with_identity(&tenancy, async |identity| {
                     let rotation = admin::rotate_keys(identity, &tenant).await?;
@@ -566,6 +620,41 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tool { command } => tool_command(command),
         Command::Apikey { command } => apikey_command(command),
         Command::Reindex { tenancy, tenant } => reindex_command(&tenancy, tenant.as_deref()),
+        Command::Org {
+            command:
+                OrgCommand::Create {
+                    tenancy,
+                    tenant,
+                    name,
+                    id,
+                },
+        } => with_identity(&tenancy, async |identity| {
+            let tenant = identity.active_tenant(&tenant).await?.id;
+            let organization = openframe::inventory::Organization {
+                organization_id: match id {
+                    Some(id) => id,
+                    None => openframe::identity::crypto::random_uuid()?,
+                },
+                name: name.trim().to_owned(),
+            };
+            openframe::inventory::store_organization(
+                identity.store.documents().as_ref(),
+                &tenant,
+                &organization,
+            )
+            .await
+            .map_err(|error| match error {
+                openframe::inventory::InventoryError::Invalid(invalid) => {
+                    IdentityError::Invalid(invalid)
+                }
+                other => IdentityError::Unexpected(anyhow::anyhow!("{other}")),
+            })?;
+            let text = format!(
+                "organization {} ({}) saved in {tenant}",
+                organization.organization_id, organization.name
+            );
+            Ok(Printed::new(&organization, text))
+        }),
         Command::Healthcheck {
             url,
             ca_cert,

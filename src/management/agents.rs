@@ -205,10 +205,13 @@ pub struct Agents {
     documents: Arc<dyn DocumentStore>,
     inventory: Arc<Inventory>,
     identity: Arc<Identity>,
-    master: Arc<MasterKey>,
     clock: Arc<dyn Clock>,
+    registration: RegistrationSecrets,
     /// SHA-256 of each active registration secret → its tenant.
     secrets: RwLock<HashMap<Vec<u8>, TenantId>>,
+    /// When the secrets were last read from the store (see `tenant_for_key`: secrets the CLI
+    /// makes or rotates while serving take effect without a restart).
+    secrets_read_at: std::sync::Mutex<Option<std::time::Instant>>,
     /// Registered machines (machine id → tenant and epoch).
     machines: RwLock<HashMap<String, Registered>>,
     /// Credential changes take turns, so two refreshes of one token cannot both succeed.
@@ -224,13 +227,18 @@ impl Agents {
         identity: Arc<Identity>,
     ) -> Result<Agents, AgentError> {
         let agents = Agents {
+            registration: RegistrationSecrets::new(
+                documents.clone(),
+                identity.master_key(),
+                identity.clock.clone(),
+            ),
             tenants,
             documents,
             inventory,
-            master: identity.master_key(),
             clock: identity.clock.clone(),
             identity,
             secrets: RwLock::new(HashMap::new()),
+            secrets_read_at: std::sync::Mutex::new(None),
             machines: RwLock::new(HashMap::new()),
             writing: tokio::sync::Mutex::new(()),
         };
@@ -241,16 +249,9 @@ impl Agents {
     /// Reads the lookups again from the store (at start, and when another process, such as
     /// the CLI, may have changed them).
     pub async fn reload(&self) -> Result<(), AgentError> {
-        let mut secrets = HashMap::new();
+        self.reload_secrets().await?;
         let mut machines = HashMap::new();
         for tenant in self.tenants.tenants().await? {
-            for secret in self.all::<SecretRecord>(&tenant.id, SECRETS).await? {
-                if secret.status == "ACTIVE"
-                    && let Some(hash) = hex_decode(&secret.hash)
-                {
-                    secrets.insert(hash, tenant.id.clone());
-                }
-            }
             for credential in self
                 .all::<CredentialRecord>(&tenant.id, CREDENTIALS)
                 .await?
@@ -264,8 +265,22 @@ impl Agents {
                 );
             }
         }
-        *self.secrets.write().unwrap_or_else(|p| p.into_inner()) = secrets;
         *self.machines.write().unwrap_or_else(|p| p.into_inner()) = machines;
+        Ok(())
+    }
+
+    async fn reload_secrets(&self) -> Result<(), AgentError> {
+        let mut secrets = HashMap::new();
+        for tenant in self.tenants.tenants().await? {
+            for hash in self.registration.active_hashes(&tenant.id).await? {
+                secrets.insert(hash, tenant.id.clone());
+            }
+        }
+        *self.secrets.write().unwrap_or_else(|p| p.into_inner()) = secrets;
+        *self
+            .secrets_read_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
         Ok(())
     }
 
@@ -301,78 +316,30 @@ impl Agents {
         tenant: &TenantId,
     ) -> Result<RegistrationSecret, AgentError> {
         let _turn = self.writing.lock().await;
-        let active = self
-            .all::<SecretRecord>(tenant, SECRETS)
-            .await?
-            .into_iter()
-            .find(|secret| secret.status == "ACTIVE");
-        match active {
-            Some(record) => self.reveal(&record),
-            None => self.make_secret(tenant).await,
-        }
+        let current = self.registration.current(tenant).await?;
+        self.secrets
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sha256(current.secret.as_bytes()), tenant.clone());
+        Ok(current)
     }
 
     /// Makes a new active registration secret; the old one is refused from now on. Agents
     /// already registered keep working: the secret only admits new machines.
     pub async fn rotate_secret(&self, tenant: &TenantId) -> Result<RegistrationSecret, AgentError> {
         let _turn = self.writing.lock().await;
-        let now = self.clock.now_ms();
-        for mut record in self.all::<SecretRecord>(tenant, SECRETS).await? {
-            if record.status != "ACTIVE" {
-                continue;
-            }
-            record.status = "ROTATED".into();
-            record.rotated_at = Some(now);
-            self.put(tenant, SECRETS, &record.id, &record).await?;
-            if let Some(hash) = hex_decode(&record.hash) {
-                self.secrets
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&hash);
-            }
+        let (made, retired) = self.registration.rotate(tenant).await?;
+        let mut secrets = self.secrets.write().unwrap_or_else(|p| p.into_inner());
+        for hash in retired {
+            secrets.remove(&hash);
         }
-        let made = self.make_secret(tenant).await?;
+        secrets.insert(sha256(made.secret.as_bytes()), tenant.clone());
         tracing::info!(%tenant, secret_id = %made.id, "agent registration secret rotated");
         Ok(made)
     }
 
-    async fn make_secret(&self, tenant: &TenantId) -> Result<RegistrationSecret, AgentError> {
-        let secret = random_token()?;
-        let hash = sha256(secret.as_bytes());
-        let record = SecretRecord {
-            id: random_uuid()?,
-            sealed: b64url(&self.master.seal(SEAL_CONTEXT, secret.as_bytes())?),
-            hash: crate::identity::crypto::hex(&hash),
-            status: "ACTIVE".into(),
-            created_at: self.clock.now_ms(),
-            rotated_at: None,
-        };
-        self.put(tenant, SECRETS, &record.id, &record).await?;
-        self.secrets
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(hash, tenant.clone());
-        Ok(RegistrationSecret {
-            id: record.id,
-            secret,
-            created_at: record.created_at,
-        })
-    }
-
-    fn reveal(&self, record: &SecretRecord) -> Result<RegistrationSecret, AgentError> {
-        let sealed = b64url_decode(&record.sealed)
-            .ok_or_else(|| anyhow::anyhow!("a sealed registration secret is not base64url"))?;
-        let secret = String::from_utf8(self.master.open(SEAL_CONTEXT, &sealed)?)
-            .map_err(|_| anyhow::anyhow!("a registration secret is not UTF-8"))?;
-        Ok(RegistrationSecret {
-            id: record.id.clone(),
-            secret,
-            created_at: record.created_at,
-        })
-    }
-
     /// The tenant whose active registration secret this is.
-    fn tenant_for_key(&self, initial_key: &str) -> Result<TenantId, AgentError> {
+    async fn tenant_for_key(&self, initial_key: &str) -> Result<TenantId, AgentError> {
         let refused = || {
             AgentError::Unauthorized(
                 "the initial key (X-Initial-Key) is not an active registration secret".into(),
@@ -382,12 +349,32 @@ impl Agents {
         if key.is_empty() || key.len() > 256 {
             return Err(refused());
         }
-        self.secrets
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&sha256(key.as_bytes()))
-            .cloned()
-            .ok_or_else(refused)
+        let hash = sha256(key.as_bytes());
+        let lookup = || {
+            self.secrets
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&hash)
+                .cloned()
+        };
+        let read_within = |limit: std::time::Duration| {
+            self.secrets_read_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|at| at.elapsed() <= limit)
+        };
+        // Another process (the CLI) may have rotated or made secrets: what is known is read
+        // again when it is 10 s old, and an unknown key rereads at most four times a second.
+        if !read_within(std::time::Duration::from_secs(10)) {
+            self.reload_secrets().await?;
+        }
+        if let Some(tenant) = lookup() {
+            return Ok(tenant);
+        }
+        if !read_within(std::time::Duration::from_millis(250)) {
+            self.reload_secrets().await?;
+        }
+        lookup().ok_or_else(refused)
     }
 
     /// `POST /clients/api/agents/register`: a new machine, `PENDING`, and its credential.
@@ -396,7 +383,7 @@ impl Agents {
         initial_key: &str,
         registration: Registration,
     ) -> Result<Enrolled, AgentError> {
-        let tenant = self.tenant_for_key(initial_key)?;
+        let tenant = self.tenant_for_key(initial_key).await?;
         let machine_id = random_uuid()?;
         let mut machine = Machine {
             machine_id: machine_id.clone(),
@@ -430,7 +417,7 @@ impl Agents {
         client_secret: &str,
         registration: Registration,
     ) -> Result<Enrolled, AgentError> {
-        let tenant = self.tenant_for_key(initial_key)?;
+        let tenant = self.tenant_for_key(initial_key).await?;
         let _turn = self.writing.lock().await;
         let (owner, old) = self.check_secret(machine_id, client_secret).await?;
         if owner != tenant {
@@ -765,6 +752,123 @@ impl Agents {
     ) -> Result<Vec<T>, AgentError> {
         let collection = collection(name)?;
         Ok(crate::inventory::read_all(self.documents.as_ref(), tenant, &collection).await?)
+    }
+}
+
+/// A tenant's registration secrets in the store: sealed, looked up by digest. Shared by the
+/// running appliance ([`Agents`]) and the CLI (`openframe agent secret`).
+#[derive(Debug)]
+pub struct RegistrationSecrets {
+    documents: Arc<dyn DocumentStore>,
+    master: Arc<MasterKey>,
+    clock: Arc<dyn Clock>,
+}
+
+impl RegistrationSecrets {
+    pub fn new(
+        documents: Arc<dyn DocumentStore>,
+        master: Arc<MasterKey>,
+        clock: Arc<dyn Clock>,
+    ) -> RegistrationSecrets {
+        RegistrationSecrets {
+            documents,
+            master,
+            clock,
+        }
+    }
+
+    async fn records(&self, tenant: &TenantId) -> Result<Vec<SecretRecord>, AgentError> {
+        Ok(
+            crate::inventory::read_all(self.documents.as_ref(), tenant, &collection(SECRETS)?)
+                .await?,
+        )
+    }
+
+    /// SHA-256 of each active secret.
+    async fn active_hashes(&self, tenant: &TenantId) -> Result<Vec<Vec<u8>>, AgentError> {
+        Ok(self
+            .records(tenant)
+            .await?
+            .iter()
+            .filter(|record| record.status == "ACTIVE")
+            .filter_map(|record| hex_decode(&record.hash))
+            .collect())
+    }
+
+    /// The active secret, made on first need.
+    pub async fn current(&self, tenant: &TenantId) -> Result<RegistrationSecret, AgentError> {
+        let active = self
+            .records(tenant)
+            .await?
+            .into_iter()
+            .find(|record| record.status == "ACTIVE");
+        match active {
+            Some(record) => self.reveal(&record),
+            None => self.make(tenant).await,
+        }
+    }
+
+    /// A new active secret; returns it and the digests of the ones it retired.
+    pub async fn rotate(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<(RegistrationSecret, Vec<Vec<u8>>), AgentError> {
+        let now = self.clock.now_ms();
+        let mut retired = Vec::new();
+        for mut record in self.records(tenant).await? {
+            if record.status != "ACTIVE" {
+                continue;
+            }
+            record.status = "ROTATED".into();
+            record.rotated_at = Some(now);
+            self.put(tenant, &record).await?;
+            retired.extend(hex_decode(&record.hash));
+        }
+        Ok((self.make(tenant).await?, retired))
+    }
+
+    async fn make(&self, tenant: &TenantId) -> Result<RegistrationSecret, AgentError> {
+        let secret = random_token()?;
+        let record = SecretRecord {
+            id: random_uuid()?,
+            sealed: b64url(&self.master.seal(SEAL_CONTEXT, secret.as_bytes())?),
+            hash: crate::identity::crypto::sha256_hex(secret.as_bytes()),
+            status: "ACTIVE".into(),
+            created_at: self.clock.now_ms(),
+            rotated_at: None,
+        };
+        self.put(tenant, &record).await?;
+        Ok(RegistrationSecret {
+            id: record.id,
+            secret,
+            created_at: record.created_at,
+        })
+    }
+
+    async fn put(&self, tenant: &TenantId, record: &SecretRecord) -> Result<(), AgentError> {
+        let body = serde_json::to_value(record).map_err(anyhow::Error::from)?;
+        self.documents
+            .replace(
+                tenant,
+                &collection(SECRETS)?,
+                &document_id(&record.id)?,
+                &body,
+                None,
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn reveal(&self, record: &SecretRecord) -> Result<RegistrationSecret, AgentError> {
+        let sealed = b64url_decode(&record.sealed)
+            .ok_or_else(|| anyhow::anyhow!("a sealed registration secret is not base64url"))?;
+        let secret = String::from_utf8(self.master.open(SEAL_CONTEXT, &sealed)?)
+            .map_err(|_| anyhow::anyhow!("a registration secret is not UTF-8"))?;
+        Ok(RegistrationSecret {
+            id: record.id.clone(),
+            secret,
+            created_at: record.created_at,
+        })
     }
 }
 

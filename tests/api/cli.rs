@@ -612,3 +612,100 @@ async fn the_first_serve_bootstraps_an_owner_and_rotate_keys_works_while_serving
     ]));
     assert_eq!(listed.as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn org_create_and_agent_secret_let_an_agent_register_with_a_running_appliance() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let served = serve(&data);
+    let data_arg = data.to_str().unwrap();
+    // Made by the CLI while the appliance runs: the appliance finds both on first use.
+    let org = json_of(&openframe(&[
+        "org",
+        "create",
+        "--data-dir",
+        data_arg,
+        "--tenant",
+        "default",
+        "--name",
+        "  Acme Corp ",
+        "--json",
+    ]));
+    assert_eq!(org["name"], "Acme Corp");
+    let org_id = org["organizationId"].as_str().unwrap().to_owned();
+    assert_eq!(org_id.len(), 36);
+    let secret = json_of(&openframe(&[
+        "tenant",
+        "agent-secret",
+        "--data-dir",
+        data_arg,
+        "--tenant",
+        "default",
+        "--json",
+    ]));
+    let key = secret["secret"].as_str().unwrap().to_owned();
+    let again = json_of(&openframe(&[
+        "tenant",
+        "agent-secret",
+        "--data-dir",
+        data_arg,
+        "--tenant",
+        "default",
+        "--json",
+    ]));
+    assert_eq!(again["secret"], key, "stable until rotated");
+    let refused = openframe(&[
+        "org",
+        "create",
+        "--data-dir",
+        data_arg,
+        "--tenant",
+        "default",
+        "--name",
+        " ",
+    ]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr_of(&refused).contains("name"),
+        "{}",
+        stderr_of(&refused)
+    );
+
+    let https_port = served.https.rsplit(':').next().unwrap().to_owned();
+    let client = crate::helpers::trusting_client(&data.join("tls/cert.pem"));
+    let register = |key: String| {
+        let request = client
+            .post(format!(
+                "https://localhost:{https_port}/clients/api/agents/register"
+            ))
+            .header("X-Initial-Key", key)
+            .json(
+                &serde_json::json!({"hostname": "ws-1", "organizationId": org_id,
+                "agentVersion": "1.0.0", "osType": "MAC_OS"}),
+            );
+        async move { request.send().await.unwrap() }
+    };
+    // An unknown key makes the appliance reread the secrets, at most four times a second.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let answer = register(key.clone()).await;
+    assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    let enrolled: serde_json::Value = answer.json().await.unwrap();
+    assert!(enrolled["clientId"].as_str().unwrap().starts_with("agent_"));
+
+    // Rotating from the CLI retires the old key for the running appliance within ten seconds
+    // (its reread of known keys); the new one works at once.
+    let rotated = json_of(&openframe(&[
+        "tenant",
+        "agent-secret",
+        "--data-dir",
+        data_arg,
+        "--tenant",
+        "default",
+        "--rotate",
+        "--json",
+    ]));
+    let new_key = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new_key, key);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(register(new_key).await.status(), reqwest::StatusCode::OK);
+}
