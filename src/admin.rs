@@ -96,6 +96,16 @@ async fn ready(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    let management = &state.management;
+    let gauge = |count: usize| i64::try_from(count).unwrap_or(i64::MAX);
+    state
+        .metrics
+        .agent_sessions
+        .set(gauge(management.sessions.open()));
+    state
+        .metrics
+        .agents_online
+        .set(gauge(management.presence.online()));
     match state.metrics.render() {
         Ok(text) => (
             [(

@@ -58,6 +58,10 @@ pub struct Metrics {
     /// From an event's durable append (its acknowledgement) to the checkpoint that made it
     /// searchable and durable in every store.
     pub stream_searchable_seconds: Histogram,
+    /// Agents' open `/ws/nats` sessions.
+    pub agent_sessions: Gauge,
+    /// Machines currently ONLINE.
+    pub agents_online: Gauge,
 }
 
 impl Metrics {
@@ -127,8 +131,22 @@ impl Metrics {
             "Time from a tool event's acknowledged append to the checkpoint after which it is searchable",
             stream_searchable_seconds.clone(),
         );
+        let agent_sessions = Gauge::default();
+        registry.register(
+            "agent_sessions",
+            "Agents' open NATS sessions on /ws/nats",
+            agent_sessions.clone(),
+        );
+        let agents_online = Gauge::default();
+        registry.register(
+            "agents_online",
+            "Machines currently ONLINE",
+            agents_online.clone(),
+        );
         Arc::new(Metrics {
             registry,
+            agent_sessions,
+            agents_online,
             http_requests,
             http_duration,
             store_up,

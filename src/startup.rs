@@ -197,6 +197,14 @@ impl Application {
             sessions: Arc::default(),
             nats_enabled: nats.is_some(),
             hub: std::sync::OnceLock::new(),
+            client: std::sync::OnceLock::new(),
+            rmm: Arc::new(crate::management::rmm::Rmm::new(
+                storage.documents.clone(),
+                inventory.clone(),
+                stream.clone(),
+                identity.master_key(),
+                identity.clock.clone(),
+            )),
             clock: identity.clock.clone(),
         });
 
@@ -400,6 +408,26 @@ impl Application {
         };
         state.management.presence.watch_online(&tenants).await;
         let presence_task = state.management.presence.spawn(cdc_stop.clone());
+        if let Err(error) = state.management.rmm.watch_unfinished(&tenants).await {
+            tracing::warn!(%error, "cannot read unfinished script executions");
+        }
+        let watchdog_task = {
+            let (rmm, stop) = (state.management.rmm.clone(), cdc_stop.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        _ = tick.tick() => {
+                            let failed = rmm.watchdog().await;
+                            if failed > 0 {
+                                tracing::warn!(failed, "executions failed: their agents never answered");
+                            }
+                        }
+                    }
+                }
+            })
+        };
         let redirect_task = redirect.map(|listener| {
             tracing::info!(http = %crate::gateway::edge::describe(&listener), "redirecting plain HTTP to HTTPS");
             tokio::spawn(crate::gateway::edge::serve_redirects(
@@ -495,6 +523,7 @@ impl Application {
             let _ = consumer.await;
         }
         let _ = presence_task.await;
+        let _ = watchdog_task.await;
         stream_stop.cancel();
         if let Err(error) = stream_worker.await {
             tracing::warn!(%error, "the event pipeline task failed");

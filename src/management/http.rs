@@ -14,7 +14,7 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -42,6 +42,18 @@ pub fn router() -> Router<AppState> {
             post(rotate_registration_secret),
         )
         .route("/ws/nats", get(super::nats_proxy::upgrade))
+        .route("/api/scripts", get(list_scripts).post(create_script))
+        .route(
+            "/api/scripts/{id}",
+            get(get_script).put(update_script).delete(delete_script),
+        )
+        .route("/api/scripts/{id}/archive", post(archive_script))
+        .route("/api/scripts/{id}/unarchive", post(unarchive_script))
+        .route("/api/scripts/{id}/run", post(run_script))
+        .route("/api/scripts/{id}/executions", get(script_executions))
+        .route("/api/commands/run", post(run_command))
+        .route("/api/executions/{execution_id}", get(executions))
+        .route("/api/executions/{execution_id}/cancel", post(cancel))
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
@@ -51,21 +63,6 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiErr
         .map(str::trim)
         .filter(|value| !value.is_empty())
         .ok_or_else(|| ApiError::Unauthorized(format!("the {name} header is required")))
-}
-
-fn registration(headers: &HeaderMap, body: &[u8]) -> Result<Registration, ApiError> {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.to_ascii_lowercase().starts_with("application/json"));
-    if !json {
-        return Err(ApiError::InvalidInput(
-            "send the registration as JSON (Content-Type: application/json)".into(),
-        ));
-    }
-    serde_json::from_slice(body).map_err(|error| {
-        ApiError::InvalidInput(format!("the registration is not valid JSON: {error}"))
-    })
 }
 
 fn no_store(response: impl IntoResponse) -> Response {
@@ -83,7 +80,7 @@ async fn register(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let key = header_text(&headers, "X-Initial-Key")?;
-    let registration = registration(&headers, &body)?;
+    let registration: Registration = json_body(&headers, &body)?;
     let enrolled = state.management.agents.register(key, registration).await?;
     Ok(no_store(axum::Json(enrolled)))
 }
@@ -96,7 +93,7 @@ async fn reinstall(
     let key = header_text(&headers, "X-Initial-Key")?;
     let machine_id = header_text(&headers, "X-Machine-Id")?;
     let secret = header_text(&headers, "X-Client-Secret")?;
-    let registration = registration(&headers, &body)?;
+    let registration: Registration = json_body(&headers, &body)?;
     let enrolled = state
         .management
         .agents
@@ -221,4 +218,207 @@ fn describe_secret(
         "createdAt": secret.created_at,
         "installCommand": command,
     })
+}
+
+/// A JSON body of type `T`; unknown fields and wrong types are named in the 400.
+fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.to_ascii_lowercase().starts_with("application/json"));
+    if !json {
+        return Err(ApiError::InvalidInput(
+            "send the body as JSON (Content-Type: application/json)".into(),
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|error| ApiError::InvalidInput(format!("the JSON body is not valid: {error}")))
+}
+
+/// The appliance's NATS connection, for dispatching to agents.
+fn nats_client(state: &AppState) -> Result<async_nats::Client, ApiError> {
+    state.management.client.get().cloned().ok_or_else(|| {
+        ApiError::Overloaded(
+            "agent messaging is not running (NATS is off or starting); retry shortly".into(),
+        )
+    })
+}
+
+async fn list_scripts(State(state): State<AppState>, admin: Admin) -> Result<Response, ApiError> {
+    let scripts = state.management.rmm.scripts(&admin.tenant).await?;
+    Ok(axum::Json(serde_json::json!({ "scripts": scripts })).into_response())
+}
+
+async fn create_script(
+    State(state): State<AppState>,
+    admin: Admin,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input = json_body(&headers, &body)?;
+    let script = state
+        .management
+        .rmm
+        .create_script(&admin.tenant, &admin.user_id, input)
+        .await?;
+    tracing::info!(tenant = %admin.tenant, script_id = %script.id, by = %admin.user_id, "script created");
+    Ok((StatusCode::CREATED, axum::Json(script)).into_response())
+}
+
+async fn get_script(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let script = state.management.rmm.script(&admin.tenant, &id).await?;
+    Ok(axum::Json(script).into_response())
+}
+
+async fn update_script(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input = json_body(&headers, &body)?;
+    let script = state
+        .management
+        .rmm
+        .update_script(&admin.tenant, &id, input)
+        .await?;
+    Ok(axum::Json(script).into_response())
+}
+
+async fn set_status(
+    state: &AppState,
+    admin: &Admin,
+    id: &str,
+    status: &str,
+) -> Result<Response, ApiError> {
+    let script = state
+        .management
+        .rmm
+        .set_script_status(&admin.tenant, id, status)
+        .await?;
+    tracing::info!(tenant = %admin.tenant, script_id = %id, status, by = %admin.user_id, "script status changed");
+    Ok(axum::Json(script).into_response())
+}
+
+async fn archive_script(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    set_status(&state, &admin, &id, "ARCHIVED").await
+}
+
+async fn unarchive_script(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    set_status(&state, &admin, &id, "ACTIVE").await
+}
+
+async fn delete_script(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    set_status(&state, &admin, &id, "DELETED").await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn run_script(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input = json_body(&headers, &body)?;
+    let nats = nats_client(&state)?;
+    let execution_id = state
+        .management
+        .rmm
+        .run_script(&admin.tenant, &admin.user_id, &id, input, &nats)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({ "executionId": execution_id })),
+    )
+        .into_response())
+}
+
+async fn run_command(
+    State(state): State<AppState>,
+    admin: Admin,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input = json_body(&headers, &body)?;
+    let nats = nats_client(&state)?;
+    let execution_id = state
+        .management
+        .rmm
+        .run_command(&admin.tenant, &admin.user_id, input, &nats)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({ "executionId": execution_id })),
+    )
+        .into_response())
+}
+
+async fn script_executions(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let found = state
+        .management
+        .rmm
+        .script_executions(&admin.tenant, &id)
+        .await?;
+    Ok(axum::Json(serde_json::json!({ "executions": found })).into_response())
+}
+
+async fn executions(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(execution_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let found = state
+        .management
+        .rmm
+        .executions(&admin.tenant, &execution_id)
+        .await?;
+    Ok(axum::Json(serde_json::json!({ "executions": found })).into_response())
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CancelInput {
+    machine_id: String,
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(execution_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input: CancelInput = json_body(&headers, &body)?;
+    let nats = nats_client(&state)?;
+    let execution = state
+        .management
+        .rmm
+        .cancel(&admin.tenant, &execution_id, &input.machine_id, &nats)
+        .await?;
+    Ok(axum::Json(execution).into_response())
 }

@@ -12,6 +12,7 @@ pub mod nats;
 pub mod nats_proxy;
 pub mod nats_rules;
 pub mod presence;
+pub mod rmm;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +36,10 @@ pub struct Management {
     pub nats_enabled: bool,
     /// The `/ws/nats` hub's connection to NATS, once made.
     pub hub: std::sync::OnceLock<async_nats::Client>,
+    /// The appliance's own connection (dispatching scripts and commands), once made.
+    pub client: std::sync::OnceLock<async_nats::Client>,
+    /// Scripts, runs and their executions.
+    pub rmm: Arc<rmm::Rmm>,
     pub clock: Arc<dyn openframe_storage::Clock>,
 }
 
@@ -72,6 +77,7 @@ pub async fn run(
     client: async_nats::Client,
     stop: CancellationToken,
 ) {
+    let _ = management.client.set(client.clone());
     let mut failures: u32 = 0;
     while !stop.is_cancelled() {
         let outcome = follow(&management, &inventory, &documents, &client, &stop).await;
@@ -119,6 +125,14 @@ async fn follow(
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     let mut heartbeats = client.subscribe("machine.*.heartbeat").await?;
+    let mut results = futures_util::stream::select(
+        client
+            .subscribe("machine.*.script-execution.result")
+            .await?,
+        client
+            .subscribe("machine.*.command-execution.result")
+            .await?,
+    );
     let context = jetstream::new(client.clone());
     provision_streams(&context).await?;
     let mut reports = Vec::new();
@@ -150,6 +164,27 @@ async fn follow(
                     && let Some(tenant) = management.agents.tenant_of(machine)
                 {
                     management.presence.seen(&tenant, machine);
+                }
+            }
+            result = results.next() => {
+                let Some(result) = result else {
+                    anyhow::bail!("the result subscriptions ended");
+                };
+                let subject = result.subject.as_str();
+                let outcome = match (machine_of(subject), rmm::Kind::of_result(subject)) {
+                    (Some(machine), Some(kind)) => match management.agents.tenant_of(machine) {
+                        Some(tenant) => management
+                            .rmm
+                            .record_result(&tenant, machine, kind, &result.payload)
+                            .await
+                            .map(|_| ())
+                            .map_err(|error| error.to_string()),
+                        None => Err("no registered machine".to_owned()),
+                    },
+                    _ => Err("not a result subject".to_owned()),
+                };
+                if let Err(why) = outcome {
+                    tracing::warn!(subject, why, "an execution result was refused");
                 }
             }
             report = merged.next() => {

@@ -118,7 +118,7 @@ impl Nats {
              websocket {{\n  listen: \"127.0.0.1:{websocket_port}\"\n  no_tls: true\n}}\n\
              authorization {{\n  users = [\n\
              \x20   {{ user: \"{APPLIANCE_USER}\", password: \"{password}\" }}\n\
-             \x20   {{ user: \"{AGENTS_USER}\", password: \"{agents_password}\", permissions: {{ publish: [\"machine.>\", \"_INBOX.>\", \"$JS.API.INFO\", \"$JS.API.STREAM.INFO.>\", \"$JS.API.CONSUMER.>\", \"$JS.ACK.>\"], subscribe: [\"machine.>\", \"_INBOX.>\"] }} }}\n\
+             \x20   {{ user: \"{AGENTS_USER}\", password: \"{agents_password}\", permissions: {{ publish: [\"machine.>\", \"_INBOX.>\", \"_HUB.sync\", \"$JS.API.INFO\", \"$JS.API.STREAM.INFO.>\", \"$JS.API.CONSUMER.>\", \"$JS.ACK.>\"], subscribe: [\"machine.>\", \"_INBOX.>\"] }} }}\n\
              \x20   {{ user: \"{DEBEZIUM_USER}\", password: \"{debezium_password}\", permissions: {{ publish: [\"cdc.>\", \"$JS.API.INFO\"], subscribe: [\"_INBOX.>\"] }} }}\n\
              \x20 ]\n}}\n"
         );

@@ -46,6 +46,8 @@ const PUBLISH_RATE: f64 = 100.0;
 const PUBLISH_BURST: f64 = 1000.0;
 /// Subscriptions one session may hold (OpenFrame's agent needs about ten).
 const MAX_SUBSCRIPTIONS: usize = 100;
+/// The subject of the hub's round trips (no agent may use it; the `agents` user may publish it).
+pub const HUB_SYNC_SUBJECT: &str = "_HUB.sync";
 /// Messages waiting for one slow agent before its subscriptions start losing them.
 const SESSION_BACKLOG: usize = 256;
 
@@ -458,11 +460,17 @@ impl Session {
                     true
                 }
                 Op::Ping => {
-                    // A client's PING/PONG means "the server has seen everything I sent" (how
-                    // `flush` works): the hub's own round trip makes it true upstream too.
-                    // During an outage the PONG still comes, later, and the hub's buffer holds
-                    // what was sent.
-                    let _ = tokio::time::timeout(Duration::from_secs(10), self.hub.flush()).await;
+                    // A client's PING/PONG means "the server has processed everything I sent"
+                    // (a subscription made before a flush receives what is published after
+                    // it). The hub's `flush` only writes its buffer, so it makes a round trip
+                    // through nats-server: a request nobody answers comes back as "no
+                    // responders" once everything before it on the hub's connection is done.
+                    // During an outage the PONG still comes, after at most 10 s.
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        self.hub.request(HUB_SYNC_SUBJECT, Bytes::new()),
+                    )
+                    .await;
                     answer.extend_from_slice(b"PONG\r\n");
                     false
                 }

@@ -213,7 +213,7 @@ async fn bad_registrations_are_refused_with_the_field_named_and_store_nothing() 
         .unwrap();
     let (status, _, message) = error_of(not_json).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(message.contains("not valid JSON"), "{message}");
+    assert!(message.contains("JSON body is not valid"), "{message}");
     // Globex's key registers into Globex, never into Acme.
     let key_b = registration_secret(&app, "globex", &tenants.admin_b).await;
     let globex = enroll(&app, &key_b, "globex-01").await;

@@ -53,6 +53,20 @@ async fn an_agent_heartbeats_through_the_gateway_turns_online_then_offline_after
     agent.flush().await.unwrap();
     let online = wait_for_status(&app, "acme", &id, "ONLINE").await;
     assert_eq!(online.last_seen, Some(clock.now_ms()));
+    let metrics = app
+        .plain
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("openframe_agent_sessions 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("openframe_agents_online 1\n"), "{metrics}");
 
     // Silence, with the clock pinned: 129 s is not enough, 131 s is.
     clock.advance_ms(129_000);
@@ -196,19 +210,28 @@ async fn a_machine_cannot_publish_or_subscribe_to_another_machines_subjects() {
         .subscribe(format!("machine.{b_id}.script-execution"))
         .await
         .unwrap();
-    agent_b.flush().await.unwrap();
-    server
-        .publish(
-            format!("machine.{b_id}.script-execution"),
-            "{\"executionId\":\"e-1\"}".into(),
-        )
-        .await
-        .unwrap();
-    server.flush().await.unwrap();
-    let delivered = tokio::time::timeout(Duration::from_secs(5), own.next())
-        .await
-        .unwrap()
-        .unwrap();
+    // (The observer above listens on `machine.>`, so a sync request would find a listener:
+    // publish until the subscription is in place instead.)
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let delivered = loop {
+        server
+            .publish(
+                format!("machine.{b_id}.script-execution"),
+                "{\"executionId\":\"e-1\"}".into(),
+            )
+            .await
+            .unwrap();
+        server.flush().await.unwrap();
+        if let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(200), own.next()).await
+        {
+            break message;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B never received its message"
+        );
+    };
     assert_eq!(&delivered.payload[..], b"{\"executionId\":\"e-1\"}");
     assert!(
         tokio::time::timeout(Duration::from_millis(500), snooping.next())
@@ -234,7 +257,7 @@ async fn killing_nats_server_restarts_it_and_agents_get_their_messages_again() {
         .subscribe(format!("machine.{id}.command-execution"))
         .await
         .unwrap();
-    agent.flush().await.unwrap();
+    super::support::synced(&agent, &id).await;
 
     let nats = app.state.nats.clone().unwrap();
     let NatsState::Up { pid } = nats.state() else {

@@ -196,3 +196,18 @@ pub(crate) async fn wait_for_status(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Waits until everything the agent sent has reached nats-server through the gateway:
+/// async-nats' `flush` only empties its buffer, so this makes a request nobody answers and
+/// waits for nats-server's "no responders" to come back through the hub.
+pub(crate) async fn synced(agent: &async_nats::Client, machine_id: &str) {
+    let answer = agent
+        .request(format!("machine.{machine_id}.sync"), "".into())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        answer.kind(),
+        async_nats::RequestErrorKind::NoResponders,
+        "{answer}"
+    );
+}

@@ -3,11 +3,10 @@
 
 use openframe_storage::analytics::{LogFacet, LogFilter};
 use openframe_storage::details::LogKey;
-use openframe_storage::search::{DocumentKind, SearchQuery};
 use reqwest::StatusCode;
 
 use super::support::{
-    dead_letters, fixture, ingest, ingest_as, ingest_key, row, rows, seed_inventory, settle,
+    dead_letters, fixture, ingest, ingest_as, ingest_key, row, rows, search, seed_inventory, settle,
 };
 use crate::gateway::support::{create_key, error_of, tenant, two_tenants};
 use crate::helpers::{spawn_with, test_config};
@@ -15,27 +14,6 @@ use crate::helpers::{spawn_with, test_config};
 const MESH: &str = "meshcentral-events.ndjson";
 const FLEET: &str = "fleet-activities.ndjson";
 const FLEET_HOSTS: &str = "fleet-host-activities.ndjson";
-
-async fn search(app: &crate::helpers::TestApp, tenant_id: &str, text: &str) -> Vec<String> {
-    app.state
-        .storage
-        .search
-        .search(
-            &tenant(tenant_id),
-            &SearchQuery {
-                text: text.into(),
-                kind: Some(DocumentKind::Log),
-                from: None,
-                to: None,
-                limit: 100,
-            },
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|hit| hit.id)
-        .collect()
-}
 
 #[tokio::test]
 async fn the_fixtures_become_an_enriched_searchable_log_and_resending_changes_nothing() {

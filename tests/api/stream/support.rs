@@ -4,6 +4,7 @@ use std::time::Duration;
 use openframe::inventory::{Machine, Organization, ToolConnection};
 use openframe_storage::TenantId;
 use openframe_storage::analytics::{LogFilter, LogRow};
+use openframe_storage::search::{DocumentKind, SearchQuery};
 use reqwest::StatusCode;
 
 use crate::gateway::support::{create_key, tenant};
@@ -196,4 +197,30 @@ pub(crate) async fn dead_letters(app: &TestApp, admin_token: &str) -> serde_json
         .json()
         .await
         .unwrap()
+}
+
+/// The ids of the tenant's log documents matching `text` in the search index.
+pub(crate) async fn search(
+    app: &crate::helpers::TestApp,
+    tenant_id: &str,
+    text: &str,
+) -> Vec<String> {
+    app.state
+        .storage
+        .search
+        .search(
+            &tenant(tenant_id),
+            &SearchQuery {
+                text: text.into(),
+                kind: Some(DocumentKind::Log),
+                from: None,
+                to: None,
+                limit: 100,
+            },
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|hit| hit.id)
+        .collect()
 }
