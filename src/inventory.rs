@@ -371,6 +371,62 @@ impl Inventory {
         Ok(machine)
     }
 
+    /// Presence for many machines at once: each `(machine, status, last_seen)` raises
+    /// `lastSeen` and, when `status` is given, sets it (deleted, archived and decommissioned
+    /// machines keep theirs). One analytics write for all status changes. Returns the machines
+    /// whose status changed; unknown machines are skipped.
+    pub async fn set_presence(
+        &self,
+        tenant: &TenantId,
+        updates: &[(String, Option<&'static str>, i64)],
+    ) -> Result<Vec<String>, InventoryError> {
+        let machines = collection(MACHINES)?;
+        let mut changed = Vec::new();
+        let mut rows = Vec::new();
+        let mut stored = Vec::new();
+        let _turn = self.writing.lock().await;
+        for (machine_id, status, last_seen) in updates {
+            let Ok(id) = DocumentId::parse(machine_id) else {
+                continue;
+            };
+            let Some(document) = self.documents.get(tenant, &machines, &id).await? else {
+                continue;
+            };
+            let mut machine: Machine = serde_json::from_value(document.body)
+                .map_err(|error| InventoryError::Unavailable(error.to_string()))?;
+            let before = machine.clone();
+            machine.last_seen = Some(machine.last_seen.unwrap_or(0).max(*last_seen));
+            let frozen = matches!(
+                machine.status.as_str(),
+                "DELETED" | "ARCHIVED" | "DECOMMISSIONED"
+            );
+            if let Some(status) = status
+                && !frozen
+                && machine.status != *status
+            {
+                machine.status = (*status).to_owned();
+                changed.push(machine_id.clone());
+                rows.push(self.device_row(&machine));
+            }
+            if machine != before {
+                self.store(tenant, MACHINES, &id, &machine).await?;
+                stored.push(machine);
+            }
+        }
+        if !rows.is_empty() {
+            self.analytics.upsert_devices(tenant, rows).await?;
+        }
+        if let Some(directory) = self.loaded(tenant) {
+            let mut directory = write(&directory);
+            for machine in stored {
+                directory
+                    .machines
+                    .insert(machine.machine_id.clone(), machine);
+            }
+        }
+        Ok(changed)
+    }
+
     /// Every machine of the tenant, from the store.
     pub async fn machines(&self, tenant: &TenantId) -> Result<Vec<Machine>, InventoryError> {
         self.all::<Machine>(tenant, MACHINES).await

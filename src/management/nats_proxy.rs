@@ -339,8 +339,10 @@ struct Session {
     connected: bool,
     verbose: bool,
     subscriptions: std::collections::HashMap<String, Forwarder>,
-    deliveries: mpsc::Sender<(Arc<str>, async_nats::Message)>,
-    delivered: mpsc::Receiver<(Arc<str>, async_nats::Message)>,
+    /// Boxed: a channel allocates its first block of slots up front, and ten thousand
+    /// sessions' blocks of whole messages would cost megabytes for nothing.
+    deliveries: mpsc::Sender<Box<(Arc<str>, async_nats::Message)>>,
+    delivered: mpsc::Receiver<Box<(Arc<str>, async_nats::Message)>>,
 }
 
 impl Session {
@@ -400,6 +402,10 @@ impl Session {
                         Some(Ok(Message::Close(_))) | None => return "the agent closed",
                         Some(Err(_)) => return "the agent's connection failed",
                     };
+                    if self.parser.buffer.is_empty() && self.parser.buffer.capacity() > 16 * 1024 {
+                        // A large message has passed: give its buffer back.
+                        self.parser.buffer = BytesMut::new();
+                    }
                     self.parser.buffer.extend_from_slice(&data);
                     let mut answer = Vec::new();
                     let outcome = self.drain(machine_id, &mut answer).await;
@@ -413,12 +419,12 @@ impl Session {
                         return why;
                     }
                 }
-                Some((sid, message)) = self.delivered.recv() => {
-                    let mut frame = encode(&sid, &message);
+                Some(delivery) = self.delivered.recv() => {
+                    let mut frame = encode(&delivery.0, &delivery.1);
                     // Whatever else is already waiting goes in the same frame.
                     while frame.len() < 64 * 1024 {
                         match self.delivered.try_recv() {
-                            Ok((sid, message)) => frame.extend_from_slice(&encode(&sid, &message)),
+                            Ok(delivery) => frame.extend_from_slice(&encode(&delivery.0, &delivery.1)),
                             Err(_) => break,
                         }
                     }
@@ -602,7 +608,7 @@ impl Session {
                 };
                 delivered += 1;
                 if deliveries
-                    .send((shared_sid.clone(), message))
+                    .send(Box::new((shared_sid.clone(), message)))
                     .await
                     .is_err()
                 {

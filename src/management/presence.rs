@@ -22,6 +22,8 @@ use crate::inventory::Inventory;
 use crate::stream::Stream;
 use crate::stream::tools::MessageType;
 
+/// Presence changes written per batch.
+const CHUNK: usize = 500;
 /// How often `lastSeen` of a live machine is written to the store.
 const PERSIST_EVERY_MS: i64 = 60_000;
 
@@ -194,57 +196,61 @@ impl Presence {
             // Offline machines need no watching until they are heard from again.
             machines.retain(|_, heard| heard.online);
         }
+        // By tenant, in chunks: one analytics write and one log append per chunk, so ten
+        // thousand agents reconnecting at once cost a few hundred writes, not tens of thousands.
+        let mut by_tenant: HashMap<TenantId, Vec<Change>> = HashMap::new();
         for change in changes {
-            if let Err(error) = self.apply(&change).await {
-                tracing::warn!(?change, %error, "cannot record a presence change");
+            let tenant = match &change {
+                Change::Online { tenant, .. }
+                | Change::Offline { tenant, .. }
+                | Change::Seen { tenant, .. } => tenant.clone(),
+            };
+            by_tenant.entry(tenant).or_default().push(change);
+        }
+        for (tenant, changes) in by_tenant {
+            for chunk in changes.chunks(CHUNK) {
+                if let Err(error) = self.apply(&tenant, chunk).await {
+                    tracing::warn!(%tenant, %error, changes = chunk.len(), "cannot record presence changes");
+                }
             }
         }
     }
 
-    async fn apply(&self, change: &Change) -> anyhow::Result<()> {
-        // `at`: when the change happened; `seen`: the machine's last contact.
-        let (tenant, machine, status, at, seen) = match change {
-            Change::Seen {
-                tenant,
-                machine,
-                at,
-            } => {
-                self.inventory
-                    .update_machine(tenant, machine, |record| {
-                        record.last_seen = Some(record.last_seen.unwrap_or(0).max(*at));
-                    })
-                    .await?;
-                return Ok(());
-            }
-            Change::Online {
-                tenant,
-                machine,
-                at,
-            } => (tenant, machine, "ONLINE", *at, *at),
-            Change::Offline {
-                tenant,
-                machine,
-                last_seen,
-                at,
-            } => (tenant, machine, "OFFLINE", *at, *last_seen),
-        };
-        let mut changed = false;
-        self.inventory
-            .update_machine(tenant, machine, |record| {
-                // Deleted or archived machines keep their status; a pending one becomes
-                // ONLINE on first contact, as in OpenFrame.
-                if matches!(
-                    record.status.as_str(),
-                    "DELETED" | "ARCHIVED" | "DECOMMISSIONED"
-                ) {
-                    return;
-                }
-                changed = record.status != status;
-                record.status = status.to_owned();
-                record.last_seen = Some(record.last_seen.unwrap_or(0).max(seen));
+    async fn apply(&self, tenant: &TenantId, changes: &[Change]) -> anyhow::Result<()> {
+        let updates: Vec<(String, Option<&'static str>, i64)> = changes
+            .iter()
+            .map(|change| match change {
+                Change::Online { machine, at, .. } => (machine.clone(), Some("ONLINE"), *at),
+                Change::Offline {
+                    machine, last_seen, ..
+                } => (machine.clone(), Some("OFFLINE"), *last_seen),
+                Change::Seen { machine, at, .. } => (machine.clone(), None, *at),
             })
-            .await?;
-        if changed {
+            .collect();
+        let changed: std::collections::HashSet<String> = self
+            .inventory
+            .set_presence(tenant, &updates)
+            .await?
+            .into_iter()
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let mut events = String::new();
+        for change in changes {
+            let (machine, status, at, seen) = match change {
+                Change::Online { machine, at, .. } => (machine, "ONLINE", *at, *at),
+                Change::Offline {
+                    machine,
+                    last_seen,
+                    at,
+                    ..
+                } => (machine, "OFFLINE", *at, *last_seen),
+                Change::Seen { .. } => continue,
+            };
+            if !changed.contains(machine) {
+                continue;
+            }
             let event = serde_json::json!({
                 "after": {
                     "machineId": machine,
@@ -254,17 +260,14 @@ impl Presence {
                     "eventTimestamp": at,
                 }
             });
-            self.stream
-                .ingest(
-                    tenant,
-                    MessageType::DevicePresence,
-                    event.to_string().as_bytes(),
-                    false,
-                )
-                .await
-                .map_err(|error| anyhow::anyhow!("logging the presence change: {error}"))?;
-            tracing::info!(%tenant, machine_id = %machine, status, "machine presence changed");
+            events.push_str(&event.to_string());
+            events.push('\n');
         }
+        self.stream
+            .ingest(tenant, MessageType::DevicePresence, events.as_bytes(), true)
+            .await
+            .map_err(|error| anyhow::anyhow!("logging presence changes: {error}"))?;
+        tracing::info!(%tenant, changed = changed.len(), "machine presence changed");
         Ok(())
     }
 }

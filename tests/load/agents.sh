@@ -70,8 +70,16 @@ ramp=$(( (agents + connects - 1) / connects ))
   "$interval" $((ramp + held)) "$connects" >"$work/swarm.out" 2>"$work/swarm.err" &
 swarm_pid=$!
 
-# Wait for every agent to connect (registration comes first), then measure the held period.
-peak=0 sessions=0 online=0
+# Registration comes first: the memory it leaves behind, before any session opens.
+peak=0 sessions=0 online=0 registered_rss=0
+until grep -q '^registered' "$work/swarm.err" 2>/dev/null; do
+  kill -0 "$swarm_pid" 2>/dev/null || break
+  rss=$(server_rss_mib); [ "$rss" -gt "$peak" ] && peak=$rss
+  sleep 1
+done
+registered_rss=$(server_rss_mib)
+echo "registered: $(grep '^registered' "$work/swarm.err"); appliance ${registered_rss} MiB"
+# Wait for every agent to connect, then measure the held period.
 while kill -0 "$swarm_pid" 2>/dev/null; do
   sessions=$(metric openframe_agent_sessions || echo 0)
   rss=$(server_rss_mib); [ "$rss" -gt "$peak" ] && peak=$rss
@@ -96,15 +104,15 @@ held_rss=$(sort -n "$samples" | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
 cpu() { echo "$1 $2 $wall" | awk -v hz="$ticks_per_second" '{printf "%.0f", ($2 - $1) / hz / $3 * 100}'; }
 summary=$(cat "$work/swarm.out")
 echo
-echo "| agents | interval | held s | heartbeats/s | online (last) | appliance RSS idle / held p50 / peak MiB | appliance CPU | nats-server RSS MiB | nats-server CPU | machine CPU |"
+echo "| agents | interval | held s | heartbeats/s | online (last) | appliance RSS idle / registered / held p50 / peak MiB | appliance CPU | nats-server RSS MiB | nats-server CPU | machine CPU |"
 echo "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"
 echo "$summary" | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 print(s["heartbeats"])' >"$work/heartbeats"
-printf '| %d | %ss | %d | %.0f | %s | %s / %s / %s | %s%% | %s | %s%% | %s%% |\n' \
+printf '| %d | %ss | %d | %.0f | %s | %s / %s / %s / %s | %s%% | %s | %s%% | %s%% |\n' \
   "$agents" "$interval" "$wall" "$(echo "$(cat "$work/heartbeats") / ($wall + $ramp)" | bc -l)" "$online" \
-  "$idle_rss" "$held_rss" "$peak" "$(cpu "$before_server" "$after_server")" "$(nats_rss_mib)" \
+  "$idle_rss" "$registered_rss" "$held_rss" "$peak" "$(cpu "$before_server" "$after_server")" "$(nats_rss_mib)" \
   "$(cpu "$before_nats" "$after_nats")" \
   "$(echo "$before_machine $after_machine" | awk -v cores="$cores" -v wall="$wall" -v hz="$ticks_per_second" '{printf "%.0f", ($3 - $1) / hz / wall * 100}')"
 echo "(CPU in percent of one core over the held period; the machine has $cores. heartbeats/s over the"
