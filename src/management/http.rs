@@ -347,11 +347,7 @@ async fn run_script(
         .rmm
         .run_script(&admin.tenant, &admin.user_id, &id, input, &nats)
         .await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(serde_json::json!({ "executionId": execution_id })),
-    )
-        .into_response())
+    Ok(dispatched(&execution_id))
 }
 
 async fn run_command(
@@ -367,11 +363,16 @@ async fn run_command(
         .rmm
         .run_command(&admin.tenant, &admin.user_id, input, &nats)
         .await?;
-    Ok((
+    Ok(dispatched(&execution_id))
+}
+
+/// OpenFrame's `DispatchResponse`: 202 `{executionId}`.
+fn dispatched(execution_id: &str) -> Response {
+    (
         StatusCode::ACCEPTED,
         axum::Json(serde_json::json!({ "executionId": execution_id })),
     )
-        .into_response())
+        .into_response()
 }
 
 async fn script_executions(
