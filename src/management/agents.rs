@@ -302,14 +302,6 @@ impl Agents {
             .map(|known| known.tenant.clone())
     }
 
-    /// How many machines are registered (all tenants).
-    pub fn registered(&self) -> usize {
-        self.machines
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
-    }
-
     /// The tenant's active registration secret, made on first need.
     pub async fn registration_secret(
         &self,

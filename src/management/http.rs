@@ -113,6 +113,8 @@ async fn uninstall(
         .agents
         .uninstall(machine_id, secret)
         .await?;
+    // An uninstalled machine is no longer watched for silence.
+    state.management.presence.forget(machine_id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
