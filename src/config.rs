@@ -27,6 +27,7 @@ pub struct Config {
     pub stream: StreamSection,
     pub nats: NatsSection,
     pub agents: AgentsSection,
+    pub api: ApiSection,
     pub log: LogConfig,
 }
 
@@ -379,6 +380,32 @@ impl Default for AgentsSection {
     fn default() -> Self {
         Self {
             offline_after_seconds: 130,
+        }
+    }
+}
+
+/// The technician API (`/api`, GraphQL at `/api/graphql`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSection {
+    /// Serve the GraphiQL page on `GET /api/graphql` (still behind the ADMIN check).
+    pub graphiql: bool,
+    /// Answer schema introspection queries (`__schema`, `__type`).
+    pub introspection: bool,
+    /// The deepest selection a GraphQL query may nest.
+    pub max_depth: u64,
+    /// The most work a GraphQL query may ask for: each field counts 1, and a connection's
+    /// selection counts once per row it may return (`first`/`last`, 20 when absent).
+    pub max_complexity: u64,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            graphiql: false,
+            introspection: true,
+            max_depth: 12,
+            max_complexity: 5_000,
         }
     }
 }
@@ -836,6 +863,13 @@ impl Config {
                 self.agents.offline_after_seconds,
                 5,
                 86_400,
+            ),
+            ("api.max_depth", self.api.max_depth, 3, 64),
+            (
+                "api.max_complexity",
+                self.api.max_complexity,
+                100,
+                1_000_000,
             ),
             (
                 "stream.log_retention_days",

@@ -50,6 +50,9 @@ pub struct Machine {
     pub tags: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_name: Option<String>,
+    /// The technicians' own name for the device (`updateDeviceNickname`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nickname: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -293,6 +296,18 @@ impl Inventory {
                 .insert(organization.organization_id.clone(), organization);
         }
         Ok(known)
+    }
+
+    /// Lets `look` read the tenant's machines and organizations in memory (loading them on
+    /// first use): queries filter and sort there and copy out only what they answer with.
+    pub async fn view<R>(
+        &self,
+        tenant: &TenantId,
+        look: impl FnOnce(&HashMap<String, Machine>, &HashMap<String, Organization>) -> R,
+    ) -> Result<R, InventoryError> {
+        let directory = self.directory(tenant).await?;
+        let directory = read(&directory);
+        Ok(look(&directory.machines, &directory.organizations))
     }
 
     /// One machine, as the store holds it.

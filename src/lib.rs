@@ -27,6 +27,7 @@ pub mod domain;
 pub mod error;
 pub mod external_api;
 pub mod gateway;
+pub mod graphql;
 pub mod identity;
 pub mod inventory;
 pub mod mail;

@@ -5,9 +5,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use openframe_storage::model::UnixMillis;
 use serde::{Deserialize, Serialize};
 
+use super::iso;
 use crate::error::ApiError;
 use crate::gateway::api_keys::{ApiKeyRecord, KeyChanges, KeySettings, KeyStats, RateLimits};
 use crate::gateway::auth::Admin;
@@ -30,16 +30,6 @@ struct KeyResponse {
     total_requests: u64,
     successful_requests: u64,
     failed_requests: u64,
-}
-
-fn iso(millis: UnixMillis) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
-        .ok()
-        .and_then(|at| {
-            at.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 fn response(record: ApiKeyRecord, stats: KeyStats) -> KeyResponse {

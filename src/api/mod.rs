@@ -32,8 +32,19 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-/// OpenFrame's `GET /api/me`: `{authenticated, user{id, email, displayName, roles, tenantId}}`.
-async fn me(State(state): State<AppState>, admin: Admin) -> Result<Response, ApiError> {
+/// Unix milliseconds as RFC 3339 (OpenFrame's `Instant`); empty when out of range.
+pub(crate) fn iso(millis: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .ok()
+        .and_then(|at| {
+            at.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+/// The administrator's name as the UI shows it: first and last name, else the email.
+pub(crate) async fn display_name(state: &AppState, admin: &Admin) -> Result<String, ApiError> {
     let user = state
         .identity
         .store
@@ -41,19 +52,29 @@ async fn me(State(state): State<AppState>, admin: Admin) -> Result<Response, Api
         .await
         .map_err(crate::identity::IdentityError::from)?
         .map(|user| user.record);
-    let display_name = user
+    Ok(user
         .map(|user| {
             format!("{} {}", user.first_name, user.last_name)
                 .trim()
                 .to_owned()
         })
         .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| admin.email.clone());
-    let roles: Vec<&str> = if admin.owner {
+        .unwrap_or_else(|| admin.email.clone()))
+}
+
+/// OpenFrame's roles of an administrator (OWNER implies ADMIN).
+pub(crate) fn roles(admin: &Admin) -> Vec<&'static str> {
+    if admin.owner {
         vec!["ADMIN", "OWNER"]
     } else {
         vec!["ADMIN"]
-    };
+    }
+}
+
+/// OpenFrame's `GET /api/me`: `{authenticated, user{id, email, displayName, roles, tenantId}}`.
+async fn me(State(state): State<AppState>, admin: Admin) -> Result<Response, ApiError> {
+    let display_name = display_name(&state, &admin).await?;
+    let roles = roles(&admin);
     Ok(axum::Json(serde_json::json!({
         "authenticated": true,
         "user": {

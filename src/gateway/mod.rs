@@ -98,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ws/tools/agent/{tool}/{*rest}", get(proxy::agent_ws))
         .route("/ws/tools/{tool}/{*rest}", get(proxy::admin_ws))
         .merge(crate::api::router())
+        .merge(crate::graphql::router(&state))
         .merge(crate::external_api::router())
         .merge(crate::stream::http::router())
         .merge(crate::management::http::router())

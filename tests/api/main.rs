@@ -11,6 +11,7 @@ mod cli;
 mod config;
 mod data_dir;
 mod gateway;
+mod graphql;
 mod health;
 mod identity;
 mod shutdown;

@@ -1,0 +1,584 @@
+//! Devices (OpenFrame's `Machine`): `devices`, `deviceFilters`, `device`, `deviceById` and
+//! `updateDeviceNickname`. Lists are filtered, searched, sorted and paged over the tenant's
+//! inventory in memory, so a page of 100 devices out of 10,000 reads no store at all.
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_graphql::resolver_utils::EnumType;
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+
+use super::organizations::Customer;
+use super::relay::{self, PageArgs, PageInfo};
+use super::{GqlResult, gql_error, invalid, request};
+use crate::error::ApiError;
+use crate::inventory::{Machine, Organization};
+
+/// OpenFrame's `DeviceStatus`.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DeviceStatus {
+    Active,
+    Pending,
+    Inactive,
+    Maintenance,
+    Decommissioned,
+    Online,
+    Offline,
+    PendingDeletion,
+    Deleted,
+    Archived,
+}
+
+/// OpenFrame's `DeviceType`.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DeviceType {
+    Desktop,
+    Laptop,
+    Server,
+    MobileDevice,
+    Tablet,
+    NetworkDevice,
+    IotDevice,
+    VirtualMachine,
+    ContainerHost,
+    Other,
+}
+
+/// The GraphQL name of an enum value (`PENDING_DELETION`), as stored.
+fn enum_name<T: EnumType>(value: T) -> &'static str {
+    T::items()
+        .iter()
+        .find(|item| item.value == value)
+        .map_or("", |item| item.name)
+}
+
+/// Statuses a device list leaves out unless asked for (OpenFrame's `DeviceService`).
+const HIDDEN_BY_DEFAULT: [&str; 3] = ["DELETED", "ARCHIVED", "PENDING"];
+
+/// OpenFrame's `DeviceFilterInput`.
+#[derive(InputObject, Default, Debug, Clone)]
+pub struct DeviceFilterInput {
+    pub statuses: Option<Vec<DeviceStatus>>,
+    pub device_types: Option<Vec<DeviceType>>,
+    pub os_types: Option<Vec<String>>,
+    pub organization_ids: Option<Vec<String>>,
+    /// Devices carrying any of these tag keys.
+    pub tag_keys: Option<Vec<String>>,
+    /// Devices carrying any of these tag values (`value`, or `key:value`).
+    pub tag_values: Option<Vec<String>>,
+}
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum SortDirection {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// OpenFrame's `SortInput`; for devices `field` is one of `_id`, `hostname`, `displayName`,
+/// `nickname`, `status`, `lastSeen`.
+#[derive(InputObject, Debug, Clone)]
+pub struct SortInput {
+    pub field: Option<String>,
+    pub direction: Option<SortDirection>,
+}
+
+const SORT_FIELDS: [&str; 6] = [
+    "_id",
+    "hostname",
+    "displayName",
+    "nickname",
+    "status",
+    "lastSeen",
+];
+const OS_TYPES: [&str; 3] = ["WINDOWS", "MAC_OS", "LINUX"];
+
+/// A device as GraphQL shows it.
+#[derive(Debug, Clone)]
+pub struct Device {
+    machine: Box<Machine>,
+    organization: Option<Organization>,
+}
+
+impl Device {
+    fn new(machine: &Machine, organizations: &HashMap<String, Organization>) -> Device {
+        let organization = machine
+            .organization_id
+            .as_ref()
+            .and_then(|id| organizations.get(id))
+            .cloned();
+        Device {
+            machine: Box::new(machine.clone()),
+            organization,
+        }
+    }
+}
+
+#[Object(name = "Machine")]
+impl Device {
+    /// The global id (`Machine:<machineId>`).
+    pub async fn id(&self) -> ID {
+        relay::global_id("Machine", &self.machine.machine_id)
+    }
+    async fn machine_id(&self) -> &str {
+        &self.machine.machine_id
+    }
+    async fn hostname(&self) -> &str {
+        &self.machine.hostname
+    }
+    async fn display_name(&self) -> Option<&str> {
+        self.machine.display_name.as_deref()
+    }
+    async fn nickname(&self) -> Option<&str> {
+        self.machine.nickname.as_deref()
+    }
+    /// `PENDING`, `ONLINE`, `OFFLINE`, … (`DeviceStatus`).
+    async fn status(&self) -> &str {
+        &self.machine.status
+    }
+    /// `DESKTOP`, `LAPTOP`, `SERVER`, … (`DeviceType`).
+    #[graphql(name = "type")]
+    async fn device_type(&self) -> &str {
+        &self.machine.device_type
+    }
+    /// `WINDOWS`, `MAC_OS` or `LINUX`.
+    async fn os_type(&self) -> &str {
+        &self.machine.os_type
+    }
+    async fn organization_id(&self) -> Option<&str> {
+        self.machine.organization_id.as_deref()
+    }
+    async fn organization(&self) -> Option<Customer> {
+        self.organization.clone().map(Customer::from)
+    }
+    async fn ip(&self) -> Option<&str> {
+        self.machine.ip.as_deref()
+    }
+    async fn mac_address(&self) -> Option<&str> {
+        self.machine.mac_address.as_deref()
+    }
+    async fn os_uuid(&self) -> Option<&str> {
+        self.machine.os_uuid.as_deref()
+    }
+    async fn agent_version(&self) -> Option<&str> {
+        self.machine.agent_version.as_deref()
+    }
+    async fn os_version(&self) -> Option<&str> {
+        self.machine.os_version.as_deref()
+    }
+    async fn os_build(&self) -> Option<&str> {
+        self.machine.os_build.as_deref()
+    }
+    async fn serial_number(&self) -> Option<&str> {
+        self.machine.serial_number.as_deref()
+    }
+    async fn manufacturer(&self) -> Option<&str> {
+        self.machine.manufacturer.as_deref()
+    }
+    async fn model(&self) -> Option<&str> {
+        self.machine.model.as_deref()
+    }
+    async fn timezone(&self) -> Option<&str> {
+        self.machine.timezone.as_deref()
+    }
+    /// When the agent was last heard from (RFC 3339).
+    async fn last_seen(&self) -> Option<String> {
+        self.machine.last_seen.map(crate::api::iso)
+    }
+    async fn registered_at(&self) -> Option<String> {
+        self.machine.registered_at.map(crate::api::iso)
+    }
+    /// The device's tags as `key:value`.
+    async fn tag_key_values(&self) -> &[String] {
+        &self.machine.tags
+    }
+}
+
+#[derive(SimpleObject, Debug)]
+pub struct DeviceEdge {
+    pub node: Device,
+    pub cursor: String,
+}
+
+#[derive(SimpleObject, Debug)]
+pub struct DeviceConnection {
+    pub edges: Vec<DeviceEdge>,
+    pub page_info: PageInfo,
+    pub filtered_count: i32,
+}
+
+/// One facet value and how many devices of the filtered list have it.
+#[derive(SimpleObject, Debug, Clone, PartialEq)]
+pub struct DeviceFilterOption {
+    pub value: String,
+    pub label: String,
+    pub count: i32,
+}
+
+#[derive(SimpleObject, Debug, Clone, PartialEq)]
+pub struct TagFilterOption {
+    pub key: String,
+    pub value: String,
+    pub count: i32,
+}
+
+/// OpenFrame's `DeviceFilters`: every facet of the filtered list, with counts.
+#[derive(SimpleObject, Debug)]
+pub struct DeviceFilters {
+    pub statuses: Vec<DeviceFilterOption>,
+    pub device_types: Vec<DeviceFilterOption>,
+    pub os_types: Vec<DeviceFilterOption>,
+    pub organization_ids: Vec<DeviceFilterOption>,
+    pub tag_keys: Vec<TagFilterOption>,
+    pub filtered_count: i32,
+}
+
+/// The checked form of a filter and search.
+struct Selection {
+    statuses: Option<Vec<&'static str>>,
+    device_types: Option<Vec<&'static str>>,
+    os_types: Option<Vec<String>>,
+    organization_ids: Option<Vec<String>>,
+    tag_keys: Option<Vec<String>>,
+    tag_values: Option<Vec<String>>,
+    search: Option<String>,
+}
+
+/// The most a search string may be.
+const MAX_SEARCH: usize = 200;
+
+impl Selection {
+    fn new(filter: Option<DeviceFilterInput>, search: Option<String>) -> GqlResult<Selection> {
+        let filter = filter.unwrap_or_default();
+        if let Some(os_types) = &filter.os_types
+            && let Some(unknown) = os_types.iter().find(|os| !OS_TYPES.contains(&os.as_str()))
+        {
+            return Err(invalid(format!(
+                "filter.osTypes: {unknown:?} is not an OS type (one of {})",
+                OS_TYPES.join(", ")
+            )));
+        }
+        let search = search
+            .map(|text| text.trim().to_lowercase())
+            .filter(|text| !text.is_empty());
+        if search
+            .as_ref()
+            .is_some_and(|text| text.chars().count() > MAX_SEARCH)
+        {
+            return Err(invalid(format!("search: at most {MAX_SEARCH} characters")));
+        }
+        Ok(Selection {
+            statuses: filter
+                .statuses
+                .map(|statuses| statuses.into_iter().map(enum_name).collect()),
+            device_types: filter
+                .device_types
+                .map(|types| types.into_iter().map(enum_name).collect()),
+            os_types: filter.os_types,
+            organization_ids: filter.organization_ids,
+            tag_keys: filter.tag_keys,
+            tag_values: filter.tag_values,
+            search,
+        })
+    }
+
+    fn keeps(&self, machine: &Machine) -> bool {
+        let any = |wanted: &Option<Vec<String>>, value: Option<&str>| {
+            wanted
+                .as_ref()
+                .is_none_or(|wanted| value.is_some_and(|value| wanted.iter().any(|w| w == value)))
+        };
+        let status_ok = match &self.statuses {
+            Some(statuses) => statuses.contains(&machine.status.as_str()),
+            None => !HIDDEN_BY_DEFAULT.contains(&machine.status.as_str()),
+        };
+        let type_ok = self
+            .device_types
+            .as_ref()
+            .is_none_or(|types| types.contains(&machine.device_type.as_str()));
+        let tag_keys_ok = self.tag_keys.as_ref().is_none_or(|keys| {
+            machine
+                .tags
+                .iter()
+                .any(|tag| keys.iter().any(|key| tag_key(tag) == key))
+        });
+        let tag_values_ok = self.tag_values.as_ref().is_none_or(|values| {
+            machine.tags.iter().any(|tag| {
+                values
+                    .iter()
+                    .any(|value| tag == value || tag_value(tag) == value)
+            })
+        });
+        status_ok
+            && type_ok
+            && any(&self.os_types, Some(&machine.os_type))
+            && any(&self.organization_ids, machine.organization_id.as_deref())
+            && tag_keys_ok
+            && tag_values_ok
+            && self
+                .search
+                .as_ref()
+                .is_none_or(|text| matches_search(machine, text))
+    }
+}
+
+fn tag_key(tag: &str) -> &str {
+    tag.split_once(':').map_or(tag, |(key, _)| key)
+}
+
+fn tag_value(tag: &str) -> &str {
+    tag.split_once(':').map_or("", |(_, value)| value)
+}
+
+/// OpenFrame's device search: case-insensitive, over hostname, display name, nickname, IP,
+/// serial number, manufacturer and model.
+fn matches_search(machine: &Machine, text: &str) -> bool {
+    std::iter::once(Some(machine.hostname.as_str()))
+        .chain([
+            machine.display_name.as_deref(),
+            machine.nickname.as_deref(),
+            machine.ip.as_deref(),
+            machine.serial_number.as_deref(),
+            machine.manufacturer.as_deref(),
+            machine.model.as_deref(),
+        ])
+        .flatten()
+        .any(|field| field.to_lowercase().contains(text))
+}
+
+fn sort_key(machine: &Machine, field: &str) -> String {
+    let id = &machine.machine_id;
+    let text = |value: Option<&str>| relay::text_key(value.unwrap_or(""), id);
+    match field {
+        "hostname" => text(Some(&machine.hostname)),
+        "displayName" => text(machine.display_name.as_deref()),
+        "nickname" => text(machine.nickname.as_deref()),
+        "status" => text(Some(&machine.status)),
+        "lastSeen" => relay::number_key(machine.last_seen, id),
+        _ => id.clone(),
+    }
+}
+
+#[derive(Default, Debug)]
+pub struct DeviceQuery;
+
+#[Object]
+impl DeviceQuery {
+    /// The tenant's devices, filtered, searched, sorted (default: hostname, ascending) and
+    /// paged. Without `filter.statuses`, DELETED, ARCHIVED and PENDING devices are left out.
+    #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "PageArgs::size(first, last) * child_complexity + 1")]
+    async fn devices(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<DeviceFilterInput>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+        search: Option<String>,
+        sort: Option<SortInput>,
+    ) -> GqlResult<DeviceConnection> {
+        let args = PageArgs {
+            first,
+            after,
+            last,
+            before,
+        }
+        .checked()?;
+        let selection = Selection::new(filter, search)?;
+        let field = sort
+            .as_ref()
+            .and_then(|sort| sort.field.clone())
+            .unwrap_or_else(|| "hostname".to_owned());
+        if !SORT_FIELDS.contains(&field.as_str()) {
+            return Err(invalid(format!(
+                "sort.field: {field:?} is not sortable (one of {})",
+                SORT_FIELDS.join(", ")
+            )));
+        }
+        let ascending =
+            sort.and_then(|sort| sort.direction).unwrap_or_default() == SortDirection::Asc;
+        let request = request(ctx);
+        request
+            .state
+            .inventory
+            .view(&request.admin.tenant, |machines, organizations| {
+                let mut sorted: Vec<(String, &Machine)> = machines
+                    .values()
+                    .filter(|machine| selection.keeps(machine))
+                    .map(|machine| (sort_key(machine, &field), machine))
+                    .collect();
+                sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                if !ascending {
+                    sorted.reverse();
+                }
+                relay::paginate(sorted, ascending, &args).map(|page| {
+                    let edges = page
+                        .rows
+                        .into_iter()
+                        .map(|(cursor, machine)| DeviceEdge {
+                            node: Device::new(machine, organizations),
+                            cursor,
+                        })
+                        .collect();
+                    DeviceConnection {
+                        edges,
+                        page_info: page.info,
+                        filtered_count: page.filtered_count,
+                    }
+                })
+            })
+            .await
+            .map_err(|error| gql_error(error.into()))?
+    }
+
+    /// Facet counts of the filtered device list (the same filter and search as `devices`):
+    /// each facet's counts add up to `filteredCount`, except tags (a device has several).
+    async fn device_filters(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<DeviceFilterInput>,
+        search: Option<String>,
+    ) -> GqlResult<DeviceFilters> {
+        let selection = Selection::new(filter, search)?;
+        let request = request(ctx);
+        request
+            .state
+            .inventory
+            .view(&request.admin.tenant, |machines, organizations| {
+                let mut statuses = BTreeMap::<String, i32>::new();
+                let mut types = BTreeMap::<String, i32>::new();
+                let mut os_types = BTreeMap::<String, i32>::new();
+                let mut orgs = BTreeMap::<String, i32>::new();
+                let mut tags = BTreeMap::<(String, String), i32>::new();
+                let mut filtered = 0;
+                for machine in machines.values().filter(|machine| selection.keeps(machine)) {
+                    filtered += 1;
+                    *statuses.entry(machine.status.clone()).or_default() += 1;
+                    *types.entry(machine.device_type.clone()).or_default() += 1;
+                    *os_types.entry(machine.os_type.clone()).or_default() += 1;
+                    if let Some(org) = &machine.organization_id {
+                        *orgs.entry(org.clone()).or_default() += 1;
+                    }
+                    for tag in &machine.tags {
+                        *tags
+                            .entry((tag_key(tag).to_owned(), tag_value(tag).to_owned()))
+                            .or_default() += 1;
+                    }
+                }
+                let options = |counts: BTreeMap<String, i32>| -> Vec<DeviceFilterOption> {
+                    counts
+                        .into_iter()
+                        .map(|(value, count)| DeviceFilterOption {
+                            label: value.clone(),
+                            value,
+                            count,
+                        })
+                        .collect()
+                };
+                let organization_ids = orgs
+                    .into_iter()
+                    .map(|(id, count)| DeviceFilterOption {
+                        label: organizations
+                            .get(&id)
+                            .map_or_else(|| id.clone(), |org| org.name.clone()),
+                        value: id,
+                        count,
+                    })
+                    .collect();
+                DeviceFilters {
+                    statuses: options(statuses),
+                    device_types: options(types),
+                    os_types: options(os_types),
+                    organization_ids,
+                    tag_keys: tags
+                        .into_iter()
+                        .map(|((key, value), count)| TagFilterOption { key, value, count })
+                        .collect(),
+                    filtered_count: filtered,
+                }
+            })
+            .await
+            .map_err(|error| gql_error(error.into()))
+    }
+
+    /// One device by its machine id; null when the tenant has none such.
+    async fn device(&self, ctx: &Context<'_>, machine_id: String) -> GqlResult<Option<Device>> {
+        by_machine_id(ctx, &machine_id).await
+    }
+
+    /// One device by its global id.
+    async fn device_by_id(&self, ctx: &Context<'_>, id: ID) -> GqlResult<Option<Device>> {
+        match relay::local_id("id", &id, "Machine")? {
+            Some(machine_id) => by_machine_id(ctx, &machine_id).await,
+            None => Ok(None),
+        }
+    }
+}
+
+pub(super) async fn by_machine_id(
+    ctx: &Context<'_>,
+    machine_id: &str,
+) -> GqlResult<Option<Device>> {
+    let request = request(ctx);
+    request
+        .state
+        .inventory
+        .view(&request.admin.tenant, |machines, organizations| {
+            machines
+                .get(machine_id)
+                .map(|machine| Device::new(machine, organizations))
+        })
+        .await
+        .map_err(|error| gql_error(error.into()))
+}
+
+/// The longest nickname.
+const MAX_NICKNAME: usize = 100;
+
+#[derive(Default, Debug)]
+pub struct DeviceMutation;
+
+#[Object]
+impl DeviceMutation {
+    /// Sets (or, with null or "", clears) a device's nickname.
+    async fn update_device_nickname(
+        &self,
+        ctx: &Context<'_>,
+        machine_id: String,
+        nickname: Option<String>,
+    ) -> GqlResult<Device> {
+        let nickname = nickname
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty());
+        if let Some(name) = &nickname {
+            if name.chars().count() > MAX_NICKNAME {
+                return Err(invalid(format!(
+                    "nickname: at most {MAX_NICKNAME} characters"
+                )));
+            }
+            if name.chars().any(char::is_control) {
+                return Err(invalid("nickname: control characters are not allowed"));
+            }
+        }
+        let request = request(ctx);
+        let tenant = &request.admin.tenant;
+        // Another tenant's machine id is simply not found here.
+        if by_machine_id(ctx, &machine_id).await?.is_none() {
+            return Err(gql_error(ApiError::NotFound(format!(
+                "machineId: no device {machine_id:?}"
+            ))));
+        }
+        request
+            .state
+            .inventory
+            .update_machine(tenant, &machine_id, |machine| machine.nickname = nickname)
+            .await
+            .map_err(|error| gql_error(error.into()))?;
+        by_machine_id(ctx, &machine_id).await?.ok_or_else(|| {
+            gql_error(ApiError::NotFound(format!(
+                "machineId: no device {machine_id:?}"
+            )))
+        })
+    }
+}

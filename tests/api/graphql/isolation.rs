@@ -1,0 +1,120 @@
+//! Tenant isolation over every operation: the test reads the schema's operations by
+//! introspection and fails for any it has no case for, so a new operation cannot skip it.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use super::support::{data, gql, machine, put_machine, put_org};
+use crate::gateway::support::{tenant, two_tenants};
+use crate::helpers::spawn_app;
+
+/// (kind, operation, query, what the answer must be).
+type Case = (&'static str, &'static str, String, Box<dyn Fn(&Value)>);
+
+/// Each operation, run by the second tenant against the first tenant's ids, and what it must
+/// answer: nothing of the first tenant.
+fn cases(machine_gid: &str, org_gid: &str) -> Vec<Case> {
+    let null = |field: &'static str| -> Box<dyn Fn(&Value)> {
+        Box::new(move |answer: &Value| {
+            assert_eq!(answer["data"][field], Value::Null, "{field}: {answer}")
+        })
+    };
+    vec![
+        ("query", "node", format!("{{ node(id: \"{machine_gid}\") {{ id }} }}"), null("node")),
+        ("query", "nodes", format!("{{ nodes(ids: [\"{machine_gid}\", \"{org_gid}\"]) {{ id }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["nodes"], json!([null, null]), "{answer}"))),
+        ("query", "me", "{ me { tenantId email } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["me"]["tenantId"], "globex", "{answer}"))),
+        ("query", "devices", "{ devices(filter: {statuses: [ONLINE, PENDING, DELETED]}, first: 100) { filteredCount edges { node { machineId } } } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["devices"]["filteredCount"], 0, "{answer}"))),
+        ("query", "deviceFilters", "{ deviceFilters(filter: {statuses: [ONLINE]}) { filteredCount organizationIds { value } } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["deviceFilters"], json!({"filteredCount": 0, "organizationIds": []}), "{answer}"))),
+        ("query", "device", "{ device(machineId: \"secret-machine\") { id } }".into(), null("device")),
+        ("query", "deviceById", format!("{{ deviceById(id: \"{machine_gid}\") {{ id }} }}"), null("deviceById")),
+        ("query", "organizations", "{ organizations(first: 100) { filteredCount edges { node { name } } } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["organizations"]["filteredCount"], 0, "{answer}"))),
+        ("query", "organization", format!("{{ organization(id: \"{org_gid}\") {{ id }} }}"), null("organization")),
+        ("query", "organizationByOrganizationId", "{ organizationByOrganizationId(organizationId: \"org-secret\") { id } }".into(),
+            null("organizationByOrganizationId")),
+        ("mutation", "updateDeviceNickname",
+            "mutation { updateDeviceNickname(machineId: \"secret-machine\", nickname: \"pwned\") { machineId } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+    ]
+}
+
+#[tokio::test]
+async fn a_second_tenant_sees_and_changes_nothing_of_the_first_through_any_operation() {
+    let app = spawn_app().await;
+    let tenants = two_tenants(&app).await;
+    put_org(&app, "acme", "org-secret", "Secret Customer").await;
+    put_machine(
+        &app,
+        "acme",
+        machine("secret-machine", "secret-host", "ONLINE", "org-secret"),
+    )
+    .await;
+    let ids = data(
+        &app,
+        &tenants.admin_a,
+        "{ device(machineId: \"secret-machine\") { id organization { id } } }",
+        json!({}),
+    )
+    .await;
+    let machine_gid = ids["device"]["id"].as_str().unwrap().to_owned();
+    let org_gid = ids["device"]["organization"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Every operation the schema offers.
+    let schema = data(
+        &app,
+        &tenants.admin_b,
+        "{ __schema { queryType { fields { name } } mutationType { fields { name } } } }",
+        json!({}),
+    )
+    .await;
+    let mut operations = BTreeSet::new();
+    for (kind, root) in [("query", "queryType"), ("mutation", "mutationType")] {
+        for field in schema["__schema"][root]["fields"].as_array().unwrap() {
+            operations.insert((kind, field["name"].as_str().unwrap().to_owned()));
+        }
+    }
+    let cases = cases(&machine_gid, &org_gid);
+    let covered: BTreeSet<(&str, String)> = cases
+        .iter()
+        .map(|(kind, name, _, _)| (*kind, (*name).to_owned()))
+        .collect();
+    let uncovered: Vec<_> = operations.difference(&covered).collect();
+    assert!(
+        uncovered.is_empty(),
+        "operations without an isolation case: {uncovered:?}"
+    );
+    assert_eq!(
+        covered, operations,
+        "cases for operations the schema no longer has"
+    );
+
+    for (_, name, query, check) in &cases {
+        let answer = gql(&app, &tenants.admin_b, query, json!({})).await;
+        check(&answer);
+        // The first tenant's names never appear in the second tenant's answers.
+        let text = answer.to_string();
+        assert!(
+            !text.contains("secret-host") && !text.contains("Secret Customer"),
+            "{name}: {text}"
+        );
+    }
+    let stored = app
+        .state
+        .inventory
+        .machine(&tenant("acme"), "secret-machine")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.nickname, None,
+        "the other tenant's mutation changed nothing"
+    );
+}

@@ -1,0 +1,9 @@
+//! The technician GraphQL API (`/api/graphql`), driven over TLS with tokens from the real
+//! sign-in flow: devices and organizations with Relay paging, facets, lookups, the nickname
+//! mutation, bad input, limits, and tenant isolation over every operation of the schema.
+
+pub(crate) mod support;
+
+mod devices;
+mod isolation;
+mod schema;
