@@ -378,13 +378,7 @@ impl DeviceQuery {
         search: Option<String>,
         sort: Option<SortInput>,
     ) -> GqlResult<DeviceConnection> {
-        let args = PageArgs {
-            first,
-            after,
-            last,
-            before,
-        }
-        .checked()?;
+        let args = PageArgs::new(first, after, last, before)?;
         let selection = Selection::new(filter, search)?;
         let field = sort
             .as_ref()

@@ -1,5 +1,6 @@
 //! The technician GraphQL API at `/api/graphql` (OpenFrame's API service schema): Relay
-//! connections over the tenant's devices and organizations, `node`/`nodes`, and `me`.
+//! connections over the tenant's devices, organizations and unified log, `node`/`nodes`, and
+//! `me`.
 //!
 //! Every resolver acts for the administrator the gateway verified ([`Admin`] in the request's
 //! data) and reads only that tenant. Errors carry `extensions.code` from the REST error table
@@ -7,6 +8,7 @@
 //! limited in depth and complexity (`[api]` in the config); introspection can be turned off.
 
 pub mod devices;
+pub mod logs;
 pub mod organizations;
 pub mod relay;
 
@@ -96,6 +98,7 @@ pub struct Query(
     MeQuery,
     devices::DeviceQuery,
     organizations::OrganizationQuery,
+    logs::LogQuery,
 );
 
 #[derive(MergedObject, Default, Debug)]

@@ -91,13 +91,7 @@ impl OrganizationQuery {
         search: Option<String>,
         order_by: Option<OrganizationSortInput>,
     ) -> GqlResult<OrganizationConnection> {
-        let args = PageArgs {
-            first,
-            after,
-            last,
-            before,
-        }
-        .checked()?;
+        let args = PageArgs::new(first, after, last, before)?;
         let status = filter.and_then(|filter| filter.status);
         if let Some(status) = &status
             && !STATUSES.contains(&status.as_str())

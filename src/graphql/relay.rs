@@ -46,11 +46,11 @@ pub fn local_id(argument: &str, id: &str, kind: &str) -> GqlResult<Option<String
     Ok((found == kind).then_some(local))
 }
 
-fn encode_cursor(key: &str) -> String {
+pub fn encode_cursor(key: &str) -> String {
     STANDARD.encode(key)
 }
 
-fn decode_cursor(argument: &str, cursor: &str) -> GqlResult<String> {
+pub fn decode_cursor(argument: &str, cursor: &str) -> GqlResult<String> {
     STANDARD
         .decode(cursor.as_bytes())
         .ok()
@@ -72,6 +72,22 @@ pub struct PageArgs {
 }
 
 impl PageArgs {
+    /// A connection's arguments, checked (see [`PageArgs::checked`]).
+    pub fn new(
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+    ) -> GqlResult<PageArgs> {
+        PageArgs {
+            first,
+            after,
+            last,
+            before,
+        }
+        .checked()
+    }
+
     /// Checks the sizes (1–100; not both `first` and `last`).
     pub fn checked(self) -> GqlResult<PageArgs> {
         for (name, value) in [("first", self.first), ("last", self.last)] {

@@ -37,6 +37,13 @@ fn cases(machine_gid: &str, org_gid: &str) -> Vec<Case> {
         ("query", "organization", format!("{{ organization(id: \"{org_gid}\") {{ id }} }}"), null("organization")),
         ("query", "organizationByOrganizationId", "{ organizationByOrganizationId(organizationId: \"org-secret\") { id } }".into(),
             null("organizationByOrganizationId")),
+        ("query", "logs", "{ logs(first: 100) { filteredCount edges { node { summary } } } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["logs"]["filteredCount"], 0, "{answer}"))),
+        ("query", "logFilters", "{ logFilters { filteredCount toolTypes organizations { id } } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["logFilters"], json!({"filteredCount": 0, "toolTypes": [], "organizations": []}), "{answer}"))),
+        ("query", "logDetails",
+            "{ logDetails(ingestDay: \"2026-11-20\", toolType: \"MESHCENTRAL\", eventType: \"LOGIN\", timestamp: \"2026-11-20T10:00:00Z\", toolEventId: \"secret-event\") { message } }".into(),
+            null("logDetails")),
         ("mutation", "updateDeviceNickname",
             "mutation { updateDeviceNickname(machineId: \"secret-machine\", nickname: \"pwned\") { machineId } }".into(),
             Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
@@ -52,6 +59,12 @@ async fn a_second_tenant_sees_and_changes_nothing_of_the_first_through_any_opera
         &app,
         "acme",
         machine("secret-machine", "secret-host", "ONLINE", "org-secret"),
+    )
+    .await;
+    super::logs::put_log(
+        &app,
+        "acme",
+        super::logs::entry("secret-event", 1_795_168_800_000, "secret-host login"),
     )
     .await;
     let ids = data(

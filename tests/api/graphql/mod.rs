@@ -6,4 +6,5 @@ pub(crate) mod support;
 
 mod devices;
 mod isolation;
+mod logs;
 mod schema;

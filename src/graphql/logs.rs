@@ -1,0 +1,468 @@
+//! The unified log (OpenFrame's `logs`, `logFilters`, `logDetails`): lists and facets from
+//! the analytics table, full-text search through the search index, details from the log
+//! details store.
+//!
+//! Lists run newest first and page forward (`first`/`after`), keyset by OpenFrame's log id
+//! `"{epochMillis}_{toolEventId}"`, so a page costs the same at any depth.
+
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use openframe_storage::analytics::{LogCursor, LogFacet, LogFilter, LogRow};
+use openframe_storage::details::LogKey;
+use openframe_storage::search::{DocumentKind, MAX_HITS, SearchQuery};
+use time::format_description::well_known::Rfc3339;
+
+use super::devices::SortDirection;
+use super::relay::{self, DEFAULT_PAGE, PageArgs, PageInfo};
+use super::{GqlResult, gql_error, invalid, request};
+use crate::error::ApiError;
+
+/// OpenFrame's `LogFilterInput`. Dates are `yyyy-MM-dd` (UTC days, both ends included);
+/// instants are RFC 3339 (`timestampTo` excluded).
+#[derive(InputObject, Default, Debug, Clone)]
+pub struct LogFilterInput {
+    pub start_date: Option<String>,
+    pub end_date: Option<String>,
+    pub timestamp_from: Option<String>,
+    pub timestamp_to: Option<String>,
+    pub event_types: Option<Vec<String>>,
+    pub tool_types: Option<Vec<String>>,
+    pub severities: Option<Vec<String>>,
+    pub organization_ids: Option<Vec<String>>,
+    pub device_id: Option<String>,
+}
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LogSortField {
+    Timestamp,
+}
+
+#[derive(InputObject, Debug, Clone)]
+pub struct LogSortInput {
+    pub field: Option<LogSortField>,
+    pub direction: Option<SortDirection>,
+}
+
+/// One row of the unified log (type `LogEvent`).
+#[derive(Debug, Clone)]
+pub struct LogEvent(LogRow);
+
+fn log_id(timestamp: i64, tool_event_id: &str) -> String {
+    format!("{timestamp}_{tool_event_id}")
+}
+
+#[Object]
+impl LogEvent {
+    /// The global id (`LogEvent:{epochMillis}_{toolEventId}`).
+    pub async fn id(&self) -> ID {
+        relay::global_id(
+            "LogEvent",
+            &log_id(self.0.event_timestamp, &self.0.tool_event_id),
+        )
+    }
+    async fn tool_event_id(&self) -> &str {
+        &self.0.tool_event_id
+    }
+    async fn event_type(&self) -> &str {
+        &self.0.event_type
+    }
+    async fn ingest_day(&self) -> &str {
+        &self.0.ingest_day
+    }
+    async fn tool_type(&self) -> &str {
+        &self.0.tool_type
+    }
+    async fn severity(&self) -> &str {
+        &self.0.severity
+    }
+    async fn user_id(&self) -> Option<&str> {
+        self.0.user_id.as_deref()
+    }
+    async fn device_id(&self) -> Option<&str> {
+        self.0.device_id.as_deref()
+    }
+    async fn hostname(&self) -> Option<&str> {
+        self.0.hostname.as_deref()
+    }
+    async fn organization_id(&self) -> Option<&str> {
+        self.0.organization_id.as_deref()
+    }
+    async fn organization_name(&self) -> Option<&str> {
+        self.0.organization_name.as_deref()
+    }
+    async fn summary(&self) -> &str {
+        &self.0.summary
+    }
+    /// When the event happened (RFC 3339).
+    async fn timestamp(&self) -> String {
+        crate::api::iso(self.0.event_timestamp)
+    }
+}
+
+#[derive(SimpleObject, Debug)]
+pub struct LogEdge {
+    pub node: LogEvent,
+    pub cursor: String,
+}
+
+#[derive(SimpleObject, Debug)]
+pub struct LogConnection {
+    pub edges: Vec<LogEdge>,
+    pub page_info: PageInfo,
+    pub filtered_count: i32,
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+pub struct LogOrganizationOption {
+    pub id: String,
+    pub name: String,
+}
+
+/// How many log rows of the filtered list have a value.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct LogFacetCount {
+    /// `TOOL_TYPE`, `EVENT_TYPE`, `SEVERITY` or `ORGANIZATION`.
+    pub facet: String,
+    pub value: String,
+    pub count: i32,
+}
+
+/// OpenFrame's `LogFilters` (the values present in the filtered list), with their counts.
+#[derive(SimpleObject, Debug)]
+pub struct LogFilters {
+    pub tool_types: Vec<String>,
+    pub event_types: Vec<String>,
+    pub severities: Vec<String>,
+    pub organizations: Vec<LogOrganizationOption>,
+    pub counts: Vec<LogFacetCount>,
+    pub filtered_count: i32,
+}
+
+/// One log entry in full (type `LogDetails`): the row, the tool's message and its details.
+#[derive(SimpleObject, Debug)]
+pub struct LogDetails {
+    pub id: ID,
+    pub tool_event_id: String,
+    pub event_type: String,
+    pub ingest_day: String,
+    pub tool_type: String,
+    pub severity: String,
+    pub user_id: Option<String>,
+    pub device_id: Option<String>,
+    pub hostname: Option<String>,
+    pub organization_id: Option<String>,
+    pub organization_name: Option<String>,
+    pub summary: String,
+    pub timestamp: String,
+    pub message: String,
+    /// The tool-specific details, as JSON text.
+    pub details: Option<String>,
+}
+
+fn unavailable(error: impl std::fmt::Display) -> async_graphql::Error {
+    gql_error(ApiError::StoreUnavailable(error.to_string()))
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+fn parse_instant(argument: &str, text: &str) -> GqlResult<i64> {
+    time::OffsetDateTime::parse(text, &Rfc3339)
+        .ok()
+        .and_then(|at| i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok())
+        .ok_or_else(|| {
+            invalid(format!(
+                "{argument}: {text:?} is not an RFC 3339 instant (2026-11-27T09:00:00Z)"
+            ))
+        })
+}
+
+fn parse_day(argument: &str, text: &str) -> GqlResult<i64> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(text, &format)
+        .ok()
+        .map(|day| day.midnight().assume_utc().unix_timestamp() * 1000)
+        .ok_or_else(|| invalid(format!("{argument}: {text:?} is not a date (yyyy-MM-dd)")))
+}
+
+/// The longest search text.
+const MAX_SEARCH: usize = 200;
+
+/// The storage filter for a GraphQL filter and search (the search becomes the set of matching
+/// event ids; a search with more than [`MAX_HITS`] hits keeps the newest of them).
+async fn storage_filter(
+    ctx: &Context<'_>,
+    filter: Option<LogFilterInput>,
+    search: Option<String>,
+) -> GqlResult<LogFilter> {
+    let filter = filter.unwrap_or_default();
+    let mut from = None;
+    let mut to = None;
+    if let Some(day) = &filter.start_date {
+        from = Some(parse_day("filter.startDate", day)?);
+    }
+    if let Some(day) = &filter.end_date {
+        to = Some(parse_day("filter.endDate", day)? + DAY_MS);
+    }
+    if let Some(at) = &filter.timestamp_from {
+        let at = parse_instant("filter.timestampFrom", at)?;
+        from = Some(from.map_or(at, |from: i64| from.max(at)));
+    }
+    if let Some(at) = &filter.timestamp_to {
+        let at = parse_instant("filter.timestampTo", at)?;
+        to = Some(to.map_or(at, |to: i64| to.min(at)));
+    }
+    let mut storage = LogFilter {
+        from,
+        to,
+        tool_types: filter.tool_types.unwrap_or_default(),
+        event_types: filter.event_types.unwrap_or_default(),
+        severities: filter.severities.unwrap_or_default(),
+        organization_ids: filter.organization_ids.unwrap_or_default(),
+        device_id: filter.device_id,
+        tool_event_ids: None,
+    };
+    let search = search
+        .map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty());
+    if let Some(text) = search {
+        if text.chars().count() > MAX_SEARCH {
+            return Err(invalid(format!("search: at most {MAX_SEARCH} characters")));
+        }
+        let request = request(ctx);
+        let hits = request
+            .state
+            .storage
+            .search
+            .search(
+                &request.admin.tenant,
+                &SearchQuery {
+                    text,
+                    kind: Some(DocumentKind::Log),
+                    from: storage.from,
+                    to: storage.to,
+                    limit: MAX_HITS,
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+        storage.tool_event_ids = Some(hits.into_iter().map(|hit| hit.id).collect());
+    }
+    Ok(storage)
+}
+
+fn count(value: u64) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+#[derive(Default, Debug)]
+pub struct LogQuery;
+
+#[Object]
+impl LogQuery {
+    /// The tenant's unified log, newest first, filtered and searched (summary, message,
+    /// hostname, organization, user), paged forward.
+    #[allow(clippy::too_many_arguments)]
+    #[graphql(complexity = "PageArgs::size(first, last) * child_complexity + 1")]
+    async fn logs(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<LogFilterInput>,
+        first: Option<i32>,
+        after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
+        search: Option<String>,
+        sort: Option<LogSortInput>,
+    ) -> GqlResult<LogConnection> {
+        let args = PageArgs::new(first, after, last, before)?;
+        if args.last.is_some() || args.before.is_some() {
+            return Err(invalid(
+                "last, before: the log pages forward only (newest first); use first and after",
+            ));
+        }
+        if sort.and_then(|sort| sort.direction) == Some(SortDirection::Asc) {
+            return Err(invalid(
+                "sort.direction: the log is listed newest first (DESC) only",
+            ));
+        }
+        let cursor = match &args.after {
+            Some(after) => Some(decode_cursor(after)?),
+            None => None,
+        };
+        let filter = storage_filter(ctx, filter, search).await?;
+        let request = request(ctx);
+        let analytics = &request.state.storage.analytics;
+        let tenant = &request.admin.tenant;
+        let limit = usize::try_from(args.first.unwrap_or(DEFAULT_PAGE)).unwrap_or(1);
+        let (rows, total) = tokio::join!(
+            analytics.query_logs(tenant, &filter, cursor.as_ref(), limit + 1),
+            analytics.count_logs(tenant, &filter),
+        );
+        let mut rows = rows.map_err(unavailable)?;
+        let total = total.map_err(unavailable)?;
+        let has_next_page = rows.len() > limit;
+        rows.truncate(limit);
+        let edges: Vec<LogEdge> = rows
+            .into_iter()
+            .map(|row| LogEdge {
+                cursor: relay::encode_cursor(&log_id(row.event_timestamp, &row.tool_event_id)),
+                node: LogEvent(row),
+            })
+            .collect();
+        Ok(LogConnection {
+            page_info: PageInfo {
+                has_next_page,
+                has_previous_page: cursor.is_some(),
+                start_cursor: edges.first().map(|edge| edge.cursor.clone()),
+                end_cursor: edges.last().map(|edge| edge.cursor.clone()),
+            },
+            edges,
+            filtered_count: count(total),
+        })
+    }
+
+    /// The values present in the filtered log, with counts (the same filter and search as
+    /// `logs`; each facet's counts add up to `filteredCount`, except organizations, which
+    /// leave out events of no organization).
+    async fn log_filters(
+        &self,
+        ctx: &Context<'_>,
+        filter: Option<LogFilterInput>,
+        search: Option<String>,
+    ) -> GqlResult<LogFilters> {
+        let filter = storage_filter(ctx, filter, search).await?;
+        let request = request(ctx);
+        let analytics = &request.state.storage.analytics;
+        let tenant = &request.admin.tenant;
+        let (tools, types, severities, organizations, total) = tokio::join!(
+            analytics.log_facets(tenant, &filter, LogFacet::ToolType),
+            analytics.log_facets(tenant, &filter, LogFacet::EventType),
+            analytics.log_facets(tenant, &filter, LogFacet::Severity),
+            analytics.log_facets(tenant, &filter, LogFacet::OrganizationId),
+            analytics.count_logs(tenant, &filter),
+        );
+        let facets = [
+            ("TOOL_TYPE", tools.map_err(unavailable)?),
+            ("EVENT_TYPE", types.map_err(unavailable)?),
+            ("SEVERITY", severities.map_err(unavailable)?),
+            ("ORGANIZATION", organizations.map_err(unavailable)?),
+        ];
+        let values = |index: usize| -> Vec<String> {
+            facets[index]
+                .1
+                .iter()
+                .map(|facet| facet.value.clone())
+                .collect()
+        };
+        let organization_ids = values(3);
+        let organizations = request
+            .state
+            .inventory
+            .view(tenant, |_, known| {
+                organization_ids
+                    .iter()
+                    .map(|id| LogOrganizationOption {
+                        id: id.clone(),
+                        name: known
+                            .get(id)
+                            .map_or_else(|| id.clone(), |org| org.name.clone()),
+                    })
+                    .collect()
+            })
+            .await
+            .map_err(|error| gql_error(error.into()))?;
+        Ok(LogFilters {
+            tool_types: values(0),
+            event_types: values(1),
+            severities: values(2),
+            organizations,
+            counts: facets
+                .iter()
+                .flat_map(|(facet, counts)| {
+                    counts.iter().map(|value| LogFacetCount {
+                        facet: (*facet).to_owned(),
+                        value: value.value.clone(),
+                        count: count(value.count),
+                    })
+                })
+                .collect(),
+            filtered_count: count(total.map_err(unavailable)?),
+        })
+    }
+
+    /// One log entry in full, by the fields of its key (as OpenFrame's Cassandra table);
+    /// null when the tenant has no such entry.
+    async fn log_details(
+        &self,
+        ctx: &Context<'_>,
+        ingest_day: String,
+        tool_type: String,
+        event_type: String,
+        timestamp: String,
+        tool_event_id: String,
+    ) -> GqlResult<Option<LogDetails>> {
+        let at = parse_instant("timestamp", &timestamp)?;
+        let request = request(ctx);
+        let found = request
+            .state
+            .storage
+            .details
+            .get(
+                &request.admin.tenant,
+                &LogKey {
+                    timestamp: at,
+                    tool_event_id: tool_event_id.clone(),
+                },
+            )
+            .await
+            .map_err(unavailable)?;
+        let Some(bytes) = found else {
+            return Ok(None);
+        };
+        let record: serde_json::Value = serde_json::from_slice(&bytes).map_err(unavailable)?;
+        let text = |name: &str| record[name].as_str().map(str::to_owned);
+        // The other key fields must agree, as they would in OpenFrame's primary key.
+        if text("ingestDay").as_deref() != Some(ingest_day.as_str())
+            || text("toolType").as_deref() != Some(tool_type.as_str())
+            || text("eventType").as_deref() != Some(event_type.as_str())
+        {
+            return Ok(None);
+        }
+        Ok(Some(LogDetails {
+            id: relay::global_id("LogDetails", &log_id(at, &tool_event_id)),
+            tool_event_id,
+            event_type,
+            ingest_day,
+            tool_type,
+            severity: text("severity").unwrap_or_default(),
+            user_id: text("userId"),
+            device_id: text("deviceId"),
+            hostname: text("hostname"),
+            organization_id: text("organizationId"),
+            organization_name: text("organizationName"),
+            summary: text("summary").unwrap_or_default(),
+            timestamp: crate::api::iso(at),
+            message: text("message").unwrap_or_default(),
+            details: record
+                .get("details")
+                .filter(|details| !details.is_null())
+                .map(|details| details.to_string()),
+        }))
+    }
+}
+
+/// A log cursor is OpenFrame's log id, `"{epochMillis}_{toolEventId}"`.
+fn decode_cursor(cursor: &str) -> GqlResult<LogCursor> {
+    let key = relay::decode_cursor("after", cursor)?;
+    key.split_once('_')
+        .and_then(|(at, id)| {
+            Some(LogCursor {
+                event_timestamp: at.parse().ok()?,
+                tool_event_id: id.to_owned(),
+            })
+        })
+        .ok_or_else(|| {
+            invalid(format!(
+                "after: {cursor:?} is not a cursor this list returned"
+            ))
+        })
+}
