@@ -404,7 +404,7 @@ impl Default for ApiSection {
         Self {
             graphiql: false,
             introspection: true,
-            max_depth: 12,
+            max_depth: 15,
             max_complexity: 5_000,
         }
     }

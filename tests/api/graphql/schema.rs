@@ -125,8 +125,8 @@ async fn deep_and_expensive_queries_are_refused() {
     // Depth: introspection nests as deep as a client likes.
     let deep = format!(
         "{{ __schema {{ types {{ fields {{ type {{ {} name {} }} }} }} }} }}",
-        "ofType { ".repeat(8),
-        "} ".repeat(8)
+        "ofType { ".repeat(12),
+        "} ".repeat(12)
     );
     let (code, message) = error(&app, token, &deep, json!({})).await;
     assert_eq!(code, "invalid_input");
