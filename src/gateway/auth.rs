@@ -199,13 +199,25 @@ impl Principal {
 }
 
 /// A verified token and how long that verdict may be reused.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Verdict {
     /// The whole token the verdict is about.
     token: Box<str>,
     verified: Arc<Verified>,
     valid_until_ms: i64,
     epoch: u64,
+}
+
+/// The token is a bearer secret: debug output leaves it out.
+impl std::fmt::Debug for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verdict")
+            .field("token", &"<redacted>")
+            .field("verified", &self.verified)
+            .field("valid_until_ms", &self.valid_until_ms)
+            .field("epoch", &self.epoch)
+            .finish()
+    }
 }
 
 /// Verified tokens, remembered briefly (see the module documentation).
@@ -745,6 +757,40 @@ mod tests {
         for (method, path, expected) in cases {
             assert_eq!(access_for(method, path), expected, "{method} {path}");
         }
+    }
+
+    #[test]
+    fn cached_tokens_stay_out_of_debug_output() {
+        let verifier = TokenVerifier::new(60);
+        let token = "header.payload.signature-0123456789abcdefghijklmnopqrstuv";
+        let verdict = Verdict {
+            token: token.into(),
+            verified: Arc::new(Verified {
+                tenant: TenantId::parse("acme").unwrap(),
+                who: Who::Agent {
+                    machine_id: "m-1".into(),
+                    epoch: 0,
+                },
+                expires_at_ms: 0,
+            }),
+            valid_until_ms: 0,
+            epoch: 0,
+        };
+        if let Some(key) = tail_of(token)
+            && let Ok(mut cache) = verifier.cache.write()
+        {
+            cache.insert(key, verdict);
+        }
+        let shown = format!("{verifier:?}");
+        assert!(
+            shown.contains("<redacted>") && !shown.contains("signature-0123"),
+            "{shown}"
+        );
+        assert_eq!(
+            tail_of("short"),
+            None,
+            "tokens under 32 bytes are never cached"
+        );
     }
 
     #[test]
