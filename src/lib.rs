@@ -21,10 +21,12 @@
 
 pub mod admin;
 pub mod api;
+pub mod catalog;
 pub mod config;
 pub mod datadir;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod external_api;
 pub mod gateway;
 pub mod graphql;
@@ -36,5 +38,6 @@ pub mod metrics;
 pub mod ops;
 pub mod startup;
 pub mod stream;
+pub mod tags;
 pub mod telemetry;
 pub mod tls;

@@ -6,6 +6,10 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use openframe_storage::documents::Document;
+use openframe_storage::error::{DocumentError, EngineFailure};
+use openframe_storage::model::{Collection, DocumentId, TenantId};
+use openframe_storage::{DocumentStore, Engine};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -42,6 +46,12 @@ pub struct StreamEventLabels {
     pub outcome: &'static str,
 }
 
+/// A document-store call, by operation (`get`, `list`, `insert`, …).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DocumentCallLabels {
+    pub operation: &'static str,
+}
+
 /// Every metric the appliance exports, registered once.
 #[derive(Debug)]
 pub struct Metrics {
@@ -62,6 +72,8 @@ pub struct Metrics {
     pub agent_sessions: Gauge,
     /// Machines currently ONLINE.
     pub agents_online: Gauge,
+    /// Calls to the document store (how a list that costs a query per row shows itself).
+    pub document_calls: Family<DocumentCallLabels, Counter>,
 }
 
 impl Metrics {
@@ -143,8 +155,15 @@ impl Metrics {
             "Machines currently ONLINE",
             agents_online.clone(),
         );
+        let document_calls = Family::<DocumentCallLabels, Counter>::default();
+        registry.register(
+            "document_store_calls",
+            "Calls to the document store by operation",
+            document_calls.clone(),
+        );
         Arc::new(Metrics {
             registry,
+            document_calls,
             agent_sessions,
             agents_online,
             http_requests,
@@ -187,4 +206,126 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: 
         .get_or_create(&labels)
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The document store with every call counted in `openframe_document_store_calls_total`.
+#[derive(Debug)]
+pub struct CountedDocuments {
+    inner: Arc<dyn DocumentStore>,
+    calls: Family<DocumentCallLabels, Counter>,
+}
+
+impl CountedDocuments {
+    pub fn wrap(inner: Arc<dyn DocumentStore>, metrics: &Metrics) -> Arc<dyn DocumentStore> {
+        Arc::new(CountedDocuments {
+            inner,
+            calls: metrics.document_calls.clone(),
+        })
+    }
+
+    fn tally(&self, operation: &'static str) {
+        self.calls
+            .get_or_create(&DocumentCallLabels { operation })
+            .inc();
+    }
+}
+
+#[async_trait::async_trait]
+impl Engine for CountedDocuments {
+    fn engine_name(&self) -> &'static str {
+        self.inner.engine_name()
+    }
+
+    async fn check(&self) -> Result<(), EngineFailure> {
+        self.inner.check().await
+    }
+
+    async fn close(&self) -> Result<(), EngineFailure> {
+        self.inner.close().await
+    }
+}
+
+#[async_trait::async_trait]
+impl DocumentStore for CountedDocuments {
+    async fn insert(
+        &self,
+        tenant: &TenantId,
+        collection: &Collection,
+        id: &DocumentId,
+        body: &serde_json::Value,
+    ) -> Result<Document, DocumentError> {
+        self.tally("insert");
+        self.inner.insert(tenant, collection, id, body).await
+    }
+
+    async fn replace(
+        &self,
+        tenant: &TenantId,
+        collection: &Collection,
+        id: &DocumentId,
+        body: &serde_json::Value,
+        expected_version: Option<u64>,
+    ) -> Result<Document, DocumentError> {
+        self.tally("replace");
+        self.inner
+            .replace(tenant, collection, id, body, expected_version)
+            .await
+    }
+
+    async fn get(
+        &self,
+        tenant: &TenantId,
+        collection: &Collection,
+        id: &DocumentId,
+    ) -> Result<Option<Document>, DocumentError> {
+        self.tally("get");
+        self.inner.get(tenant, collection, id).await
+    }
+
+    async fn list(
+        &self,
+        tenant: &TenantId,
+        collection: &Collection,
+        after: Option<&DocumentId>,
+        limit: usize,
+    ) -> Result<Vec<Document>, DocumentError> {
+        self.tally("list");
+        self.inner.list(tenant, collection, after, limit).await
+    }
+
+    async fn find_by_field(
+        &self,
+        tenant: &TenantId,
+        collection: &Collection,
+        field: &str,
+        value: &serde_json::Value,
+        limit: usize,
+    ) -> Result<Vec<Document>, DocumentError> {
+        self.tally("find_by_field");
+        self.inner
+            .find_by_field(tenant, collection, field, value, limit)
+            .await
+    }
+
+    async fn delete(
+        &self,
+        tenant: &TenantId,
+        collection: &Collection,
+        id: &DocumentId,
+        expected_version: Option<u64>,
+    ) -> Result<bool, DocumentError> {
+        self.tally("delete");
+        self.inner
+            .delete(tenant, collection, id, expected_version)
+            .await
+    }
+
+    async fn count(
+        &self,
+        tenant: &TenantId,
+        collection: &Collection,
+    ) -> Result<u64, DocumentError> {
+        self.tally("count");
+        self.inner.count(tenant, collection).await
+    }
 }

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::datadir::DataDirLock;
+use crate::events::Events;
 use crate::gateway::Gateway;
 use crate::gateway::api_keys::ApiKeys;
 use crate::gateway::tools::ToolRegistry;
@@ -31,9 +32,10 @@ use crate::management::Management;
 use crate::management::agents::Agents;
 use crate::management::nats::Nats;
 use crate::management::presence::Presence;
-use crate::metrics::Metrics;
+use crate::metrics::{CountedDocuments, Metrics};
 use crate::stream::Stream;
 use crate::stream::mappings::Mappings;
+use crate::tags::Tags;
 use crate::tls::CertificateFiles;
 
 /// What every handler may need. Cheap to clone.
@@ -56,6 +58,10 @@ pub struct AppState {
     pub nats: Option<Arc<Nats>>,
     /// Agents: credentials, presence, the `/ws/nats` sessions.
     pub management: Arc<Management>,
+    /// Tag definitions (devices carry theirs on the machine).
+    pub tags: Arc<Tags>,
+    /// Generic application events.
+    pub events: Arc<Events>,
 }
 
 /// A built appliance: listeners bound, stores open, not yet serving.
@@ -112,9 +118,11 @@ impl Application {
         };
         config.resolve_public_url(https.local_addr()?);
 
-        let storage = Storage::open(&config.storage_config(), clock.clone())
+        let mut storage = Storage::open(&config.storage_config(), clock.clone())
             .await
             .map_err(|error| anyhow::anyhow!("{error}"))?;
+        let metrics = Metrics::new();
+        storage.documents = CountedDocuments::wrap(storage.documents, &metrics);
         let identity = Identity::open(
             storage.tenants.clone(),
             storage.documents.clone(),
@@ -122,7 +130,6 @@ impl Application {
             &config,
             clock,
         );
-        let metrics = Metrics::new();
         let identity = match identity {
             Ok(mut identity) => {
                 identity.events = metrics.identity_events.clone();
@@ -208,8 +215,27 @@ impl Application {
             clock: identity.clock.clone(),
         });
 
+        let catalogs = Tags::new(
+            storage.documents.clone(),
+            inventory.clone(),
+            identity.clock.clone(),
+        )
+        .and_then(|tags| {
+            Events::new(storage.documents.clone(), identity.clock.clone())
+                .map(|events| (Arc::new(tags), Arc::new(events)))
+        });
+        let (tags, events) = match catalogs {
+            Ok(catalogs) => catalogs,
+            Err(error) => {
+                let _ = storage.close().await;
+                return Err(error.context("cannot open the tag and event catalogs"));
+            }
+        };
+
         Ok(Application {
             state: AppState {
+                tags,
+                events,
                 storage,
                 inventory,
                 stream,

@@ -20,6 +20,24 @@ impl Invalid {
     }
 }
 
+/// OpenFrame's tag rule: at most 64 characters of `^[a-zA-Z0-9][a-zA-Z0-9_-]*$`.
+pub fn check_tag_part(value: &str, field: &'static str) -> Result<(), Invalid> {
+    let mut chars = value.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if !first_ok
+        || value.len() > 64
+        || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(Invalid::new(
+            field,
+            format!(
+                "{value:?} must be 1 to 64 letters, digits, '_' or '-', starting with a letter or digit"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// An email address, trimmed and lower-cased (OpenFrame stores them lower-cased too).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Email(String);

@@ -9,9 +9,11 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 
 use super::organizations::Customer;
 use super::relay::{self, PageArgs, PageInfo};
+use super::tags::TagNode;
 use super::{GqlResult, gql_error, invalid, request};
 use crate::error::ApiError;
 use crate::inventory::{Machine, Organization};
+use crate::tags::device_tag_key as tag_key;
 
 /// OpenFrame's `DeviceStatus`.
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
@@ -52,7 +54,7 @@ fn enum_name<T: EnumType>(value: T) -> &'static str {
 }
 
 /// Statuses a device list leaves out unless asked for (OpenFrame's `DeviceService`).
-const HIDDEN_BY_DEFAULT: [&str; 3] = ["DELETED", "ARCHIVED", "PENDING"];
+pub(super) const HIDDEN_BY_DEFAULT: [&str; 3] = ["DELETED", "ARCHIVED", "PENDING"];
 
 /// OpenFrame's `DeviceFilterInput`.
 #[derive(InputObject, Default, Debug, Clone)]
@@ -191,6 +193,30 @@ impl Device {
     async fn tag_key_values(&self) -> &[String] {
         &self.machine.tags
     }
+    /// The device's tags, each with this device's values (from memory: no query per device).
+    async fn tags(&self, ctx: &Context<'_>) -> GqlResult<Vec<TagNode>> {
+        let request = request(ctx);
+        let definitions = request
+            .state
+            .tags
+            .list(&request.admin.tenant, Some("DEVICE"))
+            .await
+            .map_err(|error| gql_error(error.into()))?;
+        let mut values = BTreeMap::<&str, Vec<String>>::new();
+        for tag in &self.machine.tags {
+            let entry = values.entry(tag_key(tag)).or_default();
+            if !tag_value(tag).is_empty() {
+                entry.push(tag_value(tag).to_owned());
+            }
+        }
+        Ok(definitions
+            .into_iter()
+            .filter_map(|tag| {
+                let values = values.get(tag.key.as_str())?.clone();
+                Some(TagNode::new(tag, values))
+            })
+            .collect())
+    }
 }
 
 #[derive(SimpleObject, Debug)]
@@ -243,9 +269,6 @@ struct Selection {
     search: Option<String>,
 }
 
-/// The most a search string may be.
-const MAX_SEARCH: usize = 200;
-
 impl Selection {
     fn new(filter: Option<DeviceFilterInput>, search: Option<String>) -> GqlResult<Selection> {
         let filter = filter.unwrap_or_default();
@@ -257,15 +280,7 @@ impl Selection {
                 OS_TYPES.join(", ")
             )));
         }
-        let search = search
-            .map(|text| text.trim().to_lowercase())
-            .filter(|text| !text.is_empty());
-        if search
-            .as_ref()
-            .is_some_and(|text| text.chars().count() > MAX_SEARCH)
-        {
-            return Err(invalid(format!("search: at most {MAX_SEARCH} characters")));
-        }
+        let search = relay::search_text(search)?;
         Ok(Selection {
             statuses: filter
                 .statuses
@@ -321,11 +336,7 @@ impl Selection {
     }
 }
 
-fn tag_key(tag: &str) -> &str {
-    tag.split_once(':').map_or(tag, |(key, _)| key)
-}
-
-fn tag_value(tag: &str) -> &str {
+pub(super) fn tag_value(tag: &str) -> &str {
     tag.split_once(':').map_or("", |(_, value)| value)
 }
 

@@ -162,7 +162,7 @@ fn unavailable(error: impl std::fmt::Display) -> async_graphql::Error {
     gql_error(ApiError::StoreUnavailable(error.to_string()))
 }
 
-const DAY_MS: i64 = 86_400_000;
+pub(super) const DAY_MS: i64 = 86_400_000;
 
 fn parse_instant(argument: &str, text: &str) -> GqlResult<i64> {
     time::OffsetDateTime::parse(text, &Rfc3339)
@@ -175,7 +175,7 @@ fn parse_instant(argument: &str, text: &str) -> GqlResult<i64> {
         })
 }
 
-fn parse_day(argument: &str, text: &str) -> GqlResult<i64> {
+pub(super) fn parse_day(argument: &str, text: &str) -> GqlResult<i64> {
     let format = time::macros::format_description!("[year]-[month]-[day]");
     time::Date::parse(text, &format)
         .ok()

@@ -8,9 +8,12 @@
 //! limited in depth and complexity (`[api]` in the config); introspection can be turned off.
 
 pub mod devices;
+pub mod events;
 pub mod logs;
 pub mod organizations;
 pub mod relay;
+pub mod tags;
+pub mod tools;
 
 use async_graphql::{
     Context, EmptySubscription, ErrorExtensions, ID, Interface, MergedObject, Object, Schema,
@@ -90,6 +93,9 @@ pub(crate) fn request<'a>(ctx: &Context<'a>) -> Request<'a> {
 pub enum Node {
     Machine(Device),
     Organization(Customer),
+    Tag(tags::TagNode),
+    Event(events::EventNode),
+    IntegratedTool(tools::IntegratedTool),
 }
 
 #[derive(MergedObject, Default, Debug)]
@@ -99,10 +105,17 @@ pub struct Query(
     devices::DeviceQuery,
     organizations::OrganizationQuery,
     logs::LogQuery,
+    tags::TagQuery,
+    events::EventQuery,
+    tools::ToolQuery,
 );
 
 #[derive(MergedObject, Default, Debug)]
-pub struct Mutation(devices::DeviceMutation);
+pub struct Mutation(
+    devices::DeviceMutation,
+    tags::TagMutation,
+    events::EventMutation,
+);
 
 /// The most ids `nodes` takes at once.
 const MAX_NODES: usize = 100;
@@ -142,6 +155,11 @@ async fn find_node(ctx: &Context<'_>, argument: &str, id: &ID) -> GqlResult<Opti
         "Organization" => organizations::by_organization_id(ctx, &local)
             .await?
             .map(Node::Organization),
+        "Tag" => tags::by_tag_id(ctx, &local).await?.map(Node::Tag),
+        "Event" => events::by_event_id(ctx, &local).await?.map(Node::Event),
+        "IntegratedTool" => tools::by_tool_id(ctx, &local)
+            .await?
+            .map(Node::IntegratedTool),
         _ => None,
     })
 }

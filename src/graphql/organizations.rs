@@ -101,9 +101,7 @@ impl OrganizationQuery {
                 STATUSES.join(", ")
             )));
         }
-        let search = search
-            .map(|text| text.trim().to_lowercase())
-            .filter(|text| !text.is_empty());
+        let search = relay::search_text(search)?;
         let (field, ascending) = order_by.map_or((OrganizationSortField::Name, true), |order| {
             (order.field, order.direction == SortDirection::Asc)
         });

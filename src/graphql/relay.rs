@@ -175,6 +175,24 @@ pub fn paginate<T>(
     })
 }
 
+/// The most a search text may be.
+pub const MAX_SEARCH: usize = 200;
+
+/// A list's `search` argument: trimmed and lower-cased (lists match case-insensitively); `None`
+/// when empty.
+pub fn search_text(search: Option<String>) -> GqlResult<Option<String>> {
+    let search = search
+        .map(|text| text.trim().to_lowercase())
+        .filter(|text| !text.is_empty());
+    if search
+        .as_ref()
+        .is_some_and(|text| text.chars().count() > MAX_SEARCH)
+    {
+        return Err(invalid(format!("search: at most {MAX_SEARCH} characters")));
+    }
+    Ok(search)
+}
+
 /// A sort key for text: case-insensitive, then the exact text, then the row's id (unique).
 pub fn text_key(value: &str, id: &str) -> String {
     format!("{}\u{1}{value}\u{1}{id}", value.to_lowercase())

@@ -23,7 +23,7 @@ use openframe_storage::model::{Collection, DocumentId};
 use openframe_storage::{Clock, DocumentStore, TenantId, TenantStore};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::Invalid;
+use crate::domain::{Invalid, check_tag_part};
 use crate::identity::Identity;
 use crate::identity::crypto::{
     MasterKey, b64url, b64url_decode, constant_time_eq, random_token, random_uuid, sha256,
@@ -887,24 +887,6 @@ fn optional(value: Option<String>, field: &'static str) -> Result<Option<String>
         ));
     }
     Ok(Some(value.to_owned()))
-}
-
-/// OpenFrame's tag rule: at most 64 characters of `^[a-zA-Z0-9][a-zA-Z0-9_-]*$`.
-fn check_tag_part(value: &str, field: &'static str) -> Result<(), Invalid> {
-    let mut chars = value.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
-    if !first_ok
-        || value.len() > 64
-        || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        return Err(Invalid::new(
-            field,
-            format!(
-                "{value:?} must be 1 to 64 letters, digits, '_' or '-', starting with a letter or digit"
-            ),
-        ));
-    }
-    Ok(())
 }
 
 fn hex_decode(text: &str) -> Option<Vec<u8>> {

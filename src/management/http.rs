@@ -82,7 +82,30 @@ async fn register(
     let key = header_text(&headers, "X-Initial-Key")?;
     let registration: Registration = json_body(&headers, &body)?;
     let enrolled = state.management.agents.register(key, registration).await?;
+    define_tag_keys(&state, &enrolled.machine_id).await;
     Ok(no_store(axum::Json(enrolled)))
+}
+
+/// Gives the tag keys a machine arrived with a definition (technicians then name and colour
+/// them). The machine is registered either way; a failure here only leaves keys undefined.
+async fn define_tag_keys(state: &AppState, machine_id: &str) {
+    let Some(tenant) = state.management.agents.tenant_of(machine_id) else {
+        return;
+    };
+    let tags = match state.inventory.machine(&tenant, machine_id).await {
+        Ok(Some(machine)) => machine.tags,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(%error, machine_id, "cannot read a new machine's tags");
+            return;
+        }
+    };
+    if tags.is_empty() {
+        return;
+    }
+    if let Err(error) = state.tags.define_device_keys(&tenant, &tags).await {
+        tracing::warn!(%error, machine_id, "cannot define a new machine's tag keys");
+    }
 }
 
 async fn reinstall(
@@ -99,6 +122,7 @@ async fn reinstall(
         .agents
         .reinstall(key, machine_id, secret, registration)
         .await?;
+    define_tag_keys(&state, &enrolled.machine_id).await;
     Ok(no_store(axum::Json(enrolled)))
 }
 

@@ -60,6 +60,20 @@ async fn an_agent_registers_with_the_initial_key_and_authenticates_as_openframes
     assert_eq!(stored.organization_id.as_deref(), Some(ORG));
     assert_eq!(stored.tags, vec!["site:CHICAGO".to_owned()]);
     assert_eq!(stored.serial_number.as_deref(), Some("SN-0042"));
+    // The key the agent brought is defined, for technicians to describe and colour.
+    let defined = app
+        .state
+        .tags
+        .list(&crate::gateway::support::tenant("acme"), Some("DEVICE"))
+        .await
+        .unwrap();
+    assert_eq!(
+        defined
+            .iter()
+            .map(|tag| (tag.key.as_str(), tag.created_by.as_str()))
+            .collect::<Vec<_>>(),
+        [("site", "agent")]
+    );
     assert!(
         super::support::machine(&app, "globex", machine_id)
             .await

@@ -14,7 +14,14 @@ type Case = (&'static str, &'static str, String, Box<dyn Fn(&Value)>);
 
 /// Each operation, run by the second tenant against the first tenant's ids, and what it must
 /// answer: nothing of the first tenant.
-fn cases(machine_gid: &str, org_gid: &str) -> Vec<Case> {
+fn cases(ids: &Ids) -> Vec<Case> {
+    let Ids {
+        machine: machine_gid,
+        org: org_gid,
+        tag: tag_gid,
+        event: event_gid,
+        tool: tool_gid,
+    } = ids;
     let null = |field: &'static str| -> Box<dyn Fn(&Value)> {
         Box::new(move |answer: &Value| {
             assert_eq!(answer["data"][field], Value::Null, "{field}: {answer}")
@@ -47,7 +54,46 @@ fn cases(machine_gid: &str, org_gid: &str) -> Vec<Case> {
         ("mutation", "updateDeviceNickname",
             "mutation { updateDeviceNickname(machineId: \"secret-machine\", nickname: \"pwned\") { machineId } }".into(),
             Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("query", "tags", "{ tags { key values } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["tags"], json!([]), "{answer}"))),
+        ("query", "tagValueOptions", "{ tagValueOptions(tagKey: \"secret-tag\") { value count } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["tagValueOptions"], json!([]), "{answer}"))),
+        ("query", "tagKeySuggestions", "{ tagKeySuggestions(search: \"secret\") { key } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["tagKeySuggestions"], json!([]), "{answer}"))),
+        ("query", "tagValueSuggestions", "{ tagValueSuggestions(tagKey: \"secret-tag\") }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["tagValueSuggestions"], json!([]), "{answer}"))),
+        // The same key in another tenant is no conflict: it is that tenant's own tag.
+        ("mutation", "createTag", "mutation { createTag(key: \"secret-tag\", entityType: \"DEVICE\") { key values } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["createTag"], json!({"key": "secret-tag", "values": []}), "{answer}"))),
+        ("mutation", "updateTag", format!("mutation {{ updateTag(id: \"{tag_gid}\", key: \"pwned\") {{ key }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("mutation", "deleteTag", format!("mutation {{ deleteTag(id: \"{tag_gid}\") }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["deleteTag"], false, "{answer}"))),
+        ("query", "events", "{ events(first: 100) { filteredCount edges { node { data } } } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["events"]["filteredCount"], 0, "{answer}"))),
+        ("query", "eventById", format!("{{ eventById(id: \"{event_gid}\") {{ data }} }}"), null("eventById")),
+        ("query", "eventFilters", "{ eventFilters { filteredCount userIds { value } eventTypes { value } } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["eventFilters"], json!({"filteredCount": 0, "userIds": [], "eventTypes": []}), "{answer}"))),
+        ("mutation", "createEvent", "mutation { createEvent(input: {type: \"OWN\", data: \"globex's own\"}) { type } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["createEvent"]["type"], "OWN", "{answer}"))),
+        ("mutation", "updateEvent", format!("mutation {{ updateEvent(id: \"{event_gid}\", input: {{data: \"pwned\"}}) {{ data }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("query", "integratedTools", "{ integratedTools { tools { key } } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["integratedTools"]["tools"], json!([]), "{answer}"))),
+        ("query", "toolFilters", "{ toolFilters { types categories } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["toolFilters"], json!({"types": [], "categories": []}), "{answer}"))),
+        ("query", "node", format!("{{ tag: node(id: \"{tag_gid}\") {{ id }} event: node(id: \"{event_gid}\") {{ id }} tool: node(id: \"{tool_gid}\") {{ id }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["data"], json!({"tag": null, "event": null, "tool": null}), "{answer}"))),
     ]
+}
+
+/// The first tenant's objects, by global id.
+struct Ids {
+    machine: String,
+    org: String,
+    tag: String,
+    event: String,
+    tool: String,
 }
 
 #[tokio::test]
@@ -55,12 +101,9 @@ async fn a_second_tenant_sees_and_changes_nothing_of_the_first_through_any_opera
     let app = spawn_app().await;
     let tenants = two_tenants(&app).await;
     put_org(&app, "acme", "org-secret", "Secret Customer").await;
-    put_machine(
-        &app,
-        "acme",
-        machine("secret-machine", "secret-host", "ONLINE", "org-secret"),
-    )
-    .await;
+    let mut secret = machine("secret-machine", "secret-host", "ONLINE", "org-secret");
+    secret.tags = vec!["secret-tag:hq".into()];
+    put_machine(&app, "acme", secret).await;
     super::logs::put_log(
         &app,
         "acme",
@@ -74,11 +117,25 @@ async fn a_second_tenant_sees_and_changes_nothing_of_the_first_through_any_opera
         json!({}),
     )
     .await;
-    let machine_gid = ids["device"]["id"].as_str().unwrap().to_owned();
-    let org_gid = ids["device"]["organization"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let secrets = data(
+        &app,
+        &tenants.admin_a,
+        "mutation { createTag(key: \"secret-tag\", entityType: \"DEVICE\", description: \"Secret Customer\") { id } createEvent(input: {type: \"SECRET\", data: \"secret-host\"}) { id } }",
+        json!({}),
+    )
+    .await;
+    let upstream = crate::gateway::support::upstream().await;
+    crate::gateway::support::register_tool(&app, "acme", &upstream).await;
+    let ids = Ids {
+        machine: ids["device"]["id"].as_str().unwrap().to_owned(),
+        org: ids["device"]["organization"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        tag: secrets["createTag"]["id"].as_str().unwrap().to_owned(),
+        event: secrets["createEvent"]["id"].as_str().unwrap().to_owned(),
+        tool: "SW50ZWdyYXRlZFRvb2w6ZmxlZXQ=".to_owned(),
+    };
 
     // Every operation the schema offers.
     let schema = data(
@@ -94,7 +151,7 @@ async fn a_second_tenant_sees_and_changes_nothing_of_the_first_through_any_opera
             operations.insert((kind, field["name"].as_str().unwrap().to_owned()));
         }
     }
-    let cases = cases(&machine_gid, &org_gid);
+    let cases = cases(&ids);
     let covered: BTreeSet<(&str, String)> = cases
         .iter()
         .map(|(kind, name, _, _)| (*kind, (*name).to_owned()))
@@ -129,5 +186,17 @@ async fn a_second_tenant_sees_and_changes_nothing_of_the_first_through_any_opera
     assert_eq!(
         stored.nickname, None,
         "the other tenant's mutation changed nothing"
+    );
+    let acme = data(
+        &app,
+        &tenants.admin_a,
+        "{ tags { key } events { edges { node { data } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        acme,
+        json!({"tags": [{"key": "secret-tag"}], "events": {"edges": [{"node": {"data": "secret-host"}}]}}),
+        "the first tenant's tags and events are as they were"
     );
 }

@@ -5,6 +5,8 @@
 pub(crate) mod support;
 
 mod devices;
+mod events;
 mod isolation;
 mod logs;
 mod schema;
+mod tags;
