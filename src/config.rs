@@ -28,6 +28,7 @@ pub struct Config {
     pub nats: NatsSection,
     pub agents: AgentsSection,
     pub api: ApiSection,
+    pub audit: AuditSection,
     pub log: LogConfig,
 }
 
@@ -410,6 +411,50 @@ impl Default for ApiSection {
     }
 }
 
+/// The audit trail of technicians' changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    /// Forward each audit record to a syslog collector as RFC 5424: `udp://host:port` or
+    /// `tcp://host:port` (octet-counted frames, RFC 6587). Empty: off.
+    pub syslog: String,
+}
+
+impl AuditSection {
+    /// `(transport, address)` of the collector, or `None` when forwarding is off.
+    pub fn syslog_target(&self) -> Result<Option<(SyslogTransport, String)>, String> {
+        if self.syslog.is_empty() {
+            return Ok(None);
+        }
+        let (transport, address) = if let Some(rest) = self.syslog.strip_prefix("udp://") {
+            (SyslogTransport::Udp, rest)
+        } else if let Some(rest) = self.syslog.strip_prefix("tcp://") {
+            (SyslogTransport::Tcp, rest)
+        } else {
+            return Err(format!(
+                "{:?} must be udp://host:port or tcp://host:port",
+                self.syslog
+            ));
+        };
+        let port_ok = address.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !port_ok {
+            return Err(format!(
+                "{:?} must name a host and a port, e.g. udp://127.0.0.1:514",
+                self.syslog
+            ));
+        }
+        Ok(Some((transport, address.to_owned())))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogTransport {
+    Udp,
+    Tcp,
+}
+
 /// One configured mapping: events of `tool` with `source_event_type` become `event_type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -565,6 +610,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid =
             |key: &str, message: String| ConfigError::new(format!("setting {key}"), message);
+        self.audit
+            .syslog_target()
+            .map_err(|message| invalid("audit.syslog", message))?;
         if !self.server.public_url.is_empty() {
             let url = &self.server.public_url;
             let well_formed = url.starts_with("https://")

@@ -29,6 +29,61 @@ const TOOL_CONNECTIONS: &str = "tool_connections";
 pub struct Organization {
     pub organization_id: String,
     pub name: String,
+    /// `ACTIVE` or `ARCHIVED` (archived instead of deleted, because devices may come back).
+    #[serde(default = "active")]
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_of_employees: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub website_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// OpenFrame's `contactInformation{contacts, physicalAddress, mailingAddress, …}`, kept as
+    /// given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact_information: Option<serde_json::Value>,
+    /// A decimal, as text (no floating point for money).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_revenue: Option<String>,
+    /// `yyyy-MM-dd`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract_start_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract_end_date: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_changed_at: Option<i64>,
+}
+
+fn active() -> String {
+    "ACTIVE".to_owned()
+}
+
+impl Organization {
+    /// An active organization with only a name.
+    pub fn named(organization_id: impl Into<String>, name: impl Into<String>) -> Organization {
+        Organization {
+            organization_id: organization_id.into(),
+            name: name.into(),
+            status: active(),
+            category: None,
+            number_of_employees: None,
+            website_url: None,
+            notes: None,
+            contact_information: None,
+            monthly_revenue: None,
+            contract_start_date: None,
+            contract_end_date: None,
+            created_at: None,
+            updated_at: None,
+            status_changed_at: None,
+        }
+    }
 }
 
 /// A managed device (OpenFrame's `machines` document; the optional fields are what its agent

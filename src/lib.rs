@@ -21,6 +21,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod catalog;
 pub mod config;
 pub mod datadir;

@@ -630,13 +630,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => with_identity(&tenancy, async |identity| {
             let tenant = identity.active_tenant(&tenant).await?.id;
-            let organization = openframe::inventory::Organization {
-                organization_id: match id {
+            let mut organization = openframe::inventory::Organization::named(
+                match id {
                     Some(id) => id,
                     None => openframe::identity::crypto::random_uuid()?,
                 },
-                name: name.trim().to_owned(),
-            };
+                name.trim(),
+            );
+            organization.created_at = Some(identity.clock.now_ms());
+            organization.updated_at = organization.created_at;
             openframe::inventory::store_organization(
                 identity.store.documents().as_ref(),
                 &tenant,

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::Audit;
 use crate::config::Config;
 use crate::datadir::DataDirLock;
 use crate::events::Events;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub tags: Arc<Tags>,
     /// Generic application events.
     pub events: Arc<Events>,
+    /// The technicians' audit trail.
+    pub audit: Arc<Audit>,
 }
 
 /// A built appliance: listeners bound, stores open, not yet serving.
@@ -232,8 +235,26 @@ impl Application {
             }
         };
 
+        let audit = match Audit::new(
+            storage.documents.clone(),
+            identity.clock.clone(),
+            &config.audit,
+        ) {
+            Ok((audit, forwarder)) => {
+                if let Some(forwarder) = forwarder {
+                    tokio::spawn(forwarder.run());
+                }
+                Arc::new(audit)
+            }
+            Err(error) => {
+                let _ = storage.close().await;
+                return Err(error.context("cannot start the audit trail"));
+            }
+        };
+
         Ok(Application {
             state: AppState {
+                audit,
                 tags,
                 events,
                 storage,

@@ -2,15 +2,21 @@
 //! administrator of a tenant, which the gateway has already verified; handlers take [`Admin`]
 //! and act on that tenant only.
 //!
-//! So far: `GET /api/me` and the API keys (`/api/api-keys`). GraphQL and the rest of the REST
-//! surface arrive with the technician-API issue.
+//! Here: `/api/me`, API keys, users, organizations, a device's status, SSO providers and the
+//! audit trail. Invitations are identity's (`crate::identity::http`), scripts and the agent
+//! registration secret management's, GraphQL is [`crate::graphql`].
 
 mod api_keys;
+mod audit_trail;
+mod organizations;
+mod sso;
+mod users;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 
 use crate::error::ApiError;
 use crate::gateway::auth::Admin;
@@ -19,6 +25,44 @@ use crate::startup::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/me", get(me))
+        .route("/api/audit", get(audit_trail::list))
+        .route("/api/audit/export", get(audit_trail::export))
+        .route("/api/users", get(users::list))
+        .route(
+            "/api/users/{id}",
+            get(users::get).put(users::update).delete(users::delete),
+        )
+        .route(
+            "/api/users/{id}/transfer-ownership",
+            post(users::transfer_ownership),
+        )
+        .route("/api/organizations", post(organizations::create))
+        .route(
+            "/api/organizations/{id}",
+            get(organizations::get).put(organizations::update),
+        )
+        .route(
+            "/api/organizations/{id}/can-archive",
+            get(organizations::can_archive),
+        )
+        .route(
+            "/api/organizations/{id}/status",
+            patch(organizations::set_status),
+        )
+        .route(
+            "/api/devices/{machine_id}",
+            patch(organizations::set_device_status),
+        )
+        .route("/api/sso/providers", get(sso::enabled))
+        .route("/api/sso/providers/available", get(sso::available))
+        .route(
+            "/api/sso/{provider}",
+            get(sso::get)
+                .post(sso::put)
+                .put(sso::put)
+                .delete(sso::delete),
+        )
+        .route("/api/sso/{provider}/toggle", patch(sso::toggle))
         .route("/api/api-keys", get(api_keys::list).post(api_keys::create))
         .route(
             "/api/api-keys/{key_id}",
@@ -30,6 +74,24 @@ pub fn router() -> Router<AppState> {
             "/api/api-keys/{key_id}/regenerate",
             post(api_keys::regenerate),
         )
+}
+
+/// A JSON body of type `T`; unknown fields and wrong types are named in the 400.
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.to_ascii_lowercase().starts_with("application/json"));
+    if !json {
+        return Err(ApiError::InvalidInput(
+            "send the body as JSON (Content-Type: application/json)".into(),
+        ));
+    }
+    serde_json::from_slice(body)
+        .map_err(|error| ApiError::InvalidInput(format!("the JSON body is not valid: {error}")))
 }
 
 /// Unix milliseconds as RFC 3339 (OpenFrame's `Instant`); empty when out of range.

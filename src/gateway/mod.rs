@@ -105,7 +105,12 @@ pub fn router(state: AppState) -> Router {
         .merge(agent_bootstrap)
         .merge(identity)
         .fallback(not_found)
-        // Layers run bottom-up for a request: the access check is the last thing before routing.
+        // Layers run bottom-up for a request: the access check is the last thing before routing,
+        // and the audit trail sees the verified caller.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::audit::record_rest,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             auth::authorize,

@@ -11,6 +11,7 @@ use super::organizations::Customer;
 use super::relay::{self, PageArgs, PageInfo};
 use super::tags::TagNode;
 use super::{GqlResult, gql_error, invalid, request};
+use crate::audit::AuditChange;
 use crate::error::ApiError;
 use crate::inventory::{Machine, Organization};
 use crate::tags::device_tag_key as tag_key;
@@ -574,12 +575,27 @@ impl DeviceMutation {
                 "machineId: no device {machine_id:?}"
             ))));
         }
-        request
+        let mut before = None;
+        let stored = request
             .state
             .inventory
-            .update_machine(tenant, &machine_id, |machine| machine.nickname = nickname)
+            .update_machine(tenant, &machine_id, |machine| {
+                before = machine.nickname.clone();
+                machine.nickname = nickname;
+            })
             .await
             .map_err(|error| gql_error(error.into()))?;
+        super::audit::record(
+            ctx,
+            "updateDeviceNickname",
+            AuditChange {
+                target_type: "Machine",
+                target_id: machine_id.clone(),
+                before: Some(serde_json::json!({ "nickname": before })),
+                after: Some(serde_json::json!({ "nickname": stored.nickname })),
+            },
+        )
+        .await;
         by_machine_id(ctx, &machine_id).await?.ok_or_else(|| {
             gql_error(ApiError::NotFound(format!(
                 "machineId: no device {machine_id:?}"

@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 
+use super::audit::{record, snapshot};
 use super::devices::{DeviceFilterOption, SortDirection};
 use super::logs::{DAY_MS, parse_day};
 use super::relay::{self, PageArgs, PageInfo};
 use super::{GqlResult, gql_error, invalid, request};
+use crate::audit::AuditChange;
 use crate::error::ApiError;
 use crate::events::{Event, EventInput};
 
@@ -320,6 +322,17 @@ impl EventMutation {
             )
             .await
             .map_err(|error| gql_error(error.into()))?;
+        record(
+            ctx,
+            "createEvent",
+            AuditChange {
+                target_type: "Event",
+                target_id: event.id.clone(),
+                before: None,
+                after: snapshot(&event),
+            },
+        )
+        .await;
         Ok(EventNode(event))
     }
 
@@ -337,6 +350,12 @@ impl EventMutation {
             )))
         })?;
         let request = request(ctx);
+        let before = request
+            .state
+            .events
+            .get(&request.admin.tenant, &local)
+            .await
+            .map_err(|error| gql_error(error.into()))?;
         let event = request
             .state
             .events
@@ -351,6 +370,19 @@ impl EventMutation {
             )
             .await
             .map_err(|error| gql_error(error.into()))?;
+        if before.as_ref() != Some(&event) {
+            record(
+                ctx,
+                "updateEvent",
+                AuditChange {
+                    target_type: "Event",
+                    target_id: local,
+                    before: before.as_ref().and_then(snapshot),
+                    after: snapshot(&event),
+                },
+            )
+            .await;
+        }
         Ok(EventNode(event))
     }
 }

@@ -7,6 +7,7 @@
 //! (`invalid_input`, `not_found`, …), and the message names the argument at fault. Queries are
 //! limited in depth and complexity (`[api]` in the config); introspection can be turned off.
 
+pub mod audit;
 pub mod devices;
 pub mod events;
 pub mod logs;
@@ -108,6 +109,7 @@ pub struct Query(
     tags::TagQuery,
     events::EventQuery,
     tools::ToolQuery,
+    audit::AuditQuery,
 );
 
 #[derive(MergedObject, Default, Debug)]

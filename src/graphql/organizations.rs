@@ -31,9 +31,40 @@ impl Customer {
     async fn name(&self) -> &str {
         &self.0.name
     }
-    /// `ACTIVE` (archiving arrives with the organizations REST API).
+    /// `ACTIVE` or `ARCHIVED`.
     async fn status(&self) -> &str {
-        "ACTIVE"
+        &self.0.status
+    }
+    async fn category(&self) -> Option<&str> {
+        self.0.category.as_deref()
+    }
+    async fn number_of_employees(&self) -> Option<u32> {
+        self.0.number_of_employees
+    }
+    async fn website_url(&self) -> Option<&str> {
+        self.0.website_url.as_deref()
+    }
+    async fn notes(&self) -> Option<&str> {
+        self.0.notes.as_deref()
+    }
+    /// A decimal, as text.
+    async fn monthly_revenue(&self) -> Option<&str> {
+        self.0.monthly_revenue.as_deref()
+    }
+    async fn contract_start_date(&self) -> Option<&str> {
+        self.0.contract_start_date.as_deref()
+    }
+    async fn contract_end_date(&self) -> Option<&str> {
+        self.0.contract_end_date.as_deref()
+    }
+    async fn contact_information(&self) -> Option<async_graphql::Json<serde_json::Value>> {
+        self.0.contact_information.clone().map(async_graphql::Json)
+    }
+    async fn created_at(&self) -> Option<String> {
+        self.0.created_at.map(crate::api::iso)
+    }
+    async fn updated_at(&self) -> Option<String> {
+        self.0.updated_at.map(crate::api::iso)
     }
 }
 
@@ -53,7 +84,7 @@ pub struct OrganizationConnection {
 /// OpenFrame's `OrganizationFilterInput`, as far as this appliance records organizations.
 #[derive(InputObject, Default, Debug, Clone)]
 pub struct OrganizationFilterInput {
-    /// `ACTIVE`, `ARCHIVED` or `DELETED`.
+    /// `ACTIVE` (the default), `ARCHIVED` or `DELETED`.
     pub status: Option<String>,
 }
 
@@ -124,7 +155,7 @@ impl OrganizationQuery {
                 let activity = |id: &str| last_activity.get(id).copied();
                 let mut sorted: Vec<(String, &Organization)> = organizations
                     .values()
-                    .filter(|_| status.as_deref().is_none_or(|status| status == "ACTIVE"))
+                    .filter(|org| org.status == status.as_deref().unwrap_or("ACTIVE"))
                     .filter(|org| {
                         search
                             .as_ref()

@@ -6,9 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use async_graphql::{Context, ID, Object};
 
+use super::audit::{record, snapshot};
 use super::devices::{DeviceFilterOption, HIDDEN_BY_DEFAULT, tag_value};
 use super::relay;
 use super::{GqlResult, gql_error, invalid, request};
+use crate::audit::AuditChange;
 use crate::error::ApiError;
 use crate::tags::{Tag, TagChange, device_tag_key};
 
@@ -319,6 +321,17 @@ impl TagMutation {
             )
             .await
             .map_err(|error| gql_error(error.into()))?;
+        record(
+            ctx,
+            "createTag",
+            AuditChange {
+                target_type: "Tag",
+                target_id: tag.id.clone(),
+                before: None,
+                after: snapshot(&tag),
+            },
+        )
+        .await;
         by_tag_id(ctx, &tag.id)
             .await?
             .ok_or_else(|| gql_error(ApiError::NotFound(format!("id: no tag {:?}", tag.id))))
@@ -336,7 +349,13 @@ impl TagMutation {
     ) -> GqlResult<TagNode> {
         let local = tag_id(&id)?;
         let request = request(ctx);
-        request
+        let before = request
+            .state
+            .tags
+            .get(&request.admin.tenant, &local)
+            .await
+            .map_err(|error| gql_error(error.into()))?;
+        let after = request
             .state
             .tags
             .update(
@@ -350,6 +369,19 @@ impl TagMutation {
             )
             .await
             .map_err(|error| gql_error(error.into()))?;
+        if before.as_ref() != Some(&after) {
+            record(
+                ctx,
+                "updateTag",
+                AuditChange {
+                    target_type: "Tag",
+                    target_id: local.clone(),
+                    before: before.as_ref().and_then(snapshot),
+                    after: snapshot(&after),
+                },
+            )
+            .await;
+        }
         by_tag_id(ctx, &local)
             .await?
             .ok_or_else(|| gql_error(ApiError::NotFound(format!("id: no tag {local:?}"))))
@@ -361,12 +393,32 @@ impl TagMutation {
             return Ok(false);
         };
         let request = request(ctx);
-        request
+        let before = request
+            .state
+            .tags
+            .get(&request.admin.tenant, &local)
+            .await
+            .map_err(|error| gql_error(error.into()))?;
+        let deleted = request
             .state
             .tags
             .delete(&request.admin.tenant, &local)
             .await
-            .map_err(|error| gql_error(error.into()))
+            .map_err(|error| gql_error(error.into()))?;
+        if deleted {
+            record(
+                ctx,
+                "deleteTag",
+                AuditChange {
+                    target_type: "Tag",
+                    target_id: local,
+                    before: before.as_ref().and_then(snapshot),
+                    after: None,
+                },
+            )
+            .await;
+        }
+        Ok(deleted)
     }
 }
 

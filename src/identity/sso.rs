@@ -128,7 +128,9 @@ impl Identity {
             )
             .into());
         }
-        if new.client_id.is_empty() || new.client_secret.is_empty() {
+        // Changing a provider may leave the secret out: the stored one stays.
+        let existing = self.sso(tenant, &new.provider).await?;
+        if new.client_id.is_empty() || (new.client_secret.is_empty() && existing.is_none()) {
             return Err(Invalid::new(
                 "client_id",
                 "the client id and secret the upstream issued are required",
@@ -138,10 +140,13 @@ impl Identity {
         if !new.ca_file.is_empty() {
             http_client(&new.ca_file)?;
         }
-        let sealed = self.master().seal(
-            &secret_context(tenant, &new.provider),
-            new.client_secret.as_bytes(),
-        )?;
+        let sealed = match &existing {
+            Some(existing) if new.client_secret.is_empty() => existing.client_secret_sealed.clone(),
+            _ => b64url(&self.master().seal(
+                &secret_context(tenant, &new.provider),
+                new.client_secret.as_bytes(),
+            )?),
+        };
         let config = SsoConfig {
             display_name: if new.display_name.is_empty() {
                 new.provider.clone()
@@ -151,14 +156,14 @@ impl Identity {
             provider: new.provider,
             issuer: new.issuer.trim_end_matches('/').to_owned(),
             client_id: new.client_id,
-            client_secret_sealed: b64url(&sealed),
+            client_secret_sealed: sealed,
             allowed_domains: new
                 .allowed_domains
                 .iter()
                 .map(|d| d.trim().to_lowercase())
                 .collect(),
             auto_provision_users: new.auto_provision_users,
-            enabled: true,
+            enabled: existing.as_ref().is_none_or(|existing| existing.enabled),
             ca_file: new.ca_file,
         };
         let id = DocumentId::parse(&config.provider)
@@ -190,6 +195,59 @@ impl Identity {
             )),
             None => Ok(None),
         }
+    }
+
+    /// Every provider of the tenant, enabled or not.
+    pub async fn sso_configs(&self, tenant: &TenantId) -> Result<Vec<SsoConfig>, IdentityError> {
+        let documents = self
+            .store
+            .documents()
+            .list(tenant, &collection()?, None, 100)
+            .await?;
+        documents
+            .into_iter()
+            .map(|document| {
+                serde_json::from_value(document.body)
+                    .map_err(|error| IdentityError::Unexpected(error.into()))
+            })
+            .collect()
+    }
+
+    /// Turns a provider on or off; `None` when the tenant has no such provider.
+    pub async fn set_sso_enabled(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+        enabled: bool,
+    ) -> Result<Option<SsoConfig>, IdentityError> {
+        let Some(mut config) = self.sso(tenant, provider).await? else {
+            return Ok(None);
+        };
+        config.enabled = enabled;
+        let id = DocumentId::parse(provider)
+            .map_err(|error| Invalid::new("provider", error.to_string()))?;
+        let body = serde_json::to_value(&config).map_err(anyhow::Error::from)?;
+        self.store
+            .documents()
+            .replace(tenant, &collection()?, &id, &body, None)
+            .await?;
+        Ok(Some(config))
+    }
+
+    /// Removes a provider; `false` when there was none.
+    pub async fn delete_sso(
+        &self,
+        tenant: &TenantId,
+        provider: &str,
+    ) -> Result<bool, IdentityError> {
+        let Ok(id) = DocumentId::parse(provider) else {
+            return Ok(false);
+        };
+        Ok(self
+            .store
+            .documents()
+            .delete(tenant, &collection()?, &id, None)
+            .await?)
     }
 
     /// (provider, display name) of each enabled provider, for the login page.

@@ -422,6 +422,47 @@ impl IdentityStore {
         .await
     }
 
+    /// Every user of the tenant (deleted ones too), by id.
+    pub async fn users(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<Versioned<UserRecord>>, DocumentError> {
+        let mut users = Vec::new();
+        let mut after: Option<DocumentId> = None;
+        loop {
+            let page = self
+                .documents
+                .list(
+                    tenant,
+                    &self.c.users,
+                    after.as_ref(),
+                    openframe_storage::documents::MAX_LIST,
+                )
+                .await?;
+            let full = page.len() == openframe_storage::documents::MAX_LIST;
+            after = page.last().map(|document| document.id.clone());
+            for document in page {
+                users.push(decode(document)?);
+            }
+            if !full {
+                return Ok(users);
+            }
+        }
+    }
+
+    /// Frees a deleted user's email, so the address can be invited again.
+    pub async fn release_email(&self, tenant: &TenantId, email: &str) -> Result<(), DocumentError> {
+        self.documents
+            .delete(
+                tenant,
+                &self.c.user_emails,
+                &id(&sha256_hex(email.as_bytes()))?,
+                None,
+            )
+            .await
+            .map(|_| ())
+    }
+
     pub async fn count_users(&self, tenant: &TenantId) -> Result<u64, DocumentError> {
         self.documents.count(tenant, &self.c.users).await
     }

@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use super::agents::Registration;
+use crate::api::json_body;
 use crate::error::ApiError;
 use crate::gateway::auth::Admin;
 use crate::startup::AppState;
@@ -39,6 +40,16 @@ pub fn router() -> Router<AppState> {
         .route("/api/agents/registration-secret", get(registration_secret))
         .route(
             "/api/agents/registration-secret/rotate",
+            post(rotate_registration_secret),
+        )
+        // OpenFrame's paths for the same.
+        .route("/api/agent/registration-secret", get(registration_secret))
+        .route(
+            "/api/agent/registration-secret/active",
+            get(registration_secret),
+        )
+        .route(
+            "/api/agent/registration-secret/generate",
             post(rotate_registration_secret),
         )
         .route("/ws/nats", get(super::nats_proxy::upgrade))
@@ -238,30 +249,15 @@ fn describe_secret(
         state.config.public_url(),
         secret.secret
     );
+    // `key` and `active` are OpenFrame's names (`{id, key, createdAt, active}`).
     serde_json::json!({
         "id": secret.id,
+        "key": secret.secret,
         "secret": secret.secret,
+        "active": true,
         "createdAt": secret.created_at,
         "installCommand": command,
     })
-}
-
-/// A JSON body of type `T`; unknown fields and wrong types are named in the 400.
-fn json_body<T: serde::de::DeserializeOwned>(
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<T, ApiError> {
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.to_ascii_lowercase().starts_with("application/json"));
-    if !json {
-        return Err(ApiError::InvalidInput(
-            "send the body as JSON (Content-Type: application/json)".into(),
-        ));
-    }
-    serde_json::from_slice(body)
-        .map_err(|error| ApiError::InvalidInput(format!("the JSON body is not valid: {error}")))
 }
 
 /// The appliance's NATS connection, for dispatching to agents.

@@ -14,5 +14,6 @@ mod gateway;
 mod graphql;
 mod health;
 mod identity;
+mod rest;
 mod shutdown;
 mod stream;

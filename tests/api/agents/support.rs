@@ -23,10 +23,7 @@ pub(crate) async fn registration_secret(
         .inventory
         .put_organization(
             &TenantId::parse(tenant_id).unwrap(),
-            openframe::inventory::Organization {
-                organization_id: ORG.into(),
-                name: "Head office".into(),
-            },
+            openframe::inventory::Organization::named(ORG, "Head office"),
         )
         .await
         .unwrap();

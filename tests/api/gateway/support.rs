@@ -49,10 +49,7 @@ pub(crate) async fn agent_token(app: &TestApp, tenant_id: &str, hostname: &str) 
         .inventory
         .put_organization(
             &tenant,
-            openframe::inventory::Organization {
-                organization_id: "org-main".into(),
-                name: "Main office".into(),
-            },
+            openframe::inventory::Organization::named("org-main", "Main office"),
         )
         .await
         .unwrap();

@@ -78,6 +78,14 @@ fn cases(ids: &Ids) -> Vec<Case> {
             Box::new(|answer: &Value| assert_eq!(answer["data"]["createEvent"]["type"], "OWN", "{answer}"))),
         ("mutation", "updateEvent", format!("mutation {{ updateEvent(id: \"{event_gid}\", input: {{data: \"pwned\"}}) {{ data }} }}"),
             Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("query", "auditEvents", "{ auditEvents(first: 100) { edges { node { actorEmail action after } } } }".into(),
+            Box::new(|answer: &Value| {
+                let edges = answer["data"]["auditEvents"]["edges"].as_array().expect("a list");
+                assert!(
+                    edges.iter().all(|edge| edge["node"]["actorEmail"] != "owner@acme.example.com"),
+                    "{answer}"
+                );
+            })),
         ("query", "integratedTools", "{ integratedTools { tools { key } } }".into(),
             Box::new(|answer: &Value| assert_eq!(answer["data"]["integratedTools"]["tools"], json!([]), "{answer}"))),
         ("query", "toolFilters", "{ toolFilters { types categories } }".into(),

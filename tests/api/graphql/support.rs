@@ -65,13 +65,7 @@ pub(crate) fn machine(id: &str, hostname: &str, status: &str, org: &str) -> Mach
 pub(crate) async fn put_org(app: &TestApp, tenant_id: &str, id: &str, name: &str) {
     app.state
         .inventory
-        .put_organization(
-            &tenant(tenant_id),
-            Organization {
-                organization_id: id.into(),
-                name: name.into(),
-            },
-        )
+        .put_organization(&tenant(tenant_id), Organization::named(id, name))
         .await
         .unwrap();
 }

@@ -35,13 +35,7 @@ pub(crate) async fn seed_inventory(app: &TestApp, tenant_id: &str) {
     let tenant = tenant(tenant_id);
     let inventory = &app.state.inventory;
     inventory
-        .put_organization(
-            &tenant,
-            Organization {
-                organization_id: "org-acme".into(),
-                name: "Acme Corp".into(),
-            },
-        )
+        .put_organization(&tenant, Organization::named("org-acme", "Acme Corp"))
         .await
         .unwrap();
     for (machine, hostname) in [
