@@ -46,6 +46,12 @@ pub struct LogSortInput {
 #[derive(Debug, Clone)]
 pub struct LogEvent(LogRow);
 
+impl From<LogRow> for LogEvent {
+    fn from(row: LogRow) -> Self {
+        LogEvent(row)
+    }
+}
+
 fn log_id(timestamp: i64, tool_event_id: &str) -> String {
     format!("{timestamp}_{tool_event_id}")
 }

@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod devices;
 pub mod events;
+pub mod live;
 pub mod logs;
 pub mod organizations;
 pub mod relay;
@@ -17,8 +18,7 @@ pub mod tags;
 pub mod tools;
 
 use async_graphql::{
-    Context, EmptySubscription, ErrorExtensions, ID, Interface, MergedObject, Object, Schema,
-    SimpleObject,
+    Context, ErrorExtensions, ID, Interface, MergedObject, Object, Schema, SimpleObject,
 };
 use axum::Router;
 use axum::extract::State;
@@ -37,7 +37,7 @@ pub use organizations::Customer;
 pub type GqlResult<T> = async_graphql::Result<T>;
 
 /// The schema type, built once at start.
-pub type ApiSchema = Schema<Query, Mutation, EmptySubscription>;
+pub type ApiSchema = Schema<Query, Mutation, live::LiveSubscription>;
 
 /// An `invalid_input` error whose message starts with the argument at fault.
 pub fn invalid(message: impl Into<String>) -> async_graphql::Error {
@@ -202,9 +202,13 @@ impl MeQuery {
 
 /// Builds the schema with the configured limits.
 pub fn schema(config: &ApiSection) -> ApiSchema {
-    let mut builder = Schema::build(Query::default(), Mutation::default(), EmptySubscription)
-        .limit_depth(usize::try_from(config.max_depth).unwrap_or(usize::MAX))
-        .limit_complexity(usize::try_from(config.max_complexity).unwrap_or(usize::MAX));
+    let mut builder = Schema::build(
+        Query::default(),
+        Mutation::default(),
+        live::LiveSubscription,
+    )
+    .limit_depth(usize::try_from(config.max_depth).unwrap_or(usize::MAX))
+    .limit_complexity(usize::try_from(config.max_complexity).unwrap_or(usize::MAX));
     if !config.introspection {
         builder = builder.disable_introspection();
     }
@@ -215,14 +219,38 @@ pub fn schema(config: &ApiSection) -> ApiSchema {
 pub fn router(state: &AppState) -> Router<AppState> {
     let schema = schema(&state.config.api);
     let graphiql = state.config.api.graphiql;
+    let socket_schema = schema.clone();
     Router::new().route(
         "/api/graphql",
-        get(move |admin: Admin| page(graphiql, admin)).post(
+        get(
+            move |State(state): State<AppState>, admin: Admin, request: axum::extract::Request| {
+                page_or_socket(socket_schema.clone(), graphiql, state, admin, request)
+            },
+        )
+        .post(
             move |State(state): State<AppState>, admin: Admin, request: axum::body::Bytes| {
                 execute(schema.clone(), state, admin, request)
             },
         ),
     )
+}
+
+/// A WebSocket upgrade gets subscriptions; a plain GET the GraphiQL page (when on).
+async fn page_or_socket(
+    schema: ApiSchema,
+    graphiql: bool,
+    state: AppState,
+    admin: Admin,
+    request: axum::extract::Request,
+) -> Response {
+    let (mut parts, _) = request.into_parts();
+    if !parts.headers.contains_key(header::UPGRADE) {
+        return page(graphiql, admin).await;
+    }
+    match <axum::extract::ws::WebSocketUpgrade as axum::extract::FromRequestParts<AppState>>::from_request_parts(&mut parts, &state).await {
+        Ok(upgrade) => live::upgrade(schema, state, admin, &parts.headers, upgrade).await,
+        Err(rejection) => rejection.into_response(),
+    }
 }
 
 async fn page(enabled: bool, _admin: Admin) -> Response {

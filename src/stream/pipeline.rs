@@ -109,12 +109,35 @@ impl LogEntry {
             "id": format!("{}_{}", self.timestamp, self.tool_event_id),
             "toolEventId": self.tool_event_id,
             "eventTimestamp": self.timestamp,
+            "ingestDay": self.ingest_day,
             "toolType": self.tool_type,
             "eventType": self.event_type,
             "severity": self.severity,
             "summary": self.summary,
+            "userId": self.user,
             "deviceId": self.attribution.machine_id,
+            "hostname": self.attribution.hostname,
             "organizationId": self.attribution.organization_id,
+            "organizationName": self.attribution.organization_name,
+        })
+    }
+
+    /// A record of the live topic ([`LogEntry::live_json`]) as the log row it announces.
+    pub fn live_row(value: &Value) -> Option<LogRow> {
+        let text = |field: &str| value.get(field).and_then(Value::as_str).map(str::to_owned);
+        Some(LogRow {
+            tool_event_id: text("toolEventId")?,
+            event_timestamp: value.get("eventTimestamp")?.as_i64()?,
+            ingest_day: text("ingestDay").unwrap_or_default(),
+            tool_type: text("toolType")?,
+            event_type: text("eventType")?,
+            severity: text("severity")?,
+            summary: text("summary").unwrap_or_default(),
+            user_id: text("userId"),
+            device_id: text("deviceId"),
+            hostname: text("hostname"),
+            organization_id: text("organizationId"),
+            organization_name: text("organizationName"),
         })
     }
 

@@ -149,7 +149,7 @@ async fn a_second_tenant_sees_and_changes_nothing_of_the_first_through_any_opera
     let schema = data(
         &app,
         &tenants.admin_b,
-        "{ __schema { queryType { fields { name } } mutationType { fields { name } } } }",
+        "{ __schema { queryType { fields { name } } mutationType { fields { name } } subscriptionType { fields { name } } } }",
         json!({}),
     )
     .await;
@@ -159,6 +159,19 @@ async fn a_second_tenant_sees_and_changes_nothing_of_the_first_through_any_opera
             operations.insert((kind, field["name"].as_str().unwrap().to_owned()));
         }
     }
+    // Subscriptions run over WebSocket; their isolation tests are in `live.rs`, listed here so
+    // a new subscription cannot skip one either.
+    let subscriptions: BTreeSet<String> = schema["__schema"]["subscriptionType"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|field| field["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        subscriptions,
+        BTreeSet::from(["logStream".to_owned()]),
+        "a subscription without an isolation test in live.rs"
+    );
     let cases = cases(&ids);
     let covered: BTreeSet<(&str, String)> = cases
         .iter()

@@ -6,7 +6,9 @@ pub(crate) mod support;
 
 mod devices;
 mod events;
+mod independent;
 mod isolation;
+mod live;
 mod logs;
 mod schema;
 mod tags;
