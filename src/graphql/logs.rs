@@ -264,8 +264,9 @@ pub struct LogQuery;
 
 #[Object]
 impl LogQuery {
-    /// The tenant's unified log, newest first, filtered and searched (summary, message,
-    /// hostname, organization, user), paged forward.
+    /// The tenant's unified log, newest first (or oldest first with `sort.direction: ASC`),
+    /// filtered and searched (summary, message, hostname, organization, user), paged both ways
+    /// by OpenFrame's log id.
     #[allow(clippy::too_many_arguments)]
     #[graphql(complexity = "PageArgs::size(first, last) * child_complexity + 1")]
     async fn logs(
@@ -280,33 +281,62 @@ impl LogQuery {
         sort: Option<LogSortInput>,
     ) -> GqlResult<LogConnection> {
         let args = PageArgs::new(first, after, last, before)?;
-        if args.last.is_some() || args.before.is_some() {
+        let newest_first = sort.and_then(|sort| sort.direction) != Some(SortDirection::Asc);
+        let after = args
+            .after
+            .as_deref()
+            .map(|cursor| decode_cursor("after", cursor))
+            .transpose()?;
+        let before = args
+            .before
+            .as_deref()
+            .map(|cursor| decode_cursor("before", cursor))
+            .transpose()?;
+        if after.is_some() && before.is_some() {
             return Err(invalid(
-                "last, before: the log pages forward only (newest first); use first and after",
+                "after, before: give one of them (after pages forward, before backward)",
             ));
         }
-        if sort.and_then(|sort| sort.direction) == Some(SortDirection::Asc) {
-            return Err(invalid(
-                "sort.direction: the log is listed newest first (DESC) only",
-            ));
-        }
-        let cursor = match &args.after {
-            Some(after) => Some(decode_cursor(after)?),
-            None => None,
-        };
         let filter = storage_filter(ctx, filter, search).await?;
         let request = request(ctx);
         let analytics = &request.state.storage.analytics;
         let tenant = &request.admin.tenant;
-        let limit = usize::try_from(args.first.unwrap_or(DEFAULT_PAGE)).unwrap_or(1);
+        // `last`/`before` page backward: read the other way from the cursor and turn the page
+        // round, so it is in the list's order.
+        let backward = args.last.is_some() || before.is_some();
+        let limit = usize::try_from(args.first.or(args.last).unwrap_or(DEFAULT_PAGE)).unwrap_or(1);
+        let cursor = if backward {
+            before.as_ref()
+        } else {
+            after.as_ref()
+        };
+        let read_newest_first = newest_first != backward;
         let (rows, total) = tokio::join!(
-            analytics.query_logs(tenant, &filter, cursor.as_ref(), limit + 1),
+            async {
+                if read_newest_first {
+                    analytics
+                        .query_logs(tenant, &filter, cursor, limit + 1)
+                        .await
+                } else {
+                    analytics
+                        .query_logs_oldest_first(tenant, &filter, cursor, limit + 1)
+                        .await
+                }
+            },
             analytics.count_logs(tenant, &filter),
         );
         let mut rows = rows.map_err(unavailable)?;
         let total = total.map_err(unavailable)?;
-        let has_next_page = rows.len() > limit;
+        let more = rows.len() > limit;
         rows.truncate(limit);
+        if backward {
+            rows.reverse();
+        }
+        let (has_next_page, has_previous_page) = if backward {
+            (cursor.is_some(), more)
+        } else {
+            (more, cursor.is_some())
+        };
         let edges: Vec<LogEdge> = rows
             .into_iter()
             .map(|row| LogEdge {
@@ -317,7 +347,7 @@ impl LogQuery {
         Ok(LogConnection {
             page_info: PageInfo {
                 has_next_page,
-                has_previous_page: cursor.is_some(),
+                has_previous_page,
                 start_cursor: edges.first().map(|edge| edge.cursor.clone()),
                 end_cursor: edges.last().map(|edge| edge.cursor.clone()),
             },
@@ -457,8 +487,8 @@ impl LogQuery {
 }
 
 /// A log cursor is OpenFrame's log id, `"{epochMillis}_{toolEventId}"`.
-fn decode_cursor(cursor: &str) -> GqlResult<LogCursor> {
-    let key = relay::decode_cursor("after", cursor)?;
+fn decode_cursor(argument: &str, cursor: &str) -> GqlResult<LogCursor> {
+    let key = relay::decode_cursor(argument, cursor)?;
     key.split_once('_')
         .and_then(|(at, id)| {
             Some(LogCursor {
@@ -468,7 +498,7 @@ fn decode_cursor(cursor: &str) -> GqlResult<LogCursor> {
         })
         .ok_or_else(|| {
             invalid(format!(
-                "after: {cursor:?} is not a cursor this list returned"
+                "{argument}: {cursor:?} is not a cursor this list returned"
             ))
         })
 }

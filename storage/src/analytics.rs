@@ -148,6 +148,16 @@ pub trait Analytics: Engine {
         limit: usize,
     ) -> Result<Vec<LogRow>, AnalyticsError>;
 
+    /// The same, oldest first, strictly after `after` in that order: a newest-first list pages
+    /// backward with it (the rows just newer than a cursor), and an oldest-first list forward.
+    async fn query_logs_oldest_first(
+        &self,
+        tenant: &TenantId,
+        filter: &LogFilter,
+        after: Option<&LogCursor>,
+        limit: usize,
+    ) -> Result<Vec<LogRow>, AnalyticsError>;
+
     /// How many rows match `filter`.
     async fn count_logs(
         &self,

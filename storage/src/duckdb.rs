@@ -247,6 +247,50 @@ fn migrate(connection: &mut Connection, path: &Path) -> Result<(), OpenError> {
     Ok(())
 }
 
+impl DuckDbAnalytics {
+    /// A keyset page of logs, newest first or (`oldest_first`) oldest first, strictly after
+    /// `after` in that order. Ties on the timestamp are broken by the tool event id the same way.
+    async fn page_logs(
+        &self,
+        tenant: &TenantId,
+        filter: &LogFilter,
+        after: Option<&LogCursor>,
+        limit: usize,
+        oldest_first: bool,
+    ) -> Result<Vec<LogRow>, AnalyticsError> {
+        validate_limit(limit)?;
+        let (beyond, order) = if oldest_first {
+            (">", "ASC")
+        } else {
+            ("<", "DESC")
+        };
+        let mut query = Query::new(&format!("SELECT {LOG_COLUMNS} FROM logs"));
+        where_logs(&mut query, tenant, filter);
+        if let Some(cursor) = after {
+            query.bind(
+                &format!(" AND (event_timestamp {beyond} ?"),
+                Value::BigInt(cursor.event_timestamp),
+            );
+            query.bind(
+                " OR (event_timestamp = ?",
+                Value::BigInt(cursor.event_timestamp),
+            );
+            query.bind(
+                &format!(" AND tool_event_id {beyond} ?))"),
+                text(&cursor.tool_event_id),
+            );
+        }
+        query.bind(
+            &format!(" ORDER BY event_timestamp {order}, tool_event_id {order} LIMIT ?"),
+            Value::BigInt(i64::try_from(limit).unwrap_or(i64::MAX)),
+        );
+        self.with_connection("query logs", move |connection| {
+            query.collect(connection, log_row)
+        })
+        .await
+    }
+}
+
 /// A statement under construction: its text and the values for its `?` placeholders, grown
 /// together so a placeholder and its value cannot drift apart.
 struct Query {
@@ -565,28 +609,17 @@ impl Analytics for DuckDbAnalytics {
         after: Option<&LogCursor>,
         limit: usize,
     ) -> Result<Vec<LogRow>, AnalyticsError> {
-        validate_limit(limit)?;
-        let mut query = Query::new(&format!("SELECT {LOG_COLUMNS} FROM logs"));
-        where_logs(&mut query, tenant, filter);
-        if let Some(cursor) = after {
-            query.bind(
-                " AND (event_timestamp < ?",
-                Value::BigInt(cursor.event_timestamp),
-            );
-            query.bind(
-                " OR (event_timestamp = ?",
-                Value::BigInt(cursor.event_timestamp),
-            );
-            query.bind(" AND tool_event_id < ?))", text(&cursor.tool_event_id));
-        }
-        query.bind(
-            " ORDER BY event_timestamp DESC, tool_event_id DESC LIMIT ?",
-            Value::BigInt(i64::try_from(limit).unwrap_or(i64::MAX)),
-        );
-        self.with_connection("query logs", move |connection| {
-            query.collect(connection, log_row)
-        })
-        .await
+        self.page_logs(tenant, filter, after, limit, false).await
+    }
+
+    async fn query_logs_oldest_first(
+        &self,
+        tenant: &TenantId,
+        filter: &LogFilter,
+        after: Option<&LogCursor>,
+        limit: usize,
+    ) -> Result<Vec<LogRow>, AnalyticsError> {
+        self.page_logs(tenant, filter, after, limit, true).await
     }
 
     async fn count_logs(

@@ -577,6 +577,65 @@ pub async fn keyset_paging_visits_every_row_exactly_once(store: &dyn Analytics) 
     );
 }
 
+pub async fn oldest_first_paging_mirrors_newest_first(store: &dyn Analytics) {
+    let tenant = tenant("oldest_first_paging_mirrors_newest_first");
+    let rows = vec![
+        log("p1", T0),
+        log("p2", T0),
+        log("p3", T0 + 1),
+        log("p4", T0 + 1),
+        log("p5", T0 + 1),
+        log("p6", T0 + 2),
+        log("p7", T0 + 3),
+    ];
+    store.append_logs(&tenant, rows).await.unwrap();
+    let filter = LogFilter::default();
+    let mut pages = Vec::new();
+    let mut after: Option<LogCursor> = None;
+    loop {
+        let page = store
+            .query_logs_oldest_first(&tenant, &filter, after.as_ref(), 2)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(cursor_after(last));
+        pages.push(strings(&ids(&page)));
+        assert!(pages.len() <= 10, "paging does not end: {pages:?}");
+    }
+    assert_eq!(
+        pages,
+        vec![
+            strings(&["p1", "p2"]),
+            strings(&["p3", "p4"]),
+            strings(&["p5", "p6"]),
+            strings(&["p7"]),
+        ]
+    );
+    // Backward from a cursor of the newest-first list: the rows just newer than it.
+    let newest = store.query_logs(&tenant, &filter, None, 4).await.unwrap();
+    assert_eq!(ids(&newest), ["p7", "p6", "p5", "p4"]);
+    let newer = store
+        .query_logs_oldest_first(&tenant, &filter, Some(&cursor_after(&newest[3])), 2)
+        .await
+        .unwrap();
+    assert_eq!(ids(&newer), ["p5", "p6"]);
+    // With a filter, and another tenant's rows never included.
+    let late = LogFilter {
+        from: Some(T0 + 1),
+        ..LogFilter::default()
+    };
+    let first = store
+        .query_logs_oldest_first(&tenant, &late, None, 3)
+        .await
+        .unwrap();
+    assert_eq!(ids(&first), ["p3", "p4", "p5"]);
+    let other = store
+        .query_logs_oldest_first(&self::tenant("someone-else"), &filter, None, 10)
+        .await
+        .unwrap();
+    assert!(other.is_empty());
+}
+
 pub async fn time_range_includes_from_and_excludes_to(store: &dyn Analytics) {
     let tenant = tenant("time_range_includes_from_and_excludes_to");
     let rows = vec![
@@ -1337,6 +1396,7 @@ macro_rules! analytics_conformance {
             another_tenants_devices_are_never_counted_or_faceted,
             logs_are_listed_newest_first_with_ties_broken_by_tool_event_id_descending,
             keyset_paging_visits_every_row_exactly_once,
+            oldest_first_paging_mirrors_newest_first,
             time_range_includes_from_and_excludes_to,
             each_log_filter_matches_any_of_its_values,
             tool_event_ids_restrict_results_and_an_empty_list_matches_nothing,

@@ -245,14 +245,14 @@ async fn logs_page_filter_search_and_show_details() {
         (LOGS, json!({"after": "bm90LWEtY3Vyc29y"}), "after"),
         (LOGS, json!({"first": 1000}), "first"),
         (
-            "{ logs(last: 5) { filteredCount } }",
+            "{ logs(after: \"MTdfYQ==\", before: \"MTdfYQ==\") { filteredCount } }",
             json!({}),
-            "last, before",
+            "after, before",
         ),
         (
-            "{ logs(sort: {direction: ASC}) { filteredCount } }",
+            "{ logs(last: 5, before: \"bm90LWEtY3Vyc29y\") { filteredCount } }",
             json!({}),
-            "sort.direction",
+            "before",
         ),
         (
             details,
@@ -264,4 +264,108 @@ async fn logs_page_filter_search_and_show_details() {
         assert_eq!(code, "invalid_input", "{message}");
         assert!(message.starts_with(argument), "{argument}: {message}");
     }
+}
+
+const PAGED: &str = "query($first: Int, $after: String, $last: Int, $before: String, $sort: LogSortInput, $search: String) {
+  logs(first: $first, after: $after, last: $last, before: $before, sort: $sort, search: $search) {
+    filteredCount pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+    edges { node { toolEventId } }
+  }
+}";
+
+#[tokio::test]
+async fn logs_page_backward_and_oldest_first_across_pages() {
+    let app = spawn_app().await;
+    let tenants = two_tenants(&app).await;
+    let token = &tenants.admin_a;
+    // 23 events; three share a timestamp, so ties straddle page boundaries.
+    for i in 0..23_i64 {
+        let at = START + (i - i64::from(i == 11) - 2 * i64::from(i == 12)) * 1_000;
+        let kind = if i % 5 == 0 { "restore" } else { "backup" };
+        put_log(
+            &app,
+            "acme",
+            entry(&format!("e-{i:02}"), at, &format!("{kind} run {i}")),
+        )
+        .await;
+    }
+    let newest_first: Vec<String> = {
+        let page = data(&app, token, PAGED, json!({"first": 100})).await;
+        ids(&page)
+    };
+    assert_eq!(newest_first.len(), 23);
+
+    // Backward from the end, 10 a page: the same list, page by page from its bottom.
+    let mut backward: Vec<String> = Vec::new();
+    let mut before = Value::Null;
+    let mut pages = 0;
+    loop {
+        let page = data(&app, token, PAGED, json!({"last": 10, "before": before})).await;
+        assert_eq!(page["logs"]["filteredCount"], 23);
+        assert_eq!(page["logs"]["pageInfo"]["hasNextPage"], !before.is_null());
+        let mut rows = ids(&page);
+        rows.extend(backward);
+        backward = rows;
+        pages += 1;
+        if page["logs"]["pageInfo"]["hasPreviousPage"] == false {
+            break;
+        }
+        before = page["logs"]["pageInfo"]["startCursor"].clone();
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(backward, newest_first);
+
+    // Oldest first, forward and then backward from the middle.
+    let mut oldest: Vec<String> = Vec::new();
+    let mut after = Value::Null;
+    loop {
+        let page = data(
+            &app,
+            token,
+            PAGED,
+            json!({"first": 7, "after": after, "sort": {"direction": "ASC"}}),
+        )
+        .await;
+        oldest.extend(ids(&page));
+        if page["logs"]["pageInfo"]["hasNextPage"] == false {
+            break;
+        }
+        after = page["logs"]["pageInfo"]["endCursor"].clone();
+    }
+    let reversed: Vec<String> = newest_first.iter().rev().cloned().collect();
+    assert_eq!(oldest, reversed);
+    let middle = data(
+        &app,
+        token,
+        PAGED,
+        json!({"first": 12, "sort": {"direction": "ASC"}}),
+    )
+    .await;
+    let cursor = middle["logs"]["pageInfo"]["endCursor"].clone();
+    let back = data(
+        &app,
+        token,
+        PAGED,
+        json!({"last": 5, "before": cursor, "sort": {"direction": "ASC"}}),
+    )
+    .await;
+    assert_eq!(ids(&back), reversed[6..11].to_vec());
+    assert_eq!(back["logs"]["pageInfo"]["hasPreviousPage"], true);
+    assert_eq!(back["logs"]["pageInfo"]["hasNextPage"], true);
+
+    // Backward composes with search; an empty result is an empty page.
+    let searched = data(&app, token, PAGED, json!({"last": 2, "search": "restore"})).await;
+    assert_eq!(searched["logs"]["filteredCount"], 5);
+    assert_eq!(ids(&searched), ["e-05", "e-00"]);
+    assert_eq!(ids(&searched).len(), 2);
+    assert_eq!(searched["logs"]["pageInfo"]["hasPreviousPage"], true);
+    let none = data(
+        &app,
+        token,
+        PAGED,
+        json!({"last": 5, "search": "no such words"}),
+    )
+    .await;
+    assert_eq!(none["logs"]["edges"], json!([]));
+    assert_eq!(none["logs"]["pageInfo"]["hasPreviousPage"], false);
 }
