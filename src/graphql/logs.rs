@@ -250,6 +250,15 @@ async fn storage_filter(
             )
             .await
             .map_err(unavailable)?;
+        // The hits' time span bounds the rows too: the same answer, and the analytics engine
+        // skips the stretches of the log that hold none of them.
+        if let (Some(first), Some(last)) = (
+            hits.iter().map(|hit| hit.timestamp).min(),
+            hits.iter().map(|hit| hit.timestamp).max(),
+        ) {
+            storage.from = Some(storage.from.map_or(first, |from| from.max(first)));
+            storage.to = Some(storage.to.map_or(last + 1, |to| to.min(last + 1)));
+        }
         storage.tool_event_ids = Some(hits.into_iter().map(|hit| hit.id).collect());
     }
     Ok(storage)
@@ -311,22 +320,37 @@ impl LogQuery {
             after.as_ref()
         };
         let read_newest_first = newest_first != backward;
-        let (rows, total) = tokio::join!(
-            async {
-                if read_newest_first {
-                    analytics
-                        .query_logs(tenant, &filter, cursor, limit + 1)
-                        .await
-                } else {
-                    analytics
-                        .query_logs_oldest_first(tenant, &filter, cursor, limit + 1)
-                        .await
-                }
-            },
-            analytics.count_logs(tenant, &filter),
-        );
-        let mut rows = rows.map_err(unavailable)?;
-        let total = total.map_err(unavailable)?;
+        let (mut rows, total) = if filter.tool_event_ids.is_some() {
+            // A search keeps few rows: the page and the count come from one pass.
+            let (rows, total) = analytics
+                .query_logs_counted(tenant, &filter, cursor, limit + 1, !read_newest_first)
+                .await
+                .map_err(unavailable)?;
+            let total = match total {
+                Some(total) => total,
+                None => analytics
+                    .count_logs(tenant, &filter)
+                    .await
+                    .map_err(unavailable)?,
+            };
+            (rows, total)
+        } else {
+            let (rows, total) = tokio::join!(
+                async {
+                    if read_newest_first {
+                        analytics
+                            .query_logs(tenant, &filter, cursor, limit + 1)
+                            .await
+                    } else {
+                        analytics
+                            .query_logs_oldest_first(tenant, &filter, cursor, limit + 1)
+                            .await
+                    }
+                },
+                analytics.count_logs(tenant, &filter),
+            );
+            (rows.map_err(unavailable)?, total.map_err(unavailable)?)
+        };
         let more = rows.len() > limit;
         rows.truncate(limit);
         if backward {
@@ -369,18 +393,25 @@ impl LogQuery {
         let request = request(ctx);
         let analytics = &request.state.storage.analytics;
         let tenant = &request.admin.tenant;
-        let (tools, types, severities, organizations, total) = tokio::join!(
-            analytics.log_facets(tenant, &filter, LogFacet::ToolType),
-            analytics.log_facets(tenant, &filter, LogFacet::EventType),
-            analytics.log_facets(tenant, &filter, LogFacet::Severity),
-            analytics.log_facets(tenant, &filter, LogFacet::OrganizationId),
-            analytics.count_logs(tenant, &filter),
-        );
+        let (mut found, total) = analytics
+            .log_facets_and_count(
+                tenant,
+                &filter,
+                &[
+                    LogFacet::ToolType,
+                    LogFacet::EventType,
+                    LogFacet::Severity,
+                    LogFacet::OrganizationId,
+                ],
+            )
+            .await
+            .map_err(unavailable)?;
+        let mut take = |index: usize| std::mem::take(&mut found[index]);
         let facets = [
-            ("TOOL_TYPE", tools.map_err(unavailable)?),
-            ("EVENT_TYPE", types.map_err(unavailable)?),
-            ("SEVERITY", severities.map_err(unavailable)?),
-            ("ORGANIZATION", organizations.map_err(unavailable)?),
+            ("TOOL_TYPE", take(0)),
+            ("EVENT_TYPE", take(1)),
+            ("SEVERITY", take(2)),
+            ("ORGANIZATION", take(3)),
         ];
         let values = |index: usize| -> Vec<String> {
             facets[index]
@@ -421,7 +452,7 @@ impl LogQuery {
                     })
                 })
                 .collect(),
-            filtered_count: count(total.map_err(unavailable)?),
+            filtered_count: count(total),
         })
     }
 

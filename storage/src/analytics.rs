@@ -158,6 +158,19 @@ pub trait Analytics: Engine {
         limit: usize,
     ) -> Result<Vec<LogRow>, AnalyticsError>;
 
+    /// A page as [`Analytics::query_logs`] (or, `oldest_first`, [`Analytics::query_logs_oldest_first`])
+    /// gives it, and the number of rows `filter` keeps ([`Analytics::count_logs`]) from the same
+    /// pass: for a filter that keeps few rows (a search's hits) one scan beats two. The count is
+    /// `None` when the page is empty.
+    async fn query_logs_counted(
+        &self,
+        tenant: &TenantId,
+        filter: &LogFilter,
+        after: Option<&LogCursor>,
+        limit: usize,
+        oldest_first: bool,
+    ) -> Result<(Vec<LogRow>, Option<u64>), AnalyticsError>;
+
     /// How many rows match `filter`.
     async fn count_logs(
         &self,
@@ -172,6 +185,16 @@ pub trait Analytics: Engine {
         filter: &LogFilter,
         facet: LogFacet,
     ) -> Result<Vec<FacetCount>, AnalyticsError>;
+
+    /// Several facets and the number of matching rows, in one pass over the rows: each facet's
+    /// values as [`Analytics::log_facets`] gives them, in the order `facets` asks (each at most
+    /// once), and the count [`Analytics::count_logs`] gives.
+    async fn log_facets_and_count(
+        &self,
+        tenant: &TenantId,
+        filter: &LogFilter,
+        facets: &[LogFacet],
+    ) -> Result<(Vec<Vec<FacetCount>>, u64), AnalyticsError>;
 
     /// Counts of matching rows per bucket of `width_ms` aligned to the epoch, oldest first, with
     /// empty buckets omitted.

@@ -259,31 +259,9 @@ impl DuckDbAnalytics {
         oldest_first: bool,
     ) -> Result<Vec<LogRow>, AnalyticsError> {
         validate_limit(limit)?;
-        let (beyond, order) = if oldest_first {
-            (">", "ASC")
-        } else {
-            ("<", "DESC")
-        };
         let mut query = Query::new(&format!("SELECT {LOG_COLUMNS} FROM logs"));
         where_logs(&mut query, tenant, filter);
-        if let Some(cursor) = after {
-            query.bind(
-                &format!(" AND (event_timestamp {beyond} ?"),
-                Value::BigInt(cursor.event_timestamp),
-            );
-            query.bind(
-                " OR (event_timestamp = ?",
-                Value::BigInt(cursor.event_timestamp),
-            );
-            query.bind(
-                &format!(" AND tool_event_id {beyond} ?))"),
-                text(&cursor.tool_event_id),
-            );
-        }
-        query.bind(
-            &format!(" ORDER BY event_timestamp {order}, tool_event_id {order} LIMIT ?"),
-            Value::BigInt(i64::try_from(limit).unwrap_or(i64::MAX)),
-        );
+        keyset_page(&mut query, " AND", after, limit, oldest_first);
         self.with_connection("query logs", move |connection| {
             query.collect(connection, log_row)
         })
@@ -348,6 +326,43 @@ impl Query {
 
 fn text(value: &str) -> Value {
     Value::Text(value.to_owned())
+}
+
+/// The keyset condition after `after` (joined with `keyword`), the order and the limit of a
+/// page of logs, newest first or `oldest_first`. `ts {beyond}= X AND (ts {beyond} X OR id {beyond} Y)`
+/// keeps the same rows as the plain keyset condition, with a range on the timestamp alone that the
+/// engine can use to skip row groups by their min/max; ties on the timestamp are broken by the
+/// tool event id the same way.
+fn keyset_page(
+    query: &mut Query,
+    keyword: &str,
+    after: Option<&LogCursor>,
+    limit: usize,
+    oldest_first: bool,
+) {
+    let (beyond, order) = if oldest_first {
+        (">", "ASC")
+    } else {
+        ("<", "DESC")
+    };
+    if let Some(cursor) = after {
+        query.bind(
+            &format!("{keyword} event_timestamp {beyond}= ?"),
+            Value::BigInt(cursor.event_timestamp),
+        );
+        query.bind(
+            &format!(" AND (event_timestamp {beyond} ?"),
+            Value::BigInt(cursor.event_timestamp),
+        );
+        query.bind(
+            &format!(" OR tool_event_id {beyond} ?)"),
+            text(&cursor.tool_event_id),
+        );
+    }
+    query.bind(
+        &format!(" ORDER BY event_timestamp {order}, tool_event_id {order} LIMIT ?"),
+        Value::BigInt(i64::try_from(limit).unwrap_or(i64::MAX)),
+    );
 }
 
 /// `WHERE tenant_id = ? AND ...` for `logs`: the tenant always leads.
@@ -622,6 +637,35 @@ impl Analytics for DuckDbAnalytics {
         self.page_logs(tenant, filter, after, limit, true).await
     }
 
+    async fn query_logs_counted(
+        &self,
+        tenant: &TenantId,
+        filter: &LogFilter,
+        after: Option<&LogCursor>,
+        limit: usize,
+        oldest_first: bool,
+    ) -> Result<(Vec<LogRow>, Option<u64>), AnalyticsError> {
+        validate_limit(limit)?;
+        // The window counts every row the filter keeps; QUALIFY applies the cursor after it.
+        let mut query = Query::new(&format!(
+            "SELECT {LOG_COLUMNS}, count(*) OVER () AS total FROM logs"
+        ));
+        where_logs(&mut query, tenant, filter);
+        keyset_page(&mut query, " QUALIFY TRUE AND", after, limit, oldest_first);
+        let rows = self
+            .with_connection::<_, AnalyticsError>("query logs", move |connection| {
+                query.collect(connection, |row| {
+                    let total: i64 = row.get(12)?;
+                    Ok((log_row(row)?, total))
+                })
+            })
+            .await?;
+        let total = rows
+            .first()
+            .map(|(_, total)| u64::try_from(*total).unwrap_or(0));
+        Ok((rows.into_iter().map(|(row, _)| row).collect(), total))
+    }
+
     async fn count_logs(
         &self,
         tenant: &TenantId,
@@ -652,6 +696,77 @@ impl Analytics for DuckDbAnalytics {
             query.collect(connection, facet_count)
         })
         .await
+    }
+
+    async fn log_facets_and_count(
+        &self,
+        tenant: &TenantId,
+        filter: &LogFilter,
+        facets: &[LogFacet],
+    ) -> Result<(Vec<Vec<FacetCount>>, u64), AnalyticsError> {
+        let columns: Vec<&str> = facets
+            .iter()
+            .map(|facet| log_facet_column(*facet))
+            .collect();
+        if columns
+            .iter()
+            .enumerate()
+            .any(|(i, column)| columns[..i].contains(column))
+        {
+            return Err(AnalyticsError::InvalidQuery(
+                "each facet at most once".to_owned(),
+            ));
+        }
+        if columns.is_empty() {
+            return Ok((Vec::new(), self.count_logs(tenant, filter).await?));
+        }
+        // One scan, one aggregate per grouping set; `grouping_id` says which set a row is of
+        // (bit n-1-i is set when column i is not in the set), which a NULL value cannot.
+        let list = columns.join(", ");
+        let sets: Vec<String> = columns.iter().map(|column| format!("({column})")).collect();
+        let mut query = Query::new(&format!(
+            "SELECT grouping_id({list}) AS g, {list}, count(*) AS n FROM logs"
+        ));
+        where_logs(&mut query, tenant, filter);
+        query.push(&format!(
+            " GROUP BY GROUPING SETS ({}, ())",
+            sets.join(", ")
+        ));
+        let width = columns.len();
+        let rows: Vec<(i64, Vec<Option<String>>, i64)> = self
+            .with_connection::<_, AnalyticsError>("count log facets", move |connection| {
+                query.collect(connection, |row| {
+                    let group: i64 = row.get(0)?;
+                    let mut values = Vec::with_capacity(width);
+                    for i in 0..width {
+                        values.push(row.get::<_, Option<String>>(i + 1)?);
+                    }
+                    let n: i64 = row.get(width + 1)?;
+                    Ok((group, values, n))
+                })
+            })
+            .await?;
+        let all = (1_i64 << width) - 1;
+        let mut counts: Vec<Vec<FacetCount>> = vec![Vec::new(); width];
+        let mut total = 0;
+        for (group, values, n) in rows {
+            let n = u64::try_from(n).unwrap_or(0);
+            if group == all {
+                total = n;
+                continue;
+            }
+            let Some(i) = (0..width).find(|i| group == all & !(1 << (width - 1 - i))) else {
+                continue;
+            };
+            // A missing value (no device, no organization) is not a value to filter by.
+            if let Some(value) = values.into_iter().nth(i).flatten() {
+                counts[i].push(FacetCount { value, count: n });
+            }
+        }
+        for facet in &mut counts {
+            facet.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+        }
+        Ok((counts, total))
     }
 
     async fn log_time_buckets(

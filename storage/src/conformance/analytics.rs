@@ -636,6 +636,41 @@ pub async fn oldest_first_paging_mirrors_newest_first(store: &dyn Analytics) {
     assert!(other.is_empty());
 }
 
+pub async fn a_counted_page_matches_the_page_and_the_count(store: &dyn Analytics) {
+    let tenant = tenant("a_counted_page_matches_the_page_and_the_count");
+    store.append_logs(&tenant, mixed_logs()).await.unwrap();
+    let all = store
+        .query_logs(&tenant, &LogFilter::default(), None, MAX_PAGE)
+        .await
+        .unwrap();
+    let warnings = LogFilter {
+        severities: strings(&["WARNING", "ERROR"]),
+        ..LogFilter::default()
+    };
+    for filter in [LogFilter::default(), warnings] {
+        let count = store.count_logs(&tenant, &filter).await.unwrap();
+        for oldest_first in [false, true] {
+            for after in [None, Some(cursor_after(&all[2]))] {
+                let page = if oldest_first {
+                    store
+                        .query_logs_oldest_first(&tenant, &filter, after.as_ref(), 2)
+                        .await
+                } else {
+                    store.query_logs(&tenant, &filter, after.as_ref(), 2).await
+                }
+                .unwrap();
+                let (counted, total) = store
+                    .query_logs_counted(&tenant, &filter, after.as_ref(), 2, oldest_first)
+                    .await
+                    .unwrap();
+                assert_eq!(counted, page, "{filter:?} {after:?} {oldest_first}");
+                let expected = (!page.is_empty()).then_some(count);
+                assert_eq!(total, expected, "{filter:?} {after:?} {oldest_first}");
+            }
+        }
+    }
+}
+
 pub async fn time_range_includes_from_and_excludes_to(store: &dyn Analytics) {
     let tenant = tenant("time_range_includes_from_and_excludes_to");
     let rows = vec![
@@ -882,6 +917,49 @@ pub async fn log_facets_are_ordered_by_count_then_value_and_match_count_logs(
             );
         }
     }
+}
+
+pub async fn facets_and_count_in_one_pass_match_the_single_queries(store: &dyn Analytics) {
+    let tenant = tenant("facets_and_count_in_one_pass_match_the_single_queries");
+    store.append_logs(&tenant, mixed_logs()).await.unwrap();
+    let facets = [
+        LogFacet::Severity,
+        LogFacet::ToolType,
+        LogFacet::OrganizationId,
+        LogFacet::DeviceId,
+    ];
+    for filter in [
+        LogFilter::default(),
+        LogFilter {
+            severities: strings(&["WARNING", "ERROR"]),
+            ..LogFilter::default()
+        },
+        LogFilter {
+            tool_event_ids: Some(Vec::new()),
+            ..LogFilter::default()
+        },
+    ] {
+        let (together, count) = store
+            .log_facets_and_count(&tenant, &filter, &facets)
+            .await
+            .unwrap();
+        assert_eq!(count, store.count_logs(&tenant, &filter).await.unwrap());
+        for (facet, counts) in facets.iter().zip(&together) {
+            let alone = store.log_facets(&tenant, &filter, *facet).await.unwrap();
+            assert_eq!(counts, &alone, "{facet:?} with {filter:?}");
+        }
+    }
+    assert!(
+        store
+            .log_facets_and_count(
+                &tenant,
+                &LogFilter::default(),
+                &[LogFacet::Severity, LogFacet::Severity]
+            )
+            .await
+            .is_err(),
+        "a facet twice is refused"
+    );
 }
 
 pub async fn log_facets_count_only_rows_matching_the_filter(store: &dyn Analytics) {
@@ -1397,11 +1475,13 @@ macro_rules! analytics_conformance {
             logs_are_listed_newest_first_with_ties_broken_by_tool_event_id_descending,
             keyset_paging_visits_every_row_exactly_once,
             oldest_first_paging_mirrors_newest_first,
+            a_counted_page_matches_the_page_and_the_count,
             time_range_includes_from_and_excludes_to,
             each_log_filter_matches_any_of_its_values,
             tool_event_ids_restrict_results_and_an_empty_list_matches_nothing,
             log_facets_are_ordered_by_count_then_value_and_match_count_logs,
             log_facets_count_only_rows_matching_the_filter,
+            facets_and_count_in_one_pass_match_the_single_queries,
             time_buckets_count_rows_per_epoch_aligned_bucket_and_omit_empty_ones,
             time_buckets_before_the_epoch_start_at_or_below_the_timestamp,
             deleting_logs_before_a_time_removes_only_older_rows,
