@@ -349,7 +349,8 @@ pub(super) async fn set_status(
     .on(Json(&organization).into_response()))
 }
 
-/// `PATCH /api/devices/{machineId}` with `{status}` (OpenFrame's `DeviceStatus`).
+/// `PATCH /api/devices/{machineId}` with `{status}` (OpenFrame's `DeviceStatus`). `DELETED`
+/// also revokes the agent's credential.
 pub(super) async fn set_device_status(
     State(state): State<AppState>,
     admin: Admin,
@@ -376,6 +377,15 @@ pub(super) async fn set_device_status(
         return Err(ApiError::NotFound(format!(
             "machineId: no device {machine_id:?}"
         )));
+    }
+    // A deleted device's agent may no longer connect (it can register again with the
+    // installer's key, as a new machine).
+    if status == "DELETED" {
+        state
+            .management
+            .agents
+            .retire(&admin.tenant, &machine_id)
+            .await?;
     }
     let mut before = String::new();
     let machine: Machine = state

@@ -475,6 +475,30 @@ impl Agents {
         Ok(())
     }
 
+    /// An administrator deleted the machine: its credential goes, so its tokens, refreshes and
+    /// new `/ws/nats` sessions are refused from now on; the machine and its history stay.
+    /// `false` when the tenant has no credential for it (never registered here, or uninstalled).
+    pub async fn retire(&self, tenant: &TenantId, machine_id: &str) -> Result<bool, AgentError> {
+        let _turn = self.writing.lock().await;
+        if self.tenant_of(machine_id).as_ref() != Some(tenant) {
+            return Ok(false);
+        }
+        self.documents
+            .delete(
+                tenant,
+                &collection(CREDENTIALS)?,
+                &document_id(machine_id)?,
+                None,
+            )
+            .await?;
+        self.machines
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(machine_id);
+        tracing::info!(%tenant, machine_id, "agent credential revoked: the machine was deleted");
+        Ok(true)
+    }
+
     /// `grant_type=client_credentials`.
     pub async fn client_credentials(
         &self,

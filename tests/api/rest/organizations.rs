@@ -451,3 +451,87 @@ async fn the_registration_secret_answers_on_openframes_paths() {
     .await;
     assert_ne!(theirs["key"], rotated["key"]);
 }
+
+#[tokio::test]
+async fn deleting_a_device_revokes_its_agent_and_archiving_does_not() {
+    let app = spawn_app().await;
+    let tenants = two_tenants(&app).await;
+    let token = &tenants.admin_a;
+    let kept = crate::gateway::support::agent_token(&app, "acme", "kiosk-1").await;
+    let gone = crate::gateway::support::agent_token(&app, "acme", "kiosk-2").await;
+    let machine_of = |hostname: &'static str| {
+        let app = &app;
+        async move {
+            app.state
+                .inventory
+                .view(&tenant("acme"), |machines, _| {
+                    machines
+                        .values()
+                        .find(|machine| machine.hostname == hostname)
+                        .map(|machine| machine.machine_id.clone())
+                })
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let probe = |agent: String| {
+        let app = &app;
+        async move {
+            app.client
+                .get(app.https_url("/internal/authz/probe"))
+                .bearer_auth(agent)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(probe(gone.clone()).await, 200);
+
+    // Another tenant's admin cannot delete it.
+    let gone_id = machine_of("kiosk-2").await;
+    let path = format!("/api/devices/{gone_id}");
+    let (status, _) = call(
+        &app,
+        &tenants.admin_b,
+        Method::PATCH,
+        &path,
+        Some(json!({"status": "DELETED"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_eq!(probe(gone.clone()).await, 200);
+
+    let (status, _) = call(
+        &app,
+        token,
+        Method::PATCH,
+        &path,
+        Some(json!({"status": "DELETED"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        probe(gone.clone()).await,
+        401,
+        "the deleted device's agent token is refused"
+    );
+    let kept_id = machine_of("kiosk-1").await;
+    let (status, _) = call(
+        &app,
+        token,
+        Method::PATCH,
+        &format!("/api/devices/{kept_id}"),
+        Some(json!({"status": "ARCHIVED"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        probe(kept).await,
+        200,
+        "an archived device's agent keeps working"
+    );
+    assert!(app.state.management.agents.tenant_of(&gone_id).is_none());
+}
