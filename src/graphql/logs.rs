@@ -320,37 +320,23 @@ impl LogQuery {
             after.as_ref()
         };
         let read_newest_first = newest_first != backward;
-        let (mut rows, total) = if filter.tool_event_ids.is_some() {
-            // A search keeps few rows: the page and the count come from one pass.
-            let (rows, total) = analytics
-                .query_logs_counted(tenant, &filter, cursor, limit + 1, !read_newest_first)
-                .await
-                .map_err(unavailable)?;
-            let total = match total {
-                Some(total) => total,
-                None => analytics
-                    .count_logs(tenant, &filter)
-                    .await
-                    .map_err(unavailable)?,
-            };
-            (rows, total)
-        } else {
-            let (rows, total) = tokio::join!(
-                async {
-                    if read_newest_first {
-                        analytics
-                            .query_logs(tenant, &filter, cursor, limit + 1)
-                            .await
-                    } else {
-                        analytics
-                            .query_logs_oldest_first(tenant, &filter, cursor, limit + 1)
-                            .await
-                    }
-                },
-                analytics.count_logs(tenant, &filter),
-            );
-            (rows.map_err(unavailable)?, total.map_err(unavailable)?)
-        };
+        let (rows, total) = tokio::join!(
+            async {
+                if read_newest_first {
+                    analytics
+                        .query_logs(tenant, &filter, cursor, limit + 1)
+                        .await
+                } else {
+                    analytics
+                        .query_logs_oldest_first(tenant, &filter, cursor, limit + 1)
+                        .await
+                }
+            },
+            analytics.count_logs(tenant, &filter),
+        );
+        let mut rows = rows.map_err(unavailable)?;
+        let total = total.map_err(unavailable)?;
+
         let more = rows.len() > limit;
         rows.truncate(limit);
         if backward {

@@ -158,19 +158,6 @@ pub trait Analytics: Engine {
         limit: usize,
     ) -> Result<Vec<LogRow>, AnalyticsError>;
 
-    /// A page as [`Analytics::query_logs`] (or, `oldest_first`, [`Analytics::query_logs_oldest_first`])
-    /// gives it, and the number of rows `filter` keeps ([`Analytics::count_logs`]) from the same
-    /// pass: for a filter that keeps few rows (a search's hits) one scan beats two. The count is
-    /// `None` when the page is empty.
-    async fn query_logs_counted(
-        &self,
-        tenant: &TenantId,
-        filter: &LogFilter,
-        after: Option<&LogCursor>,
-        limit: usize,
-        oldest_first: bool,
-    ) -> Result<(Vec<LogRow>, Option<u64>), AnalyticsError>;
-
     /// How many rows match `filter`.
     async fn count_logs(
         &self,

@@ -5,6 +5,7 @@
 #   - device-facets:    deviceFilters (every facet with counts),
 #   - logs-page:        logs(first: 50), newest first, over LOGS (1,000,000) rows,
 #   - logs-search:      logs(first: 50) with severity, tool and 7-day filters plus a full-text search,
+#   - logs-search-all:  logs(first: 50) with the same search over all 30 days and no other filter,
 #   - logs-deep:        logs(first: 50) from a cursor deep in the list (keyset paging),
 #   - log-facets:       logFilters with the same filters and search.
 # The data is seeded through the storage traits by examples/seed_bench.rs (30 days of logs, 50
@@ -90,11 +91,12 @@ query devices-filtered "{\"query\": \"{ devices(first: 50, filter: {statuses: [O
 query device-facets "{\"query\": \"{ deviceFilters { statuses { value count } osTypes { value count } organizationIds { value label count } tagKeys { key value count } filteredCount } }\"}"
 query logs-page "{\"query\": \"{ logs(first: 50) { $LOG_FIELDS } }\"}"
 query logs-search "{\"query\": \"{ logs(first: 50, filter: $LOG_FILTER, search: \\\"w123\\\") { $LOG_FIELDS } }\"}"
+query logs-search-all "{\"query\": \"{ logs(first: 50, search: \\\"w123\\\") { $LOG_FIELDS } }\"}"
 deep=$(python3 -c "import base64; print(base64.b64encode(b'$(( $(date +%s) * 1000 - 20 * 86400000 ))_evt-00000000').decode())")
 query logs-deep "{\"query\": \"{ logs(first: 50, after: \\\"$deep\\\") { $LOG_FIELDS } }\"}"
 query log-facets "{\"query\": \"{ logFilters(filter: $LOG_FILTER, search: \\\"w123\\\") { toolTypes eventTypes severities filteredCount } }\"}"
 
-for name in devices-page devices-filtered device-facets logs-page logs-search logs-deep log-facets; do
+for name in devices-page devices-filtered device-facets logs-page logs-search logs-search-all logs-deep log-facets; do
   echo
   echo "== $name"
   WRK_LABEL=$name bench "$name" "$connections" graphql.lua "$base/api/graphql" "$token" "$work/$name.json"

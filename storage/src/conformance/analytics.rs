@@ -636,41 +636,6 @@ pub async fn oldest_first_paging_mirrors_newest_first(store: &dyn Analytics) {
     assert!(other.is_empty());
 }
 
-pub async fn a_counted_page_matches_the_page_and_the_count(store: &dyn Analytics) {
-    let tenant = tenant("a_counted_page_matches_the_page_and_the_count");
-    store.append_logs(&tenant, mixed_logs()).await.unwrap();
-    let all = store
-        .query_logs(&tenant, &LogFilter::default(), None, MAX_PAGE)
-        .await
-        .unwrap();
-    let warnings = LogFilter {
-        severities: strings(&["WARNING", "ERROR"]),
-        ..LogFilter::default()
-    };
-    for filter in [LogFilter::default(), warnings] {
-        let count = store.count_logs(&tenant, &filter).await.unwrap();
-        for oldest_first in [false, true] {
-            for after in [None, Some(cursor_after(&all[2]))] {
-                let page = if oldest_first {
-                    store
-                        .query_logs_oldest_first(&tenant, &filter, after.as_ref(), 2)
-                        .await
-                } else {
-                    store.query_logs(&tenant, &filter, after.as_ref(), 2).await
-                }
-                .unwrap();
-                let (counted, total) = store
-                    .query_logs_counted(&tenant, &filter, after.as_ref(), 2, oldest_first)
-                    .await
-                    .unwrap();
-                assert_eq!(counted, page, "{filter:?} {after:?} {oldest_first}");
-                let expected = (!page.is_empty()).then_some(count);
-                assert_eq!(total, expected, "{filter:?} {after:?} {oldest_first}");
-            }
-        }
-    }
-}
-
 pub async fn time_range_includes_from_and_excludes_to(store: &dyn Analytics) {
     let tenant = tenant("time_range_includes_from_and_excludes_to");
     let rows = vec![
@@ -1475,7 +1440,6 @@ macro_rules! analytics_conformance {
             logs_are_listed_newest_first_with_ties_broken_by_tool_event_id_descending,
             keyset_paging_visits_every_row_exactly_once,
             oldest_first_paging_mirrors_newest_first,
-            a_counted_page_matches_the_page_and_the_count,
             time_range_includes_from_and_excludes_to,
             each_log_filter_matches_any_of_its_values,
             tool_event_ids_restrict_results_and_an_empty_list_matches_nothing,
