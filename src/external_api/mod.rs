@@ -30,14 +30,25 @@ async fn me(caller: KeyCaller) -> Response {
         user_id: &'a str,
         scopes: &'a [String],
     }
-    let key = caller.key();
-    axum::Json(Me {
-        key_id: &key.id,
-        tenant_id: caller.tenant().as_str(),
-        user_id: &key.user_id,
-        scopes: &key.scopes,
-    })
-    .into_response()
+    let body = caller.me_answer(|known| {
+        let key = &known.record;
+        serde_json::to_vec(&Me {
+            key_id: &key.id,
+            tenant_id: known.tenant.as_str(),
+            user_id: &key.user_id,
+            scopes: &key.scopes,
+        })
+        .unwrap_or_default()
+        .into()
+    });
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// `GET /external-api/api/v1/tools` (scope `tools:read`): the tenant's integrated tools, never

@@ -144,6 +144,9 @@ pub struct KnownKey {
     /// new entry, so it cannot outlive its secret.
     proven: std::sync::OnceLock<Box<str>>,
     counters: Arc<KeyCounters>,
+    /// The answer of `GET /external-api/api/v1/me`, which depends on the record alone: rendered
+    /// once (an edited key is a new entry, so it cannot go stale).
+    me: std::sync::OnceLock<bytes::Bytes>,
 }
 
 /// The caller of an API-key request, as the handler sees it.
@@ -157,6 +160,11 @@ impl KeyCaller {
 
     pub fn key(&self) -> &ApiKeyRecord {
         &self.0.record
+    }
+
+    /// The key's own `me` answer, rendered by `render` the first time.
+    pub fn me_answer(&self, render: impl FnOnce(&KnownKey) -> bytes::Bytes) -> bytes::Bytes {
+        self.0.me.get_or_init(|| render(&self.0)).clone()
     }
 }
 
@@ -420,6 +428,7 @@ impl ApiKeys {
             policy: HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("")),
             proven: std::sync::OnceLock::new(),
             counters: self.counters_of(&tenant_for_counters, &id_for_counters),
+            me: std::sync::OnceLock::new(),
         }
     }
 
@@ -1025,11 +1034,13 @@ fn rate_headers(headers: &mut HeaderMap, windows: &[Window; 3], now: i64, key: &
             headers.insert(remaining, left);
         }
     }
-    headers.insert("ratelimit-policy", key.policy.clone());
+    const POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+    const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+    headers.insert(POLICY, key.policy.clone());
     if tightest.is_some()
         && let Some(value) = slice(3)
     {
-        headers.insert("ratelimit", value);
+        headers.insert(RATELIMIT, value);
     }
 }
 
