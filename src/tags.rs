@@ -151,6 +151,27 @@ impl Tags {
         Ok(tags)
     }
 
+    /// The DEVICE tags with these keys, by key (a device's tags: only those are copied).
+    pub async fn device_tags(
+        &self,
+        tenant: &TenantId,
+        keys: &[&str],
+    ) -> Result<Vec<Tag>, CatalogError> {
+        let mut tags = self
+            .catalog
+            .read(tenant, |entries| {
+                entries
+                    .values()
+                    .map(|entry| &entry.value)
+                    .filter(|tag| tag.entity_type == "DEVICE" && keys.contains(&tag.key.as_str()))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .await?;
+        tags.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(tags)
+    }
+
     pub async fn get(&self, tenant: &TenantId, id: &str) -> Result<Option<Tag>, CatalogError> {
         Ok(self
             .catalog

@@ -196,13 +196,6 @@ impl Device {
     }
     /// The device's tags, each with this device's values (from memory: no query per device).
     async fn tags(&self, ctx: &Context<'_>) -> GqlResult<Vec<TagNode>> {
-        let request = request(ctx);
-        let definitions = request
-            .state
-            .tags
-            .list(&request.admin.tenant, Some("DEVICE"))
-            .await
-            .map_err(|error| gql_error(error.into()))?;
         let mut values = BTreeMap::<&str, Vec<String>>::new();
         for tag in &self.machine.tags {
             let entry = values.entry(tag_key(tag)).or_default();
@@ -210,6 +203,17 @@ impl Device {
                 entry.push(tag_value(tag).to_owned());
             }
         }
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<&str> = values.keys().copied().collect();
+        let request = request(ctx);
+        let definitions = request
+            .state
+            .tags
+            .device_tags(&request.admin.tenant, &keys)
+            .await
+            .map_err(|error| gql_error(error.into()))?;
         Ok(definitions
             .into_iter()
             .filter_map(|tag| {
