@@ -245,6 +245,20 @@ pub struct DeviceFilterOption {
     pub count: i32,
 }
 
+impl DeviceFilterOption {
+    /// One option per counted value, labelled with the value itself.
+    pub(super) fn counted(counts: BTreeMap<String, i32>) -> Vec<DeviceFilterOption> {
+        counts
+            .into_iter()
+            .map(|(value, count)| DeviceFilterOption {
+                label: value.clone(),
+                value,
+                count,
+            })
+            .collect()
+    }
+}
+
 #[derive(SimpleObject, Debug, Clone, PartialEq)]
 pub struct TagFilterOption {
     pub key: String,
@@ -476,16 +490,7 @@ impl DeviceQuery {
                             .or_default() += 1;
                     }
                 }
-                let options = |counts: BTreeMap<String, i32>| -> Vec<DeviceFilterOption> {
-                    counts
-                        .into_iter()
-                        .map(|(value, count)| DeviceFilterOption {
-                            label: value.clone(),
-                            value,
-                            count,
-                        })
-                        .collect()
-                };
+                let options = DeviceFilterOption::counted;
                 let organization_ids = orgs
                     .into_iter()
                     .map(|(id, count)| DeviceFilterOption {

@@ -275,16 +275,7 @@ impl EventQuery {
                     *users.entry(event.user_id.clone()).or_default() += 1;
                     *types.entry(event.event_type.clone()).or_default() += 1;
                 }
-                let options = |counts: BTreeMap<String, i32>| {
-                    counts
-                        .into_iter()
-                        .map(|(value, count)| DeviceFilterOption {
-                            label: value.clone(),
-                            value,
-                            count,
-                        })
-                        .collect()
-                };
+                let options = DeviceFilterOption::counted;
                 EventFilters {
                     user_ids: options(users),
                     event_types: options(types),
