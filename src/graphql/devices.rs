@@ -4,13 +4,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use async_graphql::resolver_utils::EnumType;
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 
 use super::organizations::Customer;
 use super::relay::{self, PageArgs, PageInfo};
 use super::tags::TagNode;
-use super::{GqlResult, gql_error, invalid, request};
+use super::{GqlResult, enum_name, gql_error, invalid, request};
 use crate::audit::AuditChange;
 use crate::error::ApiError;
 use crate::inventory::{Machine, Organization};
@@ -44,14 +43,6 @@ pub enum DeviceType {
     VirtualMachine,
     ContainerHost,
     Other,
-}
-
-/// The GraphQL name of an enum value (`PENDING_DELETION`), as stored.
-fn enum_name<T: EnumType>(value: T) -> &'static str {
-    T::items()
-        .iter()
-        .find(|item| item.value == value)
-        .map_or("", |item| item.name)
 }
 
 /// Statuses a device list leaves out unless asked for (OpenFrame's `DeviceService`).

@@ -170,7 +170,7 @@ fn unavailable(error: impl std::fmt::Display) -> async_graphql::Error {
 
 pub(super) const DAY_MS: i64 = 86_400_000;
 
-fn parse_instant(argument: &str, text: &str) -> GqlResult<i64> {
+pub(super) fn parse_instant(argument: &str, text: &str) -> GqlResult<i64> {
     time::OffsetDateTime::parse(text, &Rfc3339)
         .ok()
         .and_then(|at| i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok())

@@ -14,9 +14,11 @@ pub mod live;
 pub mod logs;
 pub mod organizations;
 pub mod relay;
+pub mod scripts;
 pub mod tags;
 pub mod tools;
 
+use async_graphql::resolver_utils::EnumType;
 use async_graphql::{
     Context, ErrorExtensions, ID, Interface, MergedObject, Object, Schema, SimpleObject,
 };
@@ -73,6 +75,27 @@ impl From<crate::inventory::InventoryError> for ApiError {
     }
 }
 
+/// The GraphQL name of an enum value (`PENDING_DELETION`), as stored.
+pub(crate) fn enum_name<T: EnumType>(value: T) -> &'static str {
+    T::items()
+        .iter()
+        .find(|item| item.value == value)
+        .map_or("", |item| item.name)
+}
+
+/// The enum value a stored name stands for; `what` names the field in the error.
+pub(crate) fn enum_of<T: EnumType>(what: &str, name: &str) -> GqlResult<T> {
+    T::items()
+        .iter()
+        .find(|item| item.name == name)
+        .map(|item| item.value)
+        .ok_or_else(|| {
+            gql_error(ApiError::Unexpected(anyhow::anyhow!(
+                "a stored {what} {name:?} is not a value of its GraphQL enum"
+            )))
+        })
+}
+
 /// What every resolver needs: the appliance and who is asking.
 pub(crate) struct Request<'a> {
     pub state: &'a AppState,
@@ -97,6 +120,8 @@ pub enum Node {
     Tag(tags::TagNode),
     Event(events::EventNode),
     IntegratedTool(tools::IntegratedTool),
+    Script(scripts::ScriptNode),
+    ScriptExecution(scripts::ExecutionNode),
 }
 
 #[derive(MergedObject, Default, Debug)]
@@ -110,6 +135,7 @@ pub struct Query(
     events::EventQuery,
     tools::ToolQuery,
     audit::AuditQuery,
+    scripts::ScriptQuery,
 );
 
 #[derive(MergedObject, Default, Debug)]
@@ -117,6 +143,7 @@ pub struct Mutation(
     devices::DeviceMutation,
     tags::TagMutation,
     events::EventMutation,
+    scripts::ScriptMutation,
 );
 
 /// The most ids `nodes` takes at once.
@@ -162,6 +189,10 @@ async fn find_node(ctx: &Context<'_>, argument: &str, id: &ID) -> GqlResult<Opti
         "IntegratedTool" => tools::by_tool_id(ctx, &local)
             .await?
             .map(Node::IntegratedTool),
+        "Script" => scripts::by_script_id(ctx, &local).await?.map(Node::Script),
+        "ScriptExecution" => scripts::by_execution_id(ctx, &local)
+            .await?
+            .map(Node::ScriptExecution),
         _ => None,
     })
 }

@@ -260,15 +260,6 @@ fn describe_secret(
     })
 }
 
-/// The appliance's NATS connection, for dispatching to agents.
-fn nats_client(state: &AppState) -> Result<async_nats::Client, ApiError> {
-    state.management.client.get().cloned().ok_or_else(|| {
-        ApiError::Overloaded(
-            "agent messaging is not running (NATS is off or starting); retry shortly".into(),
-        )
-    })
-}
-
 async fn list_scripts(State(state): State<AppState>, admin: Admin) -> Result<Response, ApiError> {
     let scripts = state.management.rmm.scripts(&admin.tenant).await?;
     Ok(axum::Json(serde_json::json!({ "scripts": scripts })).into_response())
@@ -363,11 +354,16 @@ async fn run_script(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let input = json_body(&headers, &body)?;
-    let nats = nats_client(&state)?;
     let execution_id = state
         .management
         .rmm
-        .run_script(&admin.tenant, &admin.user_id, &id, input, &nats)
+        .run_script(
+            &admin.tenant,
+            &admin.user_id,
+            &id,
+            input,
+            state.management.client.get(),
+        )
         .await?;
     Ok(dispatched(&execution_id))
 }
@@ -379,11 +375,15 @@ async fn run_command(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let input = json_body(&headers, &body)?;
-    let nats = nats_client(&state)?;
     let execution_id = state
         .management
         .rmm
-        .run_command(&admin.tenant, &admin.user_id, input, &nats)
+        .run_command(
+            &admin.tenant,
+            &admin.user_id,
+            input,
+            state.management.client.get(),
+        )
         .await?;
     Ok(dispatched(&execution_id))
 }
@@ -437,11 +437,15 @@ async fn cancel(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let input: CancelInput = json_body(&headers, &body)?;
-    let nats = nats_client(&state)?;
     let execution = state
         .management
         .rmm
-        .cancel(&admin.tenant, &execution_id, &input.machine_id, &nats)
+        .cancel(
+            &admin.tenant,
+            &execution_id,
+            &input.machine_id,
+            state.management.client.get(),
+        )
         .await?;
     Ok(axum::Json(execution).into_response())
 }

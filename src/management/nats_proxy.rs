@@ -94,7 +94,9 @@ pub async fn upgrade(
     };
     management.presence.seen(&agent.tenant, &agent.machine_id);
     let response = upgrade
-        .read_buffer_size(4096)
+        // Agents' frames are small (a heartbeat is about 200 bytes); a larger frame reserves
+        // its own length. 512 bytes instead of 4 KiB saves 35 MiB at 10,000 sessions.
+        .read_buffer_size(512)
         .write_buffer_size(0)
         .max_write_buffer_size(4 * MAX_AGENT_PAYLOAD)
         .max_message_size(MAX_AGENT_PAYLOAD + MAX_CONTROL_LINE)

@@ -52,6 +52,9 @@ pub enum RmmError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Agent messaging (NATS) is not running, so nothing can be sent to an agent.
+    #[error("agent messaging is not running (NATS is off or starting); retry shortly")]
+    NotConnected,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -81,6 +84,7 @@ impl From<RmmError> for crate::error::ApiError {
             RmmError::NotFound(what) => ApiError::NotFound(what),
             RmmError::Conflict(why) => ApiError::Conflict(why),
             RmmError::Unavailable(detail) => ApiError::StoreUnavailable(detail),
+            RmmError::NotConnected => ApiError::Overloaded(RmmError::NotConnected.to_string()),
             RmmError::Unexpected(error) => ApiError::Unexpected(error),
         }
     }
@@ -430,15 +434,21 @@ impl Rmm {
 
     /// Every script that is not deleted, by name.
     pub async fn scripts(&self, tenant: &TenantId) -> Result<Vec<Script>, RmmError> {
-        let mut scripts: Vec<Script> =
+        let mut scripts = self.all_scripts(tenant).await?;
+        scripts.retain(|script| script.status != "DELETED");
+        scripts.sort_by_key(|script| script.name.to_lowercase());
+        Ok(scripts)
+    }
+
+    /// Every script, deleted ones included, as shown (secret values absent), in no order.
+    pub async fn all_scripts(&self, tenant: &TenantId) -> Result<Vec<Script>, RmmError> {
+        Ok(
             crate::inventory::read_all(self.documents.as_ref(), tenant, &collection(SCRIPTS)?)
                 .await?
                 .into_iter()
-                .filter(|script: &Script| script.status != "DELETED")
                 .map(shown)
-                .collect();
-        scripts.sort_by_key(|script| script.name.to_lowercase());
-        Ok(scripts)
+                .collect(),
+        )
     }
 
     async fn stored_script(&self, tenant: &TenantId, id: &str) -> Result<Script, RmmError> {
@@ -591,7 +601,7 @@ impl Rmm {
         by: &str,
         script_id: &str,
         input: RunInput,
-        nats: &async_nats::Client,
+        nats: Option<&async_nats::Client>,
     ) -> Result<String, RmmError> {
         let script = self.stored_script(tenant, script_id).await?;
         if script.status != "ACTIVE" {
@@ -623,6 +633,7 @@ impl Rmm {
             .collect();
         vars.extend(overrides);
         let env_vars = self.reveal(&vars)?;
+        let nats = nats.ok_or(RmmError::NotConnected)?;
         let execution_id = random_uuid()?;
         for machine in &machines {
             let message = serde_json::json!({
@@ -660,7 +671,7 @@ impl Rmm {
         tenant: &TenantId,
         by: &str,
         input: CommandInput,
-        nats: &async_nats::Client,
+        nats: Option<&async_nats::Client>,
     ) -> Result<String, RmmError> {
         let shell = one_of(&input.shell, &SHELLS, "shell")?;
         if input.command.trim().is_empty() || input.command.len() > 64 * 1024 {
@@ -669,6 +680,7 @@ impl Rmm {
         let timeout_seconds = timeout(input.timeout_seconds, "timeoutSeconds")?;
         let privilege_level = privilege(input.privilege_level.as_deref())?;
         let machines = self.targets(tenant, &input.machine_ids).await?;
+        let nats = nats.ok_or(RmmError::NotConnected)?;
         let execution_id = random_uuid()?;
         for machine in &machines {
             let message = serde_json::json!({
@@ -860,7 +872,7 @@ impl Rmm {
         tenant: &TenantId,
         execution_id: &str,
         machine_id: &str,
-        nats: &async_nats::Client,
+        nats: Option<&async_nats::Client>,
     ) -> Result<Execution, RmmError> {
         let _turn = self.writing.lock().await;
         let id = key(execution_id, machine_id);
@@ -875,6 +887,7 @@ impl Rmm {
                 execution.status
             )));
         }
+        let nats = nats.ok_or(RmmError::NotConnected)?;
         let message = serde_json::json!({ "executionId": execution_id });
         if let Err(error) = nats
             .publish(
@@ -893,6 +906,19 @@ impl Rmm {
         self.put(tenant, kind.collection(), &id, &execution).await?;
         self.waiting().remove(&id);
         Ok(execution)
+    }
+
+    /// One machine's execution of a run, script or command.
+    pub async fn execution(
+        &self,
+        tenant: &TenantId,
+        execution_id: &str,
+        machine_id: &str,
+    ) -> Result<Option<Execution>, RmmError> {
+        Ok(self
+            .find(tenant, &key(execution_id, machine_id))
+            .await?
+            .map(|(_, execution)| execution))
     }
 
     async fn find(

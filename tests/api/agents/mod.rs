@@ -2,5 +2,5 @@
 
 mod credentials;
 mod nats;
-mod scripts;
+pub(crate) mod scripts;
 pub(crate) mod support;

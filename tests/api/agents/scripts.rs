@@ -17,7 +17,7 @@ use crate::helpers::{TestApp, spawn_with_clock, test_config, with_nats};
 use crate::stream::support::{ready_with_nats_up, rows, search, settle};
 
 /// A test agent that runs nothing: it answers each script it is sent with `answer(message)`.
-async fn agent_answering(
+pub(crate) async fn agent_answering(
     app: &TestApp,
     machine: &Machine,
     answer: impl Fn(&Value) -> Value + Send + 'static,

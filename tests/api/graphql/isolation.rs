@@ -21,6 +21,7 @@ fn cases(ids: &Ids) -> Vec<Case> {
         tag: tag_gid,
         event: event_gid,
         tool: tool_gid,
+        script: script_gid,
     } = ids;
     let null = |field: &'static str| -> Box<dyn Fn(&Value)> {
         Box::new(move |answer: &Value| {
@@ -92,6 +93,41 @@ fn cases(ids: &Ids) -> Vec<Case> {
             Box::new(|answer: &Value| assert_eq!(answer["data"]["toolFilters"], json!({"types": [], "categories": []}), "{answer}"))),
         ("query", "node", format!("{{ tag: node(id: \"{tag_gid}\") {{ id }} event: node(id: \"{event_gid}\") {{ id }} tool: node(id: \"{tool_gid}\") {{ id }} }}"),
             Box::new(|answer: &Value| assert_eq!(answer["data"], json!({"tag": null, "event": null, "tool": null}), "{answer}"))),
+        ("query", "node", format!("{{ script: node(id: \"{script_gid}\") {{ id }} }}"), null("script")),
+        ("query", "script", format!("{{ script(id: \"{script_gid}\") {{ name }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("query", "scripts", "{ scripts(filter: {statuses: [ACTIVE, ARCHIVED, DELETED]}, first: 100) { filteredCount edges { node { name } } } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["scripts"]["filteredCount"], 0, "{answer}"))),
+        ("query", "scriptFilters", "{ scriptFilters { filteredCount shells { value } authors { value } } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["scriptFilters"], json!({"filteredCount": 0, "shells": [], "authors": []}), "{answer}"))),
+        ("query", "scriptExecutions", format!("{{ scriptExecutions(scriptId: \"{script_gid}\") {{ filteredCount }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("query", "scriptExecutionFilters", format!("{{ scriptExecutionFilters(scriptId: \"{script_gid}\") {{ filteredCount }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        // Runs with real executions are tried across tenants in `scripts.rs` (they need NATS).
+        ("query", "runExecutions", "{ runExecutions(executionId: \"d6c3d1f0-0000-4000-8000-000000000000\") { status } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["runExecutions"], json!([]), "{answer}"))),
+        ("mutation", "createScript", "mutation { createScript(input: {name: \"globex's own\", shell: BASH, scriptBody: \"true\"}) { name status } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["createScript"], json!({"name": "globex's own", "status": "ACTIVE"}), "{answer}"))),
+        ("mutation", "updateScript", format!("mutation {{ updateScript(input: {{id: \"{script_gid}\", name: \"pwned\", shell: BASH, scriptBody: \"true\"}}) {{ name }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("mutation", "deleteScript", format!("mutation {{ deleteScript(id: \"{script_gid}\") }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("mutation", "archiveScript", format!("mutation {{ archiveScript(id: \"{script_gid}\") {{ status }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("mutation", "unarchiveScript", format!("mutation {{ unarchiveScript(id: \"{script_gid}\") {{ status }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("mutation", "runScript", format!("mutation {{ runScript(input: {{machineId: \"secret-machine\", scriptId: \"{script_gid}\"}}) {{ executionId }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("mutation", "batchRunScript", format!("mutation {{ batchRunScript(input: {{machineIds: [\"secret-machine\"], scriptId: \"{script_gid}\"}}) {{ executionId }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        // The first tenant's machine is unknown to the second: refused before anything is sent.
+        ("mutation", "runCommand", "mutation { runCommand(input: {machineId: \"secret-machine\", shell: SHELL, command: \"id\"}) { executionId } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "invalid_input", "{answer}"))),
+        ("mutation", "batchRunCommand", "mutation { batchRunCommand(input: {machineIds: [\"secret-machine\"], shell: SHELL, command: \"id\"}) { executionId } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "invalid_input", "{answer}"))),
+        ("mutation", "cancelExecution", "mutation { cancelExecution(input: {machineId: \"secret-machine\", executionId: \"d6c3d1f0-0000-4000-8000-000000000000\"}) { executionId } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
     ]
 }
 
@@ -102,6 +138,7 @@ struct Ids {
     tag: String,
     event: String,
     tool: String,
+    script: String,
 }
 
 #[tokio::test]
@@ -128,7 +165,7 @@ async fn a_second_tenant_sees_and_changes_nothing_of_the_first_through_any_opera
     let secrets = data(
         &app,
         &tenants.admin_a,
-        "mutation { createTag(key: \"secret-tag\", entityType: \"DEVICE\", description: \"Secret Customer\") { id } createEvent(input: {type: \"SECRET\", data: \"secret-host\"}) { id } }",
+        "mutation { createTag(key: \"secret-tag\", entityType: \"DEVICE\", description: \"Secret Customer\") { id } createEvent(input: {type: \"SECRET\", data: \"secret-host\"}) { id } createScript(input: {name: \"Secret Customer cleanup\", shell: BASH, scriptBody: \"true\"}) { id } }",
         json!({}),
     )
     .await;
@@ -143,6 +180,7 @@ async fn a_second_tenant_sees_and_changes_nothing_of_the_first_through_any_opera
         tag: secrets["createTag"]["id"].as_str().unwrap().to_owned(),
         event: secrets["createEvent"]["id"].as_str().unwrap().to_owned(),
         tool: "SW50ZWdyYXRlZFRvb2w6ZmxlZXQ=".to_owned(),
+        script: secrets["createScript"]["id"].as_str().unwrap().to_owned(),
     };
 
     // Every operation the schema offers.

@@ -11,4 +11,5 @@ mod isolation;
 mod live;
 mod logs;
 mod schema;
+mod scripts;
 mod tags;
