@@ -196,6 +196,13 @@ impl Application {
                 return Err(anyhow::anyhow!("cannot load agent credentials: {error}"));
             }
         };
+        let rmm = Arc::new(crate::management::rmm::Rmm::new(
+            storage.documents.clone(),
+            inventory.clone(),
+            stream.clone(),
+            identity.master_key(),
+            identity.clock.clone(),
+        ));
         let management = Arc::new(Management {
             agents,
             presence: Arc::new(Presence::new(
@@ -208,13 +215,13 @@ impl Application {
             nats_enabled: nats.is_some(),
             hub: std::sync::OnceLock::new(),
             client: std::sync::OnceLock::new(),
-            rmm: Arc::new(crate::management::rmm::Rmm::new(
+            schedules: Arc::new(crate::management::schedules::Schedules::new(
                 storage.documents.clone(),
                 inventory.clone(),
-                stream.clone(),
-                identity.master_key(),
+                rmm.clone(),
                 identity.clock.clone(),
             )),
+            rmm,
             clock: identity.clock.clone(),
         });
 
@@ -458,17 +465,35 @@ impl Application {
         if let Err(error) = state.management.rmm.watch_unfinished(&tenants).await {
             tracing::warn!(%error, "cannot read unfinished script executions");
         }
+        if let Err(error) = state.management.schedules.watch(&tenants).await {
+            tracing::warn!(%error, "cannot read script schedules");
+        }
+        // The watchdog, the schedules' clock, and DEVICE_ONLINE schedules.
         let watchdog_task = {
-            let (rmm, stop) = (state.management.rmm.clone(), cdc_stop.clone());
+            let (management, stop) = (state.management.clone(), cdc_stop.clone());
+            let (online_tx, mut online_rx) = tokio::sync::mpsc::unbounded_channel();
+            management.presence.on_online(online_tx);
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut ticks: u64 = 0;
                 loop {
                     tokio::select! {
                         () = stop.cancelled() => break,
+                        Some((tenant, machine)) = online_rx.recv() => {
+                            let nats = management.client.get();
+                            if let Err(error) = management.schedules.machine_online(&tenant, &machine, nats).await {
+                                tracing::warn!(%tenant, machine_id = %machine, %error, "DEVICE_ONLINE schedules could not run");
+                            }
+                        }
                         _ = tick.tick() => {
-                            let failed = rmm.watchdog().await;
-                            if failed > 0 {
-                                tracing::warn!(failed, "executions failed: their agents never answered");
+                            ticks += 1;
+                            management.schedules.tick(management.client.get()).await;
+                            if ticks.is_multiple_of(5) {
+                                let failed = management.rmm.watchdog().await;
+                                if failed > 0 {
+                                    tracing::warn!(failed, "executions failed: their agents never answered");
+                                }
                             }
                         }
                     }

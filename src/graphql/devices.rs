@@ -94,6 +94,11 @@ pub struct Device {
 }
 
 impl Device {
+    /// The machine shown.
+    pub(super) fn machine(&self) -> &Machine {
+        &self.machine
+    }
+
     fn new(machine: &Machine, organizations: &HashMap<String, Organization>) -> Device {
         let organization = machine
             .organization_id
@@ -520,6 +525,51 @@ impl DeviceQuery {
             None => Ok(None),
         }
     }
+}
+
+/// The tenant's devices a filter and search select, by hostname.
+pub(super) async fn selected_devices(
+    ctx: &Context<'_>,
+    filter: Option<DeviceFilterInput>,
+    search: Option<String>,
+) -> GqlResult<Vec<Device>> {
+    let selection = Selection::new(filter, search)?;
+    devices_where(ctx, |machines| {
+        machines
+            .values()
+            .filter(|machine| selection.keeps(machine))
+            .collect()
+    })
+    .await
+}
+
+/// The devices of these ids that the tenant has, by hostname.
+pub(super) async fn devices_by_ids(ctx: &Context<'_>, ids: &[String]) -> GqlResult<Vec<Device>> {
+    devices_where(ctx, |machines| {
+        ids.iter().filter_map(|id| machines.get(id)).collect()
+    })
+    .await
+}
+
+/// The devices `pick` chooses from the tenant's machines, by hostname.
+async fn devices_where(
+    ctx: &Context<'_>,
+    pick: impl FnOnce(&HashMap<String, Machine>) -> Vec<&Machine>,
+) -> GqlResult<Vec<Device>> {
+    let request = request(ctx);
+    let mut devices = request
+        .state
+        .inventory
+        .view(&request.admin.tenant, |machines, organizations| {
+            pick(machines)
+                .into_iter()
+                .map(|machine| Device::new(machine, organizations))
+                .collect::<Vec<_>>()
+        })
+        .await
+        .map_err(|error| gql_error(error.into()))?;
+    devices.sort_by_cached_key(|device| sort_key(&device.machine, "hostname"));
+    Ok(devices)
 }
 
 pub(super) async fn by_machine_id(

@@ -14,6 +14,7 @@ pub mod live;
 pub mod logs;
 pub mod organizations;
 pub mod relay;
+pub mod schedules;
 pub mod scripts;
 pub mod tags;
 pub mod tools;
@@ -122,6 +123,8 @@ pub enum Node {
     IntegratedTool(tools::IntegratedTool),
     Script(scripts::ScriptNode),
     ScriptExecution(scripts::ExecutionNode),
+    ScriptSchedule(schedules::ScheduleNode),
+    ScheduleRun(schedules::RunNode),
 }
 
 #[derive(MergedObject, Default, Debug)]
@@ -136,6 +139,7 @@ pub struct Query(
     tools::ToolQuery,
     audit::AuditQuery,
     scripts::ScriptQuery,
+    schedules::ScheduleQuery,
 );
 
 #[derive(MergedObject, Default, Debug)]
@@ -144,6 +148,7 @@ pub struct Mutation(
     tags::TagMutation,
     events::EventMutation,
     scripts::ScriptMutation,
+    schedules::ScheduleMutation,
 );
 
 /// The most ids `nodes` takes at once.
@@ -193,6 +198,12 @@ async fn find_node(ctx: &Context<'_>, argument: &str, id: &ID) -> GqlResult<Opti
         "ScriptExecution" => scripts::by_execution_id(ctx, &local)
             .await?
             .map(Node::ScriptExecution),
+        "ScriptSchedule" => schedules::by_schedule_id(ctx, &local)
+            .await?
+            .map(Node::ScriptSchedule),
+        "ScheduleRun" => schedules::by_run_id(ctx, &local)
+            .await?
+            .map(Node::ScheduleRun),
         _ => None,
     })
 }

@@ -404,14 +404,15 @@ pub struct CancelExecutionInput {
     pub execution_id: String,
 }
 
-/// OpenFrame's `DispatchResponse`.
+/// OpenFrame's `DispatchResponse`; `runId` names the schedule run (`runScheduleJobNow`).
 #[derive(SimpleObject, Debug)]
 pub struct DispatchResponse {
     pub execution_id: String,
+    pub run_id: Option<String>,
 }
 
 /// A script id as the API takes it: the global id, or the plain `scriptId`.
-fn script_local(argument: &str, id: &ID) -> GqlResult<String> {
+pub(super) fn script_local(argument: &str, id: &ID) -> GqlResult<String> {
     match relay::parse_global_id(argument, id) {
         Ok((kind, local)) if kind == "Script" => Ok(local),
         Ok((kind, _)) => Err(invalid(format!(
@@ -476,7 +477,7 @@ fn script_input(
     })
 }
 
-fn rmm_error(error: rmm::RmmError) -> async_graphql::Error {
+pub(super) fn rmm_error(error: rmm::RmmError) -> async_graphql::Error {
     gql_error(ApiError::from(error))
 }
 
@@ -530,7 +531,7 @@ impl ScriptSelection {
 }
 
 /// The selection of an execution list.
-struct ExecutionSelection {
+pub(super) struct ExecutionSelection {
     statuses: Vec<String>,
     initiators: Option<Vec<String>>,
     machines: Option<Vec<String>>,
@@ -540,7 +541,10 @@ struct ExecutionSelection {
 }
 
 impl ExecutionSelection {
-    fn new(filter: Option<ScriptExecutionFilterInput>, search: Option<String>) -> GqlResult<Self> {
+    pub(super) fn new(
+        filter: Option<ScriptExecutionFilterInput>,
+        search: Option<String>,
+    ) -> GqlResult<Self> {
         let filter = filter.unwrap_or_default();
         let from = filter
             .dispatched_at_from
@@ -626,10 +630,10 @@ fn execution_sort_key(execution: &Execution, field: &str) -> String {
 }
 
 const SCRIPT_SORTS: [&str; 5] = ["name", "createdAt", "updatedAt", "shell", "status"];
-const EXECUTION_SORTS: [&str; 4] = ["dispatchedAt", "finishedAt", "status", "machineId"];
+pub(super) const EXECUTION_SORTS: [&str; 4] = ["dispatchedAt", "finishedAt", "status", "machineId"];
 
 /// The checked sort: the field (one of `allowed`, default the first) and whether ascending.
-fn sorting(
+pub(super) fn sorting(
     sort: Option<SortInput>,
     allowed: &[&'static str],
     default_direction: SortDirection,
@@ -822,28 +826,7 @@ impl ScriptQuery {
             .script_executions(&request.admin.tenant, &local)
             .await
             .map_err(rmm_error)?;
-        let mut sorted: Vec<(String, Execution)> = executions
-            .into_iter()
-            .filter(|execution| selection.keeps(execution))
-            .map(|execution| (execution_sort_key(&execution, field), execution))
-            .collect();
-        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        if !ascending {
-            sorted.reverse();
-        }
-        let page = relay::paginate(sorted, ascending, &args)?;
-        Ok(ScriptExecutionConnection {
-            edges: page
-                .rows
-                .into_iter()
-                .map(|(cursor, execution)| ScriptExecutionEdge {
-                    node: ExecutionNode(execution),
-                    cursor,
-                })
-                .collect(),
-            page_info: page.info,
-            filtered_count: page.filtered_count,
-        })
+        execution_connection(executions, &selection, field, ascending, &args)
     }
 
     /// Initiators, statuses and machines of a script's filtered executions, with counts.
@@ -865,45 +848,7 @@ impl ScriptQuery {
             .script_executions(tenant, &local)
             .await
             .map_err(rmm_error)?;
-        let mut initiators = BTreeMap::<String, i32>::new();
-        let mut statuses = BTreeMap::<String, i32>::new();
-        let mut machines = BTreeMap::<String, i32>::new();
-        let mut filtered = 0;
-        for execution in executions.iter().filter(|e| selection.keeps(e)) {
-            filtered += 1;
-            *initiators
-                .entry(execution.initiated_by.clone())
-                .or_default() += 1;
-            *statuses.entry(execution.status.clone()).or_default() += 1;
-            *machines.entry(execution.machine_id.clone()).or_default() += 1;
-        }
-        let mut machines = DeviceFilterOption::counted(machines);
-        let hostnames: Vec<Option<String>> = request
-            .state
-            .inventory
-            .view(tenant, |known, _| {
-                machines
-                    .iter()
-                    .map(|option| {
-                        known
-                            .get(&option.value)
-                            .map(|machine| machine.hostname.clone())
-                    })
-                    .collect()
-            })
-            .await
-            .map_err(|error| gql_error(error.into()))?;
-        for (option, hostname) in machines.iter_mut().zip(hostnames) {
-            if let Some(hostname) = hostname {
-                option.label = hostname;
-            }
-        }
-        Ok(ScriptExecutionFilters {
-            initiators: DeviceFilterOption::counted(initiators),
-            statuses: DeviceFilterOption::counted(statuses),
-            machines,
-            filtered_count: filtered,
-        })
+        execution_filters(ctx, &executions, &selection).await
     }
 
     /// Every machine's execution of one run (a script's or an ad-hoc command's), by the
@@ -983,7 +928,10 @@ impl ScriptMutation {
             },
         )
         .await;
-        DispatchResponse { execution_id }
+        DispatchResponse {
+            execution_id,
+            run_id: None,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1266,6 +1214,88 @@ impl ScriptMutation {
         .await;
         Ok(DispatchResponse {
             execution_id: execution.execution_id,
+            run_id: None,
         })
     }
+}
+
+/// One page of `executions` (selected, sorted by `field`).
+pub(super) fn execution_connection(
+    executions: Vec<Execution>,
+    selection: &ExecutionSelection,
+    field: &str,
+    ascending: bool,
+    args: &PageArgs,
+) -> GqlResult<ScriptExecutionConnection> {
+    let mut sorted: Vec<(String, Execution)> = executions
+        .into_iter()
+        .filter(|execution| selection.keeps(execution))
+        .map(|execution| (execution_sort_key(&execution, field), execution))
+        .collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    if !ascending {
+        sorted.reverse();
+    }
+    let page = relay::paginate(sorted, ascending, args)?;
+    Ok(ScriptExecutionConnection {
+        edges: page
+            .rows
+            .into_iter()
+            .map(|(cursor, execution)| ScriptExecutionEdge {
+                node: ExecutionNode(execution),
+                cursor,
+            })
+            .collect(),
+        page_info: page.info,
+        filtered_count: page.filtered_count,
+    })
+}
+
+/// Initiators, statuses and machines (labelled with hostnames) of the selected executions.
+pub(super) async fn execution_filters(
+    ctx: &Context<'_>,
+    executions: &[Execution],
+    selection: &ExecutionSelection,
+) -> GqlResult<ScriptExecutionFilters> {
+    let request = request(ctx);
+    let tenant = &request.admin.tenant;
+    let mut initiators = BTreeMap::<String, i32>::new();
+    let mut statuses = BTreeMap::<String, i32>::new();
+    let mut machines = BTreeMap::<String, i32>::new();
+    let mut filtered = 0;
+    for execution in executions.iter().filter(|e| selection.keeps(e)) {
+        filtered += 1;
+        *initiators
+            .entry(execution.initiated_by.clone())
+            .or_default() += 1;
+        *statuses.entry(execution.status.clone()).or_default() += 1;
+        *machines.entry(execution.machine_id.clone()).or_default() += 1;
+    }
+    let mut machines = DeviceFilterOption::counted(machines);
+    let hostnames: Vec<Option<String>> = request
+        .state
+        .inventory
+        .view(tenant, |known, _| {
+            machines
+                .iter()
+                .map(|option| {
+                    known
+                        .get(&option.value)
+                        .map(|machine| machine.hostname.clone())
+                })
+                .collect()
+        })
+        .await
+        .map_err(|error| gql_error(error.into()))?;
+    for (option, hostname) in machines.iter_mut().zip(hostnames) {
+        if let Some(hostname) = hostname {
+            option.label = hostname;
+        }
+    }
+    Ok(ScriptExecutionFilters {
+        initiators: DeviceFilterOption::counted(initiators),
+        statuses: DeviceFilterOption::counted(statuses),
+        machines,
+        filtered_count: filtered,
+    })
 }

@@ -13,6 +13,7 @@ pub mod nats_proxy;
 pub mod nats_rules;
 pub mod presence;
 pub mod rmm;
+pub mod schedules;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +41,8 @@ pub struct Management {
     pub client: std::sync::OnceLock<async_nats::Client>,
     /// Scripts, runs and their executions.
     pub rmm: Arc<rmm::Rmm>,
+    /// Script schedules and their runs.
+    pub schedules: Arc<schedules::Schedules>,
     pub clock: Arc<dyn openframe_storage::Clock>,
 }
 

@@ -44,6 +44,8 @@ pub struct Presence {
     clock: Arc<dyn Clock>,
     offline_after_ms: i64,
     machines: Mutex<HashMap<String, Heard>>,
+    /// Told of each machine that turns ONLINE (schedules triggered by `DEVICE_ONLINE`).
+    turned_online: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<(TenantId, String)>>,
 }
 
 /// A change the sweep found, written outside the lock.
@@ -80,7 +82,14 @@ impl Presence {
             clock,
             offline_after_ms: i64::try_from(offline_after.as_millis()).unwrap_or(i64::MAX),
             machines: Mutex::new(HashMap::new()),
+            turned_online: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sends `(tenant, machine)` to `listener` each time a machine turns ONLINE (once the
+    /// change is stored). Only the first listener is kept.
+    pub fn on_online(&self, listener: tokio::sync::mpsc::UnboundedSender<(TenantId, String)>) {
+        let _ = self.turned_online.set(listener);
     }
 
     /// Machines the store holds as ONLINE are watched from the start, so a machine that went
@@ -267,6 +276,15 @@ impl Presence {
             .ingest(tenant, MessageType::DevicePresence, events.as_bytes(), true)
             .await
             .map_err(|error| anyhow::anyhow!("logging presence changes: {error}"))?;
+        if let Some(listener) = self.turned_online.get() {
+            for change in changes {
+                if let Change::Online { machine, .. } = change
+                    && changed.contains(machine)
+                {
+                    let _ = listener.send((tenant.clone(), machine.clone()));
+                }
+            }
+        }
         tracing::info!(%tenant, changed = changed.len(), "machine presence changed");
         Ok(())
     }

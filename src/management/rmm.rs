@@ -603,6 +603,21 @@ impl Rmm {
         input: RunInput,
         nats: Option<&async_nats::Client>,
     ) -> Result<String, RmmError> {
+        self.run_script_for(tenant, by, script_id, input, nats, None)
+            .await
+    }
+
+    /// A run a schedule started: its executions carry the schedule's id and the source
+    /// `SCHEDULED`.
+    pub async fn run_script_for(
+        &self,
+        tenant: &TenantId,
+        by: &str,
+        script_id: &str,
+        input: RunInput,
+        nats: Option<&async_nats::Client>,
+        schedule_id: Option<&str>,
+    ) -> Result<String, RmmError> {
         let script = self.stored_script(tenant, script_id).await?;
         if script.status != "ACTIVE" {
             return Err(RmmError::Conflict(format!(
@@ -638,7 +653,7 @@ impl Rmm {
         for machine in &machines {
             let message = serde_json::json!({
                 "executionId": execution_id,
-                "scheduleId": null,
+                "scheduleId": schedule_id,
                 "scriptId": script.id,
                 "machineId": machine,
                 "code": script.script_body,
@@ -648,16 +663,19 @@ impl Rmm {
                 "timeoutSeconds": timeout_seconds,
                 "envVars": env_vars,
             });
-            let execution = self.pending(
+            let mut execution = self.pending(
                 &execution_id,
                 machine,
                 Some(&script.id),
-                None,
+                schedule_id,
                 &script.shell,
                 &privilege_level,
                 timeout_seconds,
                 by,
             );
+            if schedule_id.is_some() {
+                execution.source = "SCHEDULED".into();
+            }
             self.dispatch(tenant, Kind::Script, execution, message, nats)
                 .await?;
         }
@@ -848,22 +866,46 @@ impl Rmm {
         script_id: &str,
     ) -> Result<Vec<Execution>, RmmError> {
         self.script(tenant, script_id).await?;
+        let mut found = self
+            .find_all(tenant, SCRIPT_EXECUTIONS, "scriptId", script_id)
+            .await?;
+        found.sort_by_key(|execution: &Execution| std::cmp::Reverse(execution.status_changed_at));
+        Ok(found)
+    }
+
+    /// Every execution a schedule started, in no order.
+    pub async fn schedule_executions(
+        &self,
+        tenant: &TenantId,
+        schedule_id: &str,
+    ) -> Result<Vec<Execution>, RmmError> {
+        self.find_all(tenant, SCRIPT_EXECUTIONS, "scheduleId", schedule_id)
+            .await
+    }
+
+    /// The records of a collection whose `field` is `value` (the first 1,000 by id); records
+    /// that do not read as `T` are skipped.
+    pub(super) async fn find_all<T: serde::de::DeserializeOwned>(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        field: &str,
+        value: &str,
+    ) -> Result<Vec<T>, RmmError> {
         let documents = self
             .documents
             .find_by_field(
                 tenant,
-                &collection(SCRIPT_EXECUTIONS)?,
-                "scriptId",
-                &Value::from(script_id),
+                &collection(name)?,
+                field,
+                &Value::from(value),
                 openframe_storage::documents::MAX_LIST,
             )
             .await?;
-        let mut found: Vec<Execution> = documents
+        Ok(documents
             .into_iter()
             .filter_map(|document| serde_json::from_value(document.body).ok())
-            .collect();
-        found.sort_by_key(|execution| std::cmp::Reverse(execution.status_changed_at));
-        Ok(found)
+            .collect())
     }
 
     /// Cancels a run on a machine: the agent is told, the execution is `CANCELLED`.
@@ -1080,7 +1122,7 @@ impl Rmm {
         failed
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(
+    pub(super) async fn get<T: serde::de::DeserializeOwned>(
         &self,
         tenant: &TenantId,
         name: &str,
@@ -1099,7 +1141,7 @@ impl Rmm {
             .map_err(|error| RmmError::Unavailable(format!("an unreadable {name} record: {error}")))
     }
 
-    async fn put<T: Serialize>(
+    pub(super) async fn put<T: Serialize>(
         &self,
         tenant: &TenantId,
         name: &str,
@@ -1129,7 +1171,11 @@ fn shown(mut script: Script) -> Script {
     script
 }
 
-fn one_of(value: &str, allowed: &[&str], field: &'static str) -> Result<String, Invalid> {
+pub(super) fn one_of(
+    value: &str,
+    allowed: &[&str],
+    field: &'static str,
+) -> Result<String, Invalid> {
     let value = value.trim().to_ascii_uppercase();
     if allowed.contains(&value.as_str()) {
         Ok(value)
@@ -1172,7 +1218,7 @@ fn capped(text: Option<String>) -> (Option<String>, bool) {
     }
 }
 
-fn collection(name: &str) -> Result<Collection, RmmError> {
+pub(super) fn collection(name: &str) -> Result<Collection, RmmError> {
     Collection::parse(name).map_err(|error| RmmError::Unavailable(error.to_string()))
 }
 

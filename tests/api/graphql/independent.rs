@@ -142,6 +142,13 @@ async fn an_independent_client_introspects_queries_and_subscribes_to_live_logs()
         "deleteTag",
         "createEvent",
         "updateEvent",
+        "createScript",
+        "batchRunScript",
+        "runCommand",
+        "cancelExecution",
+        "createScriptSchedule",
+        "setScriptScheduleDevices",
+        "runScheduleJobNow",
     ] {
         assert!(
             names("mutation").contains(&operation.to_owned()),
@@ -151,7 +158,17 @@ async fn an_independent_client_introspects_queries_and_subscribes_to_live_logs()
     assert_eq!(names("subscription"), ["logStream"]);
     assert_eq!(
         names("nodes"),
-        ["Event", "IntegratedTool", "Machine", "Organization", "Tag"]
+        [
+            "Event",
+            "IntegratedTool",
+            "Machine",
+            "Organization",
+            "ScheduleRun",
+            "Script",
+            "ScriptExecution",
+            "ScriptSchedule",
+            "Tag"
+        ]
     );
 
     // Paged forward two at a time: all three devices of the seeded inventory, by hostname.

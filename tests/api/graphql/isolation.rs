@@ -22,6 +22,7 @@ fn cases(ids: &Ids) -> Vec<Case> {
         event: event_gid,
         tool: tool_gid,
         script: script_gid,
+        schedule: schedule_gid,
     } = ids;
     let null = |field: &'static str| -> Box<dyn Fn(&Value)> {
         Box::new(move |answer: &Value| {
@@ -126,6 +127,46 @@ fn cases(ids: &Ids) -> Vec<Case> {
             Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "invalid_input", "{answer}"))),
         ("mutation", "batchRunCommand", "mutation { batchRunCommand(input: {machineIds: [\"secret-machine\"], shell: SHELL, command: \"id\"}) { executionId } }".into(),
             Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "invalid_input", "{answer}"))),
+        ("query", "scriptSchedule", format!("{{ scriptSchedule(id: \"{schedule_gid}\") {{ name }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("query", "scheduleRuns", format!("{{ scheduleRuns(scheduleId: \"{schedule_gid}\") {{ filteredCount }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("query", "scheduleRunFilters", format!("{{ scheduleRunFilters(scheduleId: \"{schedule_gid}\") {{ filteredCount }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("query", "scheduleExecutions", format!("{{ scheduleExecutions(scheduleId: \"{schedule_gid}\") {{ filteredCount }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("query", "scheduleExecutionFilters", format!("{{ scheduleExecutionFilters(scheduleId: \"{schedule_gid}\") {{ filteredCount }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("mutation", "updateScriptSchedule", format!("mutation {{ updateScriptSchedule(input: {{id: \"{schedule_gid}\", name: \"pwned\", scriptIds: [\"{script_gid}\"], trigger: DEVICE_ONLINE}}) {{ name }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("mutation", "deleteScriptSchedule", format!("mutation {{ deleteScriptSchedule(id: \"{schedule_gid}\") }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("mutation", "archiveScriptSchedule", format!("mutation {{ archiveScriptSchedule(id: \"{schedule_gid}\") {{ status }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("mutation", "unarchiveScriptSchedule", format!("mutation {{ unarchiveScriptSchedule(id: \"{schedule_gid}\") {{ status }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("mutation", "setScriptScheduleDevices", format!("mutation {{ setScriptScheduleDevices(scheduleId: \"{schedule_gid}\", machineIds: []) {{ deviceCount }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("mutation", "addDevicesToSchedule", format!("mutation {{ addDevicesToSchedule(scheduleId: \"{schedule_gid}\", machineIds: []) {{ deviceCount }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("mutation", "removeDevicesFromSchedule", format!("mutation {{ removeDevicesFromSchedule(scheduleId: \"{schedule_gid}\", machineIds: [\"secret-machine\"]) {{ deviceCount }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("mutation", "addAllDevicesToSchedule", format!("mutation {{ addAllDevicesToSchedule(scheduleId: \"{schedule_gid}\") {{ deviceCount }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("mutation", "removeAllDevicesFromSchedule", format!("mutation {{ removeAllDevicesFromSchedule(scheduleId: \"{schedule_gid}\") {{ deviceCount }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("mutation", "setScheduleDeviceCriteria", format!("mutation {{ setScheduleDeviceCriteria(scheduleId: \"{schedule_gid}\", criteria: {{osTypes: [\"LINUX\"]}}) {{ deviceCount }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("mutation", "runScheduleJobNow", format!("mutation {{ runScheduleJobNow(scheduleId: \"{schedule_gid}\") {{ runId }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("query", "scriptSchedules", "{ scriptSchedules(filter: {statuses: [ACTIVE, ARCHIVED, DELETED]}) { filteredCount edges { node { name } } } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["scriptSchedules"]["filteredCount"], 0, "{answer}"))),
+        ("query", "scriptScheduleFilters", "{ scriptScheduleFilters { filteredCount authors { value } } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["scriptScheduleFilters"], json!({"filteredCount": 0, "authors": []}), "{answer}"))),
+        ("query", "node", format!("{{ schedule: node(id: \"{schedule_gid}\") {{ id }} }}"), null("schedule")),
+        // A schedule of its own may use only its own scripts.
+        ("mutation", "createScriptSchedule", format!("mutation {{ createScriptSchedule(input: {{name: \"x\", scriptIds: [\"{script_gid}\"], trigger: DEVICE_ONLINE}}) {{ name }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "invalid_input", "{answer}"))),
         ("mutation", "cancelExecution", "mutation { cancelExecution(input: {machineId: \"secret-machine\", executionId: \"d6c3d1f0-0000-4000-8000-000000000000\"}) { executionId } }".into(),
             Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
     ]
@@ -139,6 +180,7 @@ struct Ids {
     event: String,
     tool: String,
     script: String,
+    schedule: String,
 }
 
 #[tokio::test]
@@ -181,6 +223,21 @@ async fn a_second_tenant_sees_and_changes_nothing_of_the_first_through_any_opera
         event: secrets["createEvent"]["id"].as_str().unwrap().to_owned(),
         tool: "SW50ZWdyYXRlZFRvb2w6ZmxlZXQ=".to_owned(),
         script: secrets["createScript"]["id"].as_str().unwrap().to_owned(),
+        schedule: String::new(),
+    };
+    let schedule = data(
+        &app,
+        &tenants.admin_a,
+        "mutation($script: ID!) { createScriptSchedule(input: {name: \"Secret Customer nightly\", scriptIds: [$script], trigger: DEVICE_ONLINE}) { id } }",
+        json!({"script": ids.script}),
+    )
+    .await;
+    let ids = Ids {
+        schedule: schedule["createScriptSchedule"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        ..ids
     };
 
     // Every operation the schema offers.

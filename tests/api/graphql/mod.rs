@@ -10,6 +10,7 @@ mod independent;
 mod isolation;
 mod live;
 mod logs;
+mod schedules;
 mod schema;
 mod scripts;
 mod tags;
