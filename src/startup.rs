@@ -468,9 +468,10 @@ impl Application {
         if let Err(error) = state.management.schedules.watch(&tenants).await {
             tracing::warn!(%error, "cannot read script schedules");
         }
-        // The watchdog, the schedules' clock, and DEVICE_ONLINE schedules.
+        // The watchdog, the schedules' clock, DEVICE_ONLINE schedules, and expired token verdicts.
         let watchdog_task = {
             let (management, stop) = (state.management.clone(), cdc_stop.clone());
+            let (gateway, clock) = (state.gateway.clone(), state.identity.clock.clone());
             let (online_tx, mut online_rx) = tokio::sync::mpsc::unbounded_channel();
             management.presence.on_online(online_tx);
             tokio::spawn(async move {
@@ -489,6 +490,9 @@ impl Application {
                         _ = tick.tick() => {
                             ticks += 1;
                             management.schedules.tick(management.client.get()).await;
+                            if ticks.is_multiple_of(30) {
+                                gateway.tokens.forget_expired(clock.now_ms());
+                            }
                             if ticks.is_multiple_of(5) {
                                 let failed = management.rmm.watchdog().await;
                                 if failed > 0 {

@@ -410,7 +410,10 @@ impl Session {
                     }
                     self.parser.buffer.extend_from_slice(&data);
                     let mut answer = Vec::new();
-                    let outcome = self.drain(machine_id, &mut answer).await;
+                    // Boxed: carrying out operations awaits the hub (publish, subscribe, a
+                    // request for PING), and those futures inlined would make every idle
+                    // session's task kilobytes larger.
+                    let outcome = Box::pin(self.drain(machine_id, &mut answer)).await;
                     if !answer.is_empty()
                         && socket.send(Message::Binary(Bytes::from(answer))).await.is_err()
                     {
