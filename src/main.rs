@@ -183,6 +183,9 @@ enum ToolCommand {
         /// What the health check requests.
         #[arg(long, default_value = "/")]
         health_path: String,
+        /// How often the appliance checks the tool's health by itself (0: never).
+        #[arg(long, default_value_t = openframe::gateway::tools::DEFAULT_HEALTH_CHECK_SECONDS)]
+        health_check_seconds: u64,
     },
     /// List a tenant's tools (never their credentials).
     List {
@@ -937,6 +940,7 @@ fn tool_command(command: ToolCommand) -> anyhow::Result<ExitCode> {
             ca_file,
             insecure_skip_tls_verify,
             health_path,
+            health_check_seconds,
         } => {
             let credential = match credential_file {
                 None => None,
@@ -960,11 +964,13 @@ fn tool_command(command: ToolCommand) -> anyhow::Result<ExitCode> {
                 api_url,
                 ws_url,
                 credential,
+                keep_credential: false,
                 allowed_paths,
                 agent_allowed_paths,
                 ca_file,
                 tls_verify: !insecure_skip_tls_verify,
                 health_path,
+                health_check_seconds,
             };
             with_identity(&tenancy, async |identity| {
                 let tenant = identity.active_tenant(&tenant).await?.id;

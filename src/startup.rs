@@ -469,6 +469,8 @@ impl Application {
             tracing::warn!(%error, "cannot read script schedules");
         }
         // The watchdog, the schedules' clock, DEVICE_ONLINE schedules, and expired token verdicts.
+        let health_task =
+            crate::gateway::health::spawn(state.clone(), Duration::from_secs(2), cdc_stop.clone());
         let watchdog_task = {
             let (management, stop) = (state.management.clone(), cdc_stop.clone());
             let (gateway, clock) = (state.gateway.clone(), state.identity.clock.clone());
@@ -600,6 +602,7 @@ impl Application {
         }
         let _ = presence_task.await;
         let _ = watchdog_task.await;
+        let _ = health_task.await;
         stream_stop.cancel();
         if let Err(error) = stream_worker.await {
             tracing::warn!(%error, "the event pipeline task failed");

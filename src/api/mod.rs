@@ -10,6 +10,7 @@ mod api_keys;
 mod audit_trail;
 mod organizations;
 mod sso;
+mod tools;
 mod users;
 
 use axum::Router;
@@ -63,6 +64,11 @@ pub fn router() -> Router<AppState> {
                 .delete(sso::delete),
         )
         .route("/api/sso/{provider}/toggle", patch(sso::toggle))
+        .route("/api/tools", get(tools::list))
+        .route(
+            "/api/tools/{id}",
+            get(tools::get).put(tools::put).delete(tools::delete),
+        )
         .route("/api/api-keys", get(api_keys::list).post(api_keys::create))
         .route(
             "/api/api-keys/{key_id}",

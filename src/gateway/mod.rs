@@ -10,6 +10,7 @@
 pub mod api_keys;
 pub mod auth;
 pub mod edge;
+pub mod health;
 pub mod proxy;
 pub mod tools;
 
@@ -34,6 +35,8 @@ pub struct Gateway {
     pub api_keys: api_keys::ApiKeys,
     pub tools: tools::ToolRegistry,
     pub upstreams: proxy::Upstreams,
+    /// The tools' latest health reports.
+    pub health: health::HealthBoard,
     /// The appliance's own origin and the configured CORS origins: pages that may send
     /// cookie-authenticated changes.
     trusted_origins: Vec<String>,
@@ -61,6 +64,7 @@ impl Gateway {
             api_keys,
             tools,
             upstreams: proxy::Upstreams::default(),
+            health: health::HealthBoard::default(),
             trusted_origins,
             per_address: edge::per_address(
                 config.gateway.per_ip_requests_per_second,

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ws::{self, WebSocket, WebSocketUpgrade};
@@ -85,7 +85,7 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    fn client(&self, tool: &ToolRecord) -> Result<reqwest::Client, ApiError> {
+    pub(crate) fn client(&self, tool: &ToolRecord) -> Result<reqwest::Client, ApiError> {
         let key = if !tool.tls_verify {
             "insecure".to_owned()
         } else {
@@ -452,7 +452,7 @@ where
     futures_util::stream::poll_fn(move |context| receiver.poll_recv(context))
 }
 
-fn upstream_error(tool: &ToolRecord, error: &reqwest::Error) -> ApiError {
+pub(super) fn upstream_error(tool: &ToolRecord, error: &reqwest::Error) -> ApiError {
     if error.is_timeout() {
         return ApiError::GatewayTimeout(format!("tool {:?} did not answer in time", tool.id));
     }
@@ -481,47 +481,18 @@ pub async fn health(
     Path(tool_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let tool = load_tool(&state, &admin.tenant, &tool_id).await?;
-    let client = state.gateway.upstreams.client(&tool)?;
-    let mut request = client
-        .get(format!("{}{}", tool.api_url, tool.health_path))
-        .timeout(Duration::from_secs(
-            state.config.gateway.tool_timeout_seconds.min(10),
-        ));
-    if let Some((name, value, _)) = state
-        .gateway
-        .tools
-        .credential(&admin.tenant, &tool)
-        .map_err(ApiError::Unexpected)?
-    {
-        request = request.header(name, value);
-    }
-    let started = Instant::now();
-    let outcome = request.send().await;
-    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let (healthy, status, message) = match outcome {
-        Ok(response) => {
-            let status = response.status();
-            let healthy = status.is_success();
-            let message = if healthy {
-                "the tool answered".to_owned()
-            } else {
-                format!("the tool answered HTTP {}", status.as_u16())
-            };
-            (healthy, Some(status.as_u16()), message)
-        }
-        Err(error) => (false, None, upstream_error(&tool, &error).to_string()),
-    };
-    let code = if healthy {
+    let report = super::health::check(&state, &admin.tenant, &tool).await;
+    let code = if report.healthy {
         StatusCode::OK
     } else {
         StatusCode::BAD_GATEWAY
     };
     let body = serde_json::json!({
         "toolId": tool.id,
-        "healthy": healthy,
-        "upstreamStatus": status,
-        "latencyMs": latency_ms,
-        "message": message,
+        "healthy": report.healthy,
+        "upstreamStatus": report.upstream_status,
+        "latencyMs": report.latency_ms,
+        "message": report.message,
     });
     Ok((code, axum::Json(body)).into_response())
 }

@@ -62,10 +62,20 @@ pub struct ToolRecord {
     pub tls_verify: bool,
     /// What `GET /tools/{id}/health` requests, below the base URL.
     pub health_path: String,
+    /// How often the appliance checks the tool's health by itself (0: never).
+    #[serde(default = "default_health_check_seconds")]
+    pub health_check_seconds: u64,
     pub enabled: bool,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
 }
+
+fn default_health_check_seconds() -> u64 {
+    DEFAULT_HEALTH_CHECK_SECONDS
+}
+
+/// Tools registered before health checks existed are checked this often.
+pub const DEFAULT_HEALTH_CHECK_SECONDS: u64 = 60;
 
 /// A tool to register or replace.
 #[derive(Debug, Clone)]
@@ -77,11 +87,15 @@ pub struct NewTool {
     pub ws_url: Option<String>,
     /// `(kind, header name, secret)`; the header name is ignored for bearer tokens.
     pub credential: Option<(CredentialKind, String, String)>,
+    /// With no `credential`: keep the one stored (a change that does not resend the secret).
+    pub keep_credential: bool,
     pub allowed_paths: Vec<String>,
     pub agent_allowed_paths: Vec<String>,
     pub ca_file: String,
     pub tls_verify: bool,
     pub health_path: String,
+    /// 0, or 10 s to a day.
+    pub health_check_seconds: u64,
 }
 
 /// The headers a credential may not be injected as: they belong to the connection or the proxy.
@@ -128,7 +142,7 @@ fn seal_context(tenant: &TenantId, tool: &str) -> Vec<u8> {
     format!("tool-credential\0{}\0{tool}", tenant.as_str()).into_bytes()
 }
 
-fn check_url(field: &'static str, value: &str, schemes: &[&str]) -> Result<(), Invalid> {
+pub(crate) fn check_url(field: &'static str, value: &str, schemes: &[&str]) -> Result<(), Invalid> {
     let parsed = url::Url::parse(value)
         .map_err(|_| Invalid::new(field, format!("{value:?} is not a URL")))?;
     if !schemes.contains(&parsed.scheme()) || parsed.host_str().is_none() {
@@ -217,7 +231,18 @@ impl ToolRegistry {
         if name.is_empty() || name.chars().count() > 100 {
             return Err(Invalid::new("name", "must be 1 to 100 characters").into());
         }
+        if tool.health_check_seconds != 0 && !(10..=86_400).contains(&tool.health_check_seconds) {
+            return Err(Invalid::new(
+                "healthCheckSeconds",
+                "must be 0 (no checks) or 10 to 86400 seconds",
+            )
+            .into());
+        }
+        let existing = self.get(tenant, &tool.id).await?;
         let credential = match tool.credential {
+            None if tool.keep_credential => existing
+                .as_ref()
+                .and_then(|existing| existing.credential.clone()),
             None => None,
             Some((kind, header_name, secret)) => {
                 let header_name = match kind {
@@ -252,10 +277,7 @@ impl ToolRegistry {
             }
         };
         let now = self.clock.now_ms();
-        let created_at = self
-            .get(tenant, &tool.id)
-            .await?
-            .map_or(now, |existing| existing.created_at);
+        let created_at = existing.map_or(now, |existing| existing.created_at);
         let record = ToolRecord {
             id: tool.id,
             name: name.to_owned(),
@@ -268,6 +290,7 @@ impl ToolRegistry {
             ca_file: tool.ca_file,
             tls_verify: tool.tls_verify,
             health_path: tool.health_path,
+            health_check_seconds: tool.health_check_seconds,
             enabled: true,
             created_at,
             updated_at: now,
@@ -295,6 +318,17 @@ impl ToolRegistry {
             )),
             None => Ok(None),
         }
+    }
+
+    /// Removes a tool; `false` when there was none.
+    pub async fn delete(&self, tenant: &TenantId, id: &str) -> Result<bool, IdentityError> {
+        let Ok(id) = DocumentId::parse(id) else {
+            return Ok(false);
+        };
+        Ok(self
+            .documents
+            .delete(tenant, &self.collection, &id, None)
+            .await?)
     }
 
     pub async fn list(&self, tenant: &TenantId) -> Result<Vec<ToolRecord>, IdentityError> {
@@ -356,6 +390,7 @@ mod tests {
             ca_file: String::new(),
             tls_verify: true,
             health_path: "/".into(),
+            health_check_seconds: 0,
             enabled: true,
             created_at: 0,
             updated_at: 0,

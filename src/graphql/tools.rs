@@ -19,6 +19,16 @@ const PLATFORM_CATEGORY: &str = "Integrated Tool";
 #[derive(Debug, Clone)]
 pub struct IntegratedTool(ToolRecord);
 
+/// A tool's latest health check.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct ToolHealth {
+    pub healthy: bool,
+    pub upstream_status: Option<i32>,
+    pub latency_ms: i64,
+    pub message: String,
+    pub checked_at: String,
+}
+
 /// One of a tool's endpoints (OpenFrame's `ToolUrl`).
 #[derive(SimpleObject, Debug, Clone)]
 pub struct ToolUrl {
@@ -82,6 +92,26 @@ impl IntegratedTool {
     }
     async fn health_check_endpoint(&self) -> &str {
         &self.0.health_path
+    }
+    /// Seconds between the appliance's own health checks (0: none).
+    async fn health_check_interval(&self) -> u64 {
+        self.0.health_check_seconds
+    }
+    /// The latest health check; null until the tool has been checked.
+    async fn health(&self, ctx: &Context<'_>) -> Option<ToolHealth> {
+        let request = super::request(ctx);
+        request
+            .state
+            .gateway
+            .health
+            .report(&request.admin.tenant, &self.0.id)
+            .map(|report| ToolHealth {
+                healthy: report.healthy,
+                upstream_status: report.upstream_status.map(i32::from),
+                latency_ms: i64::try_from(report.latency_ms).unwrap_or(i64::MAX),
+                message: report.message,
+                checked_at: crate::api::iso(report.checked_at),
+            })
     }
     async fn created_at(&self) -> String {
         crate::api::iso(self.0.created_at)

@@ -5,6 +5,7 @@
 //! [`INTEGRATIONS`]; the pipeline, sinks and APIs need no change. Operators can still override a
 //! mapping per tenant ([`super::overrides`]) without recompiling.
 
+pub mod appliance;
 pub mod fleet;
 pub mod meshcentral;
 pub mod rmm;
@@ -30,10 +31,12 @@ pub enum MessageType {
     FleetHostActivity,
     /// A machine turned ONLINE or OFFLINE (the appliance's own presence tracking).
     DevicePresence,
+    /// An integrated tool was registered, changed or removed, or its health changed.
+    ToolLifecycle,
 }
 
 impl MessageType {
-    pub const ALL: [MessageType; 10] = [
+    pub const ALL: [MessageType; 11] = [
         MessageType::MeshcentralEvent,
         MessageType::FleetMdmEvent,
         MessageType::FleetMdmQueryResultEvent,
@@ -44,6 +47,7 @@ impl MessageType {
         MessageType::FleetActivity,
         MessageType::FleetHostActivity,
         MessageType::DevicePresence,
+        MessageType::ToolLifecycle,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +62,7 @@ impl MessageType {
             MessageType::FleetActivity => "FLEET_ACTIVITY",
             MessageType::FleetHostActivity => "FLEET_HOST_ACTIVITY",
             MessageType::DevicePresence => "DEVICE_PRESENCE",
+            MessageType::ToolLifecycle => "TOOL_LIFECYCLE",
         }
     }
 
@@ -76,7 +81,8 @@ impl MessageType {
             MessageType::FleetMdmPolicyMembershipEvent => "fleet.policy_membership.events",
             MessageType::CommandExecuted
             | MessageType::ScriptExecuted
-            | MessageType::DevicePresence => "logs.events",
+            | MessageType::DevicePresence
+            | MessageType::ToolLifecycle => "logs.events",
             MessageType::FleetActivity => "fleet.activities.events",
             MessageType::FleetHostActivity => "fleet.host_activities.events",
         }
@@ -154,8 +160,12 @@ pub trait ToolIntegration: Send + Sync + std::fmt::Debug {
 }
 
 /// The registered integrations. Adding a tool is one line here.
-pub static INTEGRATIONS: &[&dyn ToolIntegration] =
-    &[&meshcentral::MeshCentral, &fleet::Fleet, &rmm::Rmm];
+pub static INTEGRATIONS: &[&dyn ToolIntegration] = &[
+    &meshcentral::MeshCentral,
+    &fleet::Fleet,
+    &rmm::Rmm,
+    &appliance::Appliance,
+];
 
 /// The integration that reads `message_type`.
 pub fn integration_for(message_type: MessageType) -> Option<&'static dyn ToolIntegration> {

@@ -212,11 +212,13 @@ async fn the_proxy_injects_the_credential_and_never_hands_it_back() {
                     "x-api-token".into(),
                     TOOL_SECRET.into(),
                 )),
+                keep_credential: false,
                 allowed_paths: vec!["/".into()],
                 agent_allowed_paths: Vec::new(),
                 ca_file: String::new(),
                 tls_verify: true,
                 health_path: "/".into(),
+                health_check_seconds: 0,
             },
         )
         .await

@@ -200,6 +200,7 @@ pub(crate) async fn register_tool(app: &TestApp, tenant_id: &str, upstream: &Ups
                     String::new(),
                     TOOL_SECRET.into(),
                 )),
+                keep_credential: false,
                 allowed_paths: vec![
                     "/api/latest/fleet".into(),
                     "/ws/echo".into(),
@@ -210,6 +211,7 @@ pub(crate) async fn register_tool(app: &TestApp, tenant_id: &str, upstream: &Ups
                 ca_file: String::new(),
                 tls_verify: true,
                 health_path: "/healthz".into(),
+                health_check_seconds: 0,
             },
         )
         .await

@@ -5,6 +5,7 @@
 
 mod audit;
 mod organizations;
+mod tools;
 mod users;
 
 use reqwest::Method;
