@@ -325,6 +325,61 @@ impl Inventory {
         Ok(())
     }
 
+    /// Marks every connection of a machine `DISCONNECTED` (a reinstalled agent must connect
+    /// its tools again); the connections changed.
+    pub async fn disconnect_tools(
+        &self,
+        tenant: &TenantId,
+        machine_id: &str,
+    ) -> Result<Vec<ToolConnection>, InventoryError> {
+        let directory = self.directory(tenant).await?;
+        let _turn = self.writing.lock().await;
+        let connected: Vec<ToolConnection> = read(&directory)
+            .connections
+            .values()
+            .filter(|connection| {
+                connection.machine_id == machine_id && connection.status != "DISCONNECTED"
+            })
+            .cloned()
+            .collect();
+        let mut changed = Vec::with_capacity(connected.len());
+        for mut connection in connected {
+            connection.status = "DISCONNECTED".into();
+            let id = document_id(
+                "machineId",
+                &format!("{}:{}", connection.machine_id, connection.tool_type),
+            )?;
+            self.store(tenant, TOOL_CONNECTIONS, &id, &connection)
+                .await?;
+            write(&directory).connections.insert(
+                (
+                    connection.tool_type.clone(),
+                    connection.agent_tool_id.clone(),
+                ),
+                connection.clone(),
+            );
+            changed.push(connection);
+        }
+        Ok(changed)
+    }
+
+    /// The connections of a machine, one per tool.
+    pub async fn tool_connections(
+        &self,
+        tenant: &TenantId,
+        machine_id: &str,
+    ) -> Result<Vec<ToolConnection>, InventoryError> {
+        let directory = self.directory(tenant).await?;
+        let mut found: Vec<ToolConnection> = read(&directory)
+            .connections
+            .values()
+            .filter(|connection| connection.machine_id == machine_id)
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| a.tool_type.cmp(&b.tool_type));
+        Ok(found)
+    }
+
     /// Whether the tenant has this organization.
     pub async fn has_organization(
         &self,

@@ -221,6 +221,13 @@ impl Application {
                 rmm.clone(),
                 identity.clock.clone(),
             )),
+            tool_agents: Arc::new(crate::management::tool_agents::ToolAgents::new(
+                storage.documents.clone(),
+                inventory.clone(),
+                rmm.clone(),
+                identity.master_key(),
+                identity.clock.clone(),
+            )),
             rmm,
             clock: identity.clock.clone(),
         });

@@ -65,6 +65,17 @@ pub fn router() -> Router<AppState> {
         .route("/api/commands/run", post(run_command))
         .route("/api/executions/{execution_id}", get(executions))
         .route("/api/executions/{execution_id}/cancel", post(cancel))
+        .route("/api/tool-agents", get(list_tool_agents))
+        .route(
+            "/api/tool-agents/{id}",
+            get(get_tool_agent).put(put_tool_agent),
+        )
+        .route("/api/tool-agents/{id}/install", post(install_tool_agent))
+        .route(
+            "/api/tool-agents/{id}/uninstall",
+            post(uninstall_tool_agent),
+        )
+        .route("/api/tool-agents/{id}/update", post(update_tool_agent))
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
@@ -94,7 +105,41 @@ async fn register(
     let registration: Registration = json_body(&headers, &body)?;
     let enrolled = state.management.agents.register(key, registration).await?;
     define_tag_keys(&state, &enrolled.machine_id).await;
+    provision_tools(&state, &enrolled.machine_id, false).await;
     Ok(no_store(axum::Json(enrolled)))
+}
+
+/// Queues the tenant's tool agents for a machine that registered or reinstalled.
+async fn provision_tools(state: &AppState, machine_id: &str, reinstall: bool) {
+    let Some(tenant) = state.management.agents.tenant_of(machine_id) else {
+        return;
+    };
+    let tools: Vec<String> = match state.gateway.tools.list(&tenant).await {
+        Ok(tools) => tools
+            .into_iter()
+            .filter(|tool| tool.enabled)
+            .map(|tool| tool.id)
+            .collect(),
+        Err(error) => {
+            tracing::warn!(%tenant, machine_id, %error, "cannot list tools for a new machine");
+            return;
+        }
+    };
+    if tools.is_empty() {
+        return;
+    }
+    let queued = state
+        .management
+        .tool_agents
+        .provision(
+            &tenant,
+            machine_id,
+            &tools,
+            reinstall,
+            state.management.client.get(),
+        )
+        .await;
+    tracing::info!(%tenant, machine_id, queued, reinstall, "tool agents queued for a machine");
 }
 
 /// Gives the tag keys a machine arrived with a definition (technicians then name and colour
@@ -134,6 +179,23 @@ async fn reinstall(
         .reinstall(key, machine_id, secret, registration)
         .await?;
     define_tag_keys(&state, &enrolled.machine_id).await;
+    // The old installation's tools are gone with it: they connect again once reinstalled.
+    if let Some(tenant) = state.management.agents.tenant_of(&enrolled.machine_id) {
+        match state
+            .inventory
+            .disconnect_tools(&tenant, &enrolled.machine_id)
+            .await
+        {
+            Ok(changed) if !changed.is_empty() => {
+                tracing::info!(%tenant, machine_id = %enrolled.machine_id, tools = changed.len(), "tool connections of a reinstalled machine are DISCONNECTED");
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%tenant, machine_id = %enrolled.machine_id, %error, "cannot mark a reinstalled machine's tool connections");
+            }
+        }
+    }
+    provision_tools(&state, &enrolled.machine_id, true).await;
     Ok(no_store(axum::Json(enrolled)))
 }
 
@@ -448,4 +510,127 @@ async fn cancel(
         )
         .await?;
     Ok(axum::Json(execution).into_response())
+}
+
+async fn list_tool_agents(
+    State(state): State<AppState>,
+    admin: Admin,
+) -> Result<Response, ApiError> {
+    let agents = state.management.tool_agents.list(&admin.tenant).await?;
+    let shown: Vec<serde_json::Value> = agents.iter().map(super::tool_agents::shown).collect();
+    Ok(axum::Json(serde_json::json!({ "toolAgents": shown })).into_response())
+}
+
+async fn get_tool_agent(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let agent = state.management.tool_agents.get(&admin.tenant, &id).await?;
+    Ok(axum::Json(super::tool_agents::shown(&agent)).into_response())
+}
+
+async fn put_tool_agent(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input = json_body(&headers, &body)?;
+    let before = state
+        .management
+        .tool_agents
+        .get(&admin.tenant, &id)
+        .await
+        .ok();
+    let agent = state
+        .management
+        .tool_agents
+        .put(&admin.tenant, &id, input)
+        .await?;
+    tracing::info!(tenant = %admin.tenant, tool_agent = %id, by = %admin.user_id, "tool agent changed");
+    let change = crate::audit::AuditChange {
+        target_type: "ToolAgent",
+        target_id: id,
+        before: before.as_ref().map(super::tool_agents::shown),
+        after: Some(super::tool_agents::shown(&agent)),
+    };
+    Ok(change.on(axum::Json(super::tool_agents::shown(&agent)).into_response()))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MachinesInput {
+    machine_ids: Vec<String>,
+    #[serde(default)]
+    reinstall: bool,
+}
+
+/// 202 `{published}`: how many machines' messages JetStream stored.
+fn published(count: usize) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({ "published": count })),
+    )
+        .into_response()
+}
+
+async fn install_tool_agent(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input: MachinesInput = json_body(&headers, &body)?;
+    let count = state
+        .management
+        .tool_agents
+        .install(
+            &admin.tenant,
+            &id,
+            &input.machine_ids,
+            input.reinstall,
+            state.management.client.get(),
+        )
+        .await?;
+    tracing::info!(tenant = %admin.tenant, tool_agent = %id, machines = count, by = %admin.user_id, "tool agent installation pushed");
+    Ok(published(count))
+}
+
+async fn uninstall_tool_agent(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let input: MachinesInput = json_body(&headers, &body)?;
+    let count = state
+        .management
+        .tool_agents
+        .uninstall(
+            &admin.tenant,
+            &id,
+            &input.machine_ids,
+            state.management.client.get(),
+        )
+        .await?;
+    tracing::info!(tenant = %admin.tenant, tool_agent = %id, machines = count, by = %admin.user_id, "tool agent removal pushed");
+    Ok(published(count))
+}
+
+async fn update_tool_agent(
+    State(state): State<AppState>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let count = state
+        .management
+        .tool_agents
+        .update(&admin.tenant, &id, state.management.client.get())
+        .await?;
+    tracing::info!(tenant = %admin.tenant, tool_agent = %id, machines = count, by = %admin.user_id, "tool agent update pushed");
+    Ok(published(count))
 }

@@ -14,6 +14,7 @@ pub mod nats_rules;
 pub mod presence;
 pub mod rmm;
 pub mod schedules;
+pub mod tool_agents;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +44,8 @@ pub struct Management {
     pub rmm: Arc<rmm::Rmm>,
     /// Script schedules and their runs.
     pub schedules: Arc<schedules::Schedules>,
+    /// Tool agent definitions and the installs pushed to machines.
+    pub tool_agents: Arc<tool_agents::ToolAgents>,
     pub clock: Arc<dyn openframe_storage::Clock>,
 }
 

@@ -1171,6 +1171,34 @@ fn shown(mut script: Script) -> Script {
     script
 }
 
+/// Refuses (`machineIds`) the first of `ids` that is not one of the tenant's machines, or is
+/// deleted.
+pub(super) async fn require_machines(
+    inventory: &Inventory,
+    tenant: &TenantId,
+    ids: &[String],
+) -> Result<(), RmmError> {
+    let unknown = inventory
+        .view(tenant, |machines, _| {
+            ids.iter()
+                .find(|id| {
+                    machines
+                        .get(*id)
+                        .is_none_or(|machine| machine.status == "DELETED")
+                })
+                .cloned()
+        })
+        .await?;
+    match unknown {
+        Some(unknown) => Err(Invalid::new(
+            "machineIds",
+            format!("no machine {unknown:?} in this tenant"),
+        )
+        .into()),
+        None => Ok(()),
+    }
+}
+
 pub(super) fn one_of(
     value: &str,
     allowed: &[&str],

@@ -508,25 +508,7 @@ impl Schedules {
         how: Assign,
     ) -> Result<Schedule, RmmError> {
         if how != Assign::Remove {
-            let unknown = self
-                .inventory
-                .view(tenant, |machines, _| {
-                    machine_ids
-                        .iter()
-                        .find(|id| {
-                            machines
-                                .get(*id)
-                                .is_none_or(|machine| machine.status == "DELETED")
-                        })
-                        .cloned()
-                })
-                .await?;
-            if let Some(unknown) = unknown {
-                return Err(rule(
-                    "machineIds",
-                    format!("no machine {unknown:?} in this tenant"),
-                ));
-            }
+            rmm::require_machines(&self.inventory, tenant, machine_ids).await?;
         }
         let _turn = self.writing.lock().await;
         let mut schedule = self.live(tenant, id).await?;

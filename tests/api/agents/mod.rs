@@ -4,3 +4,4 @@ mod credentials;
 mod nats;
 pub(crate) mod scripts;
 pub(crate) mod support;
+mod tool_agents;
