@@ -221,6 +221,10 @@ impl Application {
                 rmm.clone(),
                 identity.clock.clone(),
             )),
+            fleet: crate::management::fleet::FleetHosts::new(
+                gateway.clone(),
+                std::time::Duration::from_secs(config.gateway.tool_timeout_seconds.min(15)),
+            ),
             tool_agents: Arc::new(crate::management::tool_agents::ToolAgents::new(
                 storage.documents.clone(),
                 inventory.clone(),

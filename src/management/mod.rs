@@ -7,6 +7,7 @@
 //! here: the JetStream streams and the subjects agents report on.
 
 pub mod agents;
+pub mod fleet;
 pub mod http;
 pub mod nats;
 pub mod nats_proxy;
@@ -46,6 +47,8 @@ pub struct Management {
     pub schedules: Arc<schedules::Schedules>,
     /// Tool agent definitions and the installs pushed to machines.
     pub tool_agents: Arc<tool_agents::ToolAgents>,
+    /// Fleet's host ids for the osquery UUIDs agents report.
+    pub fleet: fleet::FleetHosts,
     pub clock: Arc<dyn openframe_storage::Clock>,
 }
 
@@ -203,7 +206,9 @@ async fn follow(
                 {
                     Some((machine, tenant)) => {
                         let now = management.clock.now_ms();
-                        handle_report(inventory, documents, &tenant, machine, &report.subject, &report.payload, now).await
+                        let attempt = report.info().map_or(1, |info| info.delivered);
+                        let context = Report { management, inventory, documents, tenant: &tenant, machine, now, attempt };
+                        handle_report(&context, &report.subject, &report.payload).await
                     }
                     None => Err(Refused::Permanent(format!("{} names no registered machine", report.subject))),
                 };
@@ -213,8 +218,14 @@ async fn follow(
                         tracing::warn!(subject = %report.subject, why, "an agent report was refused");
                     }
                     Err(Refused::Retry(why)) => {
-                        // Not acknowledged: JetStream delivers it again after ack_wait.
-                        tracing::warn!(subject = %report.subject, why, "an agent report will be retried");
+                        // Handed back: JetStream delivers it again after a delay that grows with
+                        // each attempt (2 s, 4 s, … up to 30 s).
+                        let attempt = report.info().map_or(1, |info| info.delivered);
+                        let delay = Duration::from_secs(2 * u64::try_from(attempt.clamp(1, 15)).unwrap_or(15));
+                        tracing::warn!(subject = %report.subject, why, retry_in_seconds = delay.as_secs(), "an agent report will be retried");
+                        if let Err(error) = report.ack_with(jetstream::AckKind::Nak(Some(delay))).await {
+                            tracing::warn!(%error, "handing an agent report back failed; it returns after the ack wait");
+                        }
                         continue;
                     }
                 }
@@ -235,6 +246,32 @@ fn machine_of(subject: &str) -> Option<&str> {
     }
 }
 
+/// Fleet's host id for an osquery UUID; retried (by redelivery) while Fleet cannot say, then
+/// the UUID itself.
+async fn fleet_host_id(report: &Report<'_>, uuid: String) -> Result<String, Refused> {
+    match report.management.fleet.host_id(report.tenant, &uuid).await {
+        fleet::Lookup::Found(id) => Ok(id),
+        fleet::Lookup::NoTool => {
+            tracing::warn!(tenant = %report.tenant, machine_id = report.machine, "a Fleet connection is stored with its osquery UUID: the tenant has no Fleet tool to look it up");
+            Ok(uuid)
+        }
+        fleet::Lookup::NotFound | fleet::Lookup::Failed(_)
+            if report.attempt >= FLEET_LOOKUP_ATTEMPTS =>
+        {
+            tracing::warn!(tenant = %report.tenant, machine_id = report.machine, attempts = report.attempt, "Fleet never returned a host id; the connection is stored with its osquery UUID");
+            Ok(uuid)
+        }
+        fleet::Lookup::NotFound => Err(Refused::Retry(format!(
+            "Fleet has no host {uuid} yet (attempt {})",
+            report.attempt
+        ))),
+        fleet::Lookup::Failed(why) => Err(Refused::Retry(format!(
+            "looking up Fleet host {uuid}: {why} (attempt {})",
+            report.attempt
+        ))),
+    }
+}
+
 #[derive(Debug)]
 enum Refused {
     /// Bad input: acknowledged and dropped, with the reason logged.
@@ -252,16 +289,32 @@ impl From<crate::inventory::InventoryError> for Refused {
     }
 }
 
-/// One report from a machine (already known to be this tenant's).
-async fn handle_report(
-    inventory: &Inventory,
-    documents: &Arc<dyn openframe_storage::DocumentStore>,
-    tenant: &TenantId,
-    machine: &str,
-    subject: &str,
-    payload: &[u8],
+/// Where a report comes from and what handling it needs.
+struct Report<'a> {
+    management: &'a Management,
+    inventory: &'a Inventory,
+    documents: &'a Arc<dyn openframe_storage::DocumentStore>,
+    /// The machine's tenant (already known to be its).
+    tenant: &'a TenantId,
+    machine: &'a str,
     now: i64,
-) -> Result<(), Refused> {
+    /// How many times JetStream has delivered it (1 the first time).
+    attempt: i64,
+}
+
+/// How many deliveries a Fleet host lookup gets before the raw UUID is stored instead.
+const FLEET_LOOKUP_ATTEMPTS: i64 = 10;
+
+/// One report from a machine.
+async fn handle_report(report: &Report<'_>, subject: &str, payload: &[u8]) -> Result<(), Refused> {
+    let Report {
+        inventory,
+        documents,
+        tenant,
+        machine,
+        now,
+        ..
+    } = *report;
     let body: Value = serde_json::from_slice(payload)
         .map_err(|error| Refused::Permanent(format!("not JSON: {error}")))?;
     let text = |field: &str| {
@@ -294,6 +347,8 @@ async fn handle_report(
         // MeshCentral agents report their raw node id; its events name `node//{id}`.
         let agent_tool_id = if tool_type == "MESHCENTRAL" && !raw.starts_with("node/") {
             format!("node//{raw}")
+        } else if tool_type == "FLEET_MDM" && fleet::is_host_uuid(&raw) {
+            fleet_host_id(report, raw).await?
         } else {
             raw
         };

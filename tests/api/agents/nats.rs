@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use tokio::sync::mpsc;
 
 use super::support::{connect, enroll, registration_secret, wait_for_status};
-use crate::gateway::support::two_tenants;
+use crate::gateway::support::{tenant, two_tenants};
 use crate::helpers::{TestApp, spawn_with_clock, test_config, with_nats};
 use crate::stream::support::{ready_with_nats_up, rows, settle};
 
@@ -432,5 +432,95 @@ async fn agents_report_hostname_tool_connections_and_installed_agents_over_jetst
     );
     assert!(errors.try_recv().is_err());
     drop(agent);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_fleet_connection_is_stored_under_fleets_host_id_once_fleet_knows_the_host() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut app = app_with_nats(&dir, Arc::new(SystemClock)).await;
+    let tenants = two_tenants(&app).await;
+    let key = registration_secret(&app, "acme", &tenants.admin_a).await;
+    let machine = enroll(&app, &key, "ws-fleet").await;
+    let id = machine.machine_id.clone();
+    // A stand-in for Fleet's REST API (Fleet cannot run here) that does not know the host yet.
+    let fake = Arc::new(crate::rest::tools::Fake::default());
+    let fleet = crate::rest::tools::fake_fleet(fake.clone()).await;
+    let (status, tool) = crate::rest::call(
+        &app,
+        &tenants.admin_a,
+        reqwest::Method::PUT,
+        "/api/tools/fleetmdm-server",
+        Some(
+            serde_json::json!({"name": "Fleet", "toolType": "FLEET_MDM", "apiUrl": fleet,
+            "allowedPaths": ["/api"], "healthCheckSeconds": 0,
+            "credential": {"kind": "BEARER_TOKEN", "secret": "fleet-t0ken"}}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{tool}");
+
+    // Orbit reports the osquery host UUID, as OpenFrame's agent relays it.
+    let uuid = "4c4c4544-0042-3510-8048-b7c04f4a4d32";
+    let (agent, _errors) = connect(&app, &machine.access_token).await;
+    async_nats::jetstream::new(agent.clone())
+        .publish(
+            format!("machine.{id}.tool-connection"),
+            serde_json::json!({"toolType": "FLEET", "agentToolId": uuid})
+                .to_string()
+                .into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // Fleet learns about the host a moment later; the report is retried until it does.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        app.state
+            .inventory
+            .tool_connections(&tenant("acme"), &id)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing is stored while Fleet does not know the host"
+    );
+    fake.hosts.lock().unwrap().push((42, uuid.to_owned()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let connection = loop {
+        let found = app
+            .state
+            .inventory
+            .tool_connections(&tenant("acme"), &id)
+            .await
+            .unwrap();
+        if let Some(connection) = found.into_iter().next() {
+            break connection;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the connection was never stored"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(connection.tool_type, "FLEET_MDM");
+    assert_eq!(connection.agent_tool_id, "42");
+    assert_eq!(connection.status, "CONNECTED");
+    // The lookup used the tool's credential.
+    assert_eq!(*fake.authorization.lock().unwrap(), "Bearer fleet-t0ken");
+    // Fleet's events about host 42 are attributed to the machine.
+    let attribution = app
+        .state
+        .inventory
+        .attribute(
+            &tenant("acme"),
+            &openframe::stream::tools::DeviceRef::AgentToolId {
+                tool_type: "FLEET_MDM",
+                id: "42".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(attribution.machine_id.as_deref(), Some(id.as_str()));
     app.stop().await.unwrap();
 }

@@ -5,7 +5,7 @@
 
 mod audit;
 mod organizations;
-mod tools;
+pub(crate) mod tools;
 mod users;
 
 use reqwest::Method;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use openframe_storage::Clock;
@@ -25,16 +25,19 @@ use crate::stream::support::{rows, settle};
 const FLEET_PASSWORD: &str = "fleet-pass-4711";
 const FLEET_TOKEN: &str = "fleet-api-token-0123456789";
 
-/// What the fake Fleet answers `GET /healthz` with, and the last Authorization header it saw.
+/// What the fake Fleet answers `GET /healthz` with, the hosts it knows (`(id, osquery
+/// UUID)`), and the last Authorization header it saw.
 #[derive(Default)]
-struct Fake {
-    health: AtomicU16,
-    authorization: std::sync::Mutex<String>,
+pub(crate) struct Fake {
+    pub(crate) health: AtomicU16,
+    pub(crate) hosts: std::sync::Mutex<Vec<(u64, String)>>,
+    pub(crate) authorization: std::sync::Mutex<String>,
 }
 
-/// The fake Fleet: `POST /api/v1/fleet/login` and `GET /healthz` (answering `health`'s status),
-/// and `GET /api/latest/fleet/hosts`, which echoes the Authorization header it received.
-async fn fake_fleet(fake: Arc<Fake>) -> String {
+/// The fake Fleet: `POST /api/v1/fleet/login`, `GET /healthz` (answering `health`'s status),
+/// and `GET /api/latest/fleet/hosts[?query=…]`, which lists the known hosts matching the query
+/// and echoes the Authorization header it received.
+pub(crate) async fn fake_fleet(fake: Arc<Fake>) -> String {
     async fn login(Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
         if body["email"] == "admin@fleet.example" && body["password"] == FLEET_PASSWORD {
             (StatusCode::OK, Json(json!({"token": FLEET_TOKEN})))
@@ -48,14 +51,27 @@ async fn fake_fleet(fake: Arc<Fake>) -> String {
     async fn healthz(State(fake): State<Arc<Fake>>) -> StatusCode {
         StatusCode::from_u16(fake.health.load(Ordering::SeqCst)).unwrap()
     }
-    async fn hosts(State(fake): State<Arc<Fake>>, headers: HeaderMap) -> Json<Value> {
+    async fn hosts(
+        State(fake): State<Arc<Fake>>,
+        Query(query): Query<std::collections::HashMap<String, String>>,
+        headers: HeaderMap,
+    ) -> Json<Value> {
         let authorization = headers
             .get("authorization")
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default()
             .to_owned();
         *fake.authorization.lock().unwrap() = authorization.clone();
-        Json(json!({"hosts": [], "authorization": authorization}))
+        let wanted = query.get("query").cloned().unwrap_or_default();
+        let hosts: Vec<Value> = fake
+            .hosts
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, uuid)| uuid.contains(&wanted))
+            .map(|(id, uuid)| json!({"id": id, "uuid": uuid, "hostname": "fleet-host"}))
+            .collect();
+        Json(json!({"hosts": hosts, "authorization": authorization}))
     }
     let router = axum::Router::new()
         .route("/api/v1/fleet/login", post(login))
