@@ -65,6 +65,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/commands/run", post(run_command))
         .route("/api/executions/{execution_id}", get(executions))
         .route("/api/executions/{execution_id}/cancel", post(cancel))
+        .route("/clients/tool-agent/{asset_id}", get(tool_asset))
         .route("/api/tool-agents", get(list_tool_agents))
         .route(
             "/api/tool-agents/{id}",
@@ -633,4 +634,83 @@ async fn update_tool_agent(
         .await?;
     tracing::info!(tenant = %admin.tenant, tool_agent = %id, machines = count, by = %admin.user_id, "tool agent update pushed");
     Ok(published(count))
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssetQuery {
+    #[serde(default)]
+    os: Option<String>,
+}
+
+/// `GET /clients/tool-agent/{assetId}[?os=WINDOWS|MAC_OS|LINUX]`: a tool agent's asset from
+/// `<data_dir>/tool-assets/` (`{os}/{assetId}` first, then `{assetId}`), so machines on an
+/// air-gapped site install tools without reaching GitHub. Open, as OpenFrame's: put only what
+/// any machine may download there.
+async fn tool_asset(
+    State(state): State<AppState>,
+    Path(asset_id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<AssetQuery>,
+) -> Result<Response, ApiError> {
+    let well_formed = (1..=128).contains(&asset_id.len())
+        && !asset_id.starts_with('.')
+        && asset_id
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'-' | b'_'));
+    if !well_formed {
+        return Err(ApiError::InvalidInput(
+            "assetId: letters, digits, '.', '-' or '_' (not starting with '.'), at most 128".into(),
+        ));
+    }
+    let os = match query.os.as_deref() {
+        None => None,
+        Some(os) => Some(
+            super::rmm::one_of(os, &super::rmm::PLATFORMS, "os")
+                .map_err(|invalid| ApiError::InvalidInput(invalid.to_string()))?,
+        ),
+    };
+    let root = state.config.storage.data_dir.join("tool-assets");
+    let candidates = os
+        .iter()
+        .map(|os| root.join(os).join(&asset_id))
+        .chain(std::iter::once(root.join(&asset_id)));
+    for path in candidates {
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => {
+                return Err(ApiError::Unexpected(anyhow::anyhow!(
+                    "opening {}: {error}",
+                    path.display()
+                )));
+            }
+        };
+        let metadata = file
+            .metadata()
+            .await
+            .map_err(|error| ApiError::Unexpected(error.into()))?;
+        if !metadata.is_file() {
+            continue;
+        }
+        let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+        let response = Response::builder()
+            .header(axum::http::header::CONTENT_TYPE, "application/octet-stream")
+            .header(axum::http::header::CONTENT_LENGTH, metadata.len())
+            .header(
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{asset_id}\""),
+            )
+            .body(body)
+            .map_err(|error| ApiError::Unexpected(error.into()))?;
+        tracing::debug!(
+            asset_id,
+            os = os.as_deref().unwrap_or("any"),
+            "tool asset served"
+        );
+        return Ok(response);
+    }
+    Err(ApiError::NotFound(format!(
+        "no tool asset {asset_id:?}{}: put it in the data dir's tool-assets/ folder",
+        os.map(|os| format!(" for {os}")).unwrap_or_default()
+    )))
 }

@@ -319,3 +319,72 @@ async fn new_machines_get_their_tenants_tool_agents_over_jetstream_and_reinstall
     );
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn tool_assets_are_served_from_the_data_dir_by_os_and_nothing_else_is() {
+    let app = crate::helpers::spawn_app().await;
+    let root = app.state.config.storage.data_dir.join("tool-assets");
+    std::fs::create_dir_all(root.join("WINDOWS")).unwrap();
+    std::fs::write(root.join("osqueryd"), b"osqueryd for any system").unwrap();
+    std::fs::write(root.join("WINDOWS").join("osqueryd"), b"osqueryd.exe").unwrap();
+    std::fs::write(
+        app.state.config.storage.data_dir.join("secret.txt"),
+        b"not an asset",
+    )
+    .unwrap();
+    let get = |path: &str| {
+        let request = app.client.get(app.https_url(path));
+        async move { request.send().await.unwrap() }
+    };
+
+    // No token needed, as OpenFrame's; the machine's OS picks its build, falling back to the
+    // generic one.
+    for (path, expected) in [
+        ("/clients/tool-agent/osqueryd", "osqueryd for any system"),
+        ("/clients/tool-agent/osqueryd?os=WINDOWS", "osqueryd.exe"),
+        (
+            "/clients/tool-agent/osqueryd?os=linux",
+            "osqueryd for any system",
+        ),
+    ] {
+        let response = get(path).await;
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/octet-stream"
+        );
+        assert_eq!(
+            response.headers()["content-length"],
+            expected.len().to_string().as_str()
+        );
+        assert_eq!(response.text().await.unwrap(), expected, "{path}");
+    }
+    let missing = get("/clients/tool-agent/meshagent").await;
+    assert_eq!(missing.status(), 404);
+    assert!(missing.text().await.unwrap().contains("tool-assets"));
+    for path in [
+        "/clients/tool-agent/osqueryd?os=BEOS",
+        "/clients/tool-agent/.hidden",
+        "/clients/tool-agent/secret.txt%00",
+    ] {
+        let response = get(path).await;
+        assert_eq!(response.status(), 400, "{path}");
+    }
+    // Nothing outside the folder is reachable, however the path is spelled.
+    for path in [
+        "/clients/tool-agent/..%2Fsecret.txt",
+        "/clients/tool-agent/../secret.txt",
+        "/clients/tool-agent/%2e%2e/secret.txt",
+    ] {
+        let response = get(path).await;
+        assert!(
+            response.status().is_client_error(),
+            "{path}: {}",
+            response.status()
+        );
+        assert!(
+            !response.text().await.unwrap().contains("not an asset"),
+            "{path}"
+        );
+    }
+}
