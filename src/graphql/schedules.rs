@@ -288,6 +288,17 @@ impl RunNode {
     async fn total_machine_count(&self) -> i32 {
         i32::try_from(self.0.run.total_machine_count).unwrap_or(i32::MAX)
     }
+    /// Progress: executions dispatched (one per script and machine), finished, and failed or
+    /// cancelled.
+    async fn execution_count(&self) -> i32 {
+        i32::try_from(self.0.execution_count).unwrap_or(i32::MAX)
+    }
+    async fn finished_count(&self) -> i32 {
+        i32::try_from(self.0.finished_count).unwrap_or(i32::MAX)
+    }
+    async fn failed_count(&self) -> i32 {
+        i32::try_from(self.0.failed_count).unwrap_or(i32::MAX)
+    }
     /// One per script dispatched (see `runExecutions`).
     async fn execution_ids(&self) -> &[String] {
         &self.0.run.execution_ids

@@ -153,6 +153,11 @@ pub struct RunView {
     /// `RUNNING`, `SUCCESS` or `FAILED`.
     pub status: &'static str,
     pub finished_at: Option<i64>,
+    /// Progress: executions dispatched (scripts × machines), finished, and failed (or
+    /// cancelled) among them.
+    pub execution_count: usize,
+    pub finished_count: usize,
+    pub failed_count: usize,
 }
 
 #[derive(Debug)]
@@ -776,7 +781,18 @@ impl Schedules {
                         .max()
                         .unwrap_or(run.dispatched_at)
                 });
+                let finished_count = mine
+                    .iter()
+                    .filter(|e| !matches!(e.status.as_str(), "PENDING" | "DISPATCHED"))
+                    .count();
+                let failed_count = mine
+                    .iter()
+                    .filter(|e| matches!(e.status.as_str(), "FAILED" | "CANCELLED"))
+                    .count();
                 RunView {
+                    execution_count: mine.len(),
+                    finished_count,
+                    failed_count,
                     run,
                     status,
                     finished_at,

@@ -29,7 +29,8 @@ fn iso(ms: i64) -> String {
 }
 
 const RUNS: &str = "query($id: ID!) { scheduleRuns(scheduleId: $id) { filteredCount edges { node {
-    runId trigger status totalMachineCount executionIds error dispatchedAt finishedAt } } } }";
+    runId trigger status totalMachineCount executionCount finishedCount failedCount executionIds error
+    dispatchedAt finishedAt } } } }";
 
 /// Polls the schedule's runs until there are `count` and none is RUNNING; fails after 15 s.
 async fn runs_settled(app: &TestApp, token: &str, schedule: &str, count: usize) -> Vec<Value> {
@@ -233,6 +234,14 @@ async fn schedules_fire_on_the_grid_and_on_first_online_and_their_runs_show_in_g
     assert_eq!(runs[0]["trigger"], "DATE_TIME");
     assert_eq!(runs[0]["totalMachineCount"], 2);
     assert_eq!(runs[0]["status"], "FAILED", "bravo failed: {}", runs[0]);
+    assert_eq!(
+        (
+            runs[0]["executionCount"].clone(),
+            runs[0]["finishedCount"].clone(),
+            runs[0]["failedCount"].clone()
+        ),
+        (json!(2), json!(2), json!(1))
+    );
     assert_eq!(runs[0]["executionIds"].as_array().unwrap().len(), 1);
     assert_eq!(runs[0]["dispatchedAt"], iso(start));
     let after_run = data(
