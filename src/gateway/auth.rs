@@ -650,6 +650,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
 pub struct Agent {
     pub tenant: TenantId,
     pub machine_id: String,
+    /// The credential epoch the token was issued under.
+    pub epoch: u64,
     /// When the agent's token expires (Unix ms).
     pub expires_at_ms: i64,
 }
@@ -660,9 +662,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Agent {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
         let principal = parts.extensions.get::<Principal>().ok_or_else(missing)?;
         match &principal.who {
-            Who::Agent { machine_id, .. } => Ok(Agent {
+            Who::Agent { machine_id, epoch } => Ok(Agent {
                 tenant: principal.tenant.clone(),
                 machine_id: machine_id.clone(),
+                epoch: *epoch,
                 expires_at_ms: principal.expires_at_ms,
             }),
             _ => Err(ApiError::Forbidden("this endpoint is for agents".into())),

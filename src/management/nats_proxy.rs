@@ -105,7 +105,12 @@ pub async fn upgrade(
             let sessions = management.sessions.clone();
             sessions.open.fetch_add(1, Ordering::Relaxed);
             let client_id = sessions.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-            let mut session = Session::new(hub, MachineScope::new(&agent.machine_id));
+            let credential = Credential {
+                agents: management.agents.clone(),
+                tenant: agent.tenant.clone(),
+                epoch: agent.epoch,
+            };
+            let mut session = Session::new(hub, MachineScope::new(&agent.machine_id), credential);
             let ended = session
                 .run(socket, client_id, &agent.machine_id, sessions.stop.clone())
                 .await;
@@ -142,6 +147,18 @@ enum Op {
         sid: String,
         max: Option<u64>,
     },
+}
+
+/// Tells an agent whose credential was revoked, as nats-server tells a client whose
+/// authorization is gone, and closes.
+async fn end_revoked(socket: &mut WebSocket) -> &'static str {
+    let _ = socket
+        .send(Message::Binary(Bytes::from_static(
+            b"-ERR 'Authorization Violation'\r\n",
+        )))
+        .await;
+    let _ = socket.send(Message::Close(None)).await;
+    "the machine's credential was revoked"
 }
 
 /// A protocol error: what nats-server would send, and whether the session ends.
@@ -331,11 +348,22 @@ struct Forwarder {
     limit: Arc<AtomicU64>,
 }
 
+/// The credential a session was opened with, checked again before every frame either way: a
+/// machine reinstalled, uninstalled, deleted or caught reusing a refresh token loses its open
+/// session at once, not when it reconnects.
+#[derive(Debug)]
+struct Credential {
+    agents: Arc<super::agents::Agents>,
+    tenant: openframe_storage::TenantId,
+    epoch: u64,
+}
+
 /// One agent's NATS session on the hub.
 #[derive(Debug)]
 struct Session {
     hub: async_nats::Client,
     scope: MachineScope,
+    credential: Credential,
     parser: Parser,
     budget: Budget,
     connected: bool,
@@ -348,11 +376,12 @@ struct Session {
 }
 
 impl Session {
-    fn new(hub: async_nats::Client, scope: MachineScope) -> Session {
+    fn new(hub: async_nats::Client, scope: MachineScope, credential: Credential) -> Session {
         let (deliveries, delivered) = mpsc::channel(SESSION_BACKLOG);
         Session {
             hub,
             scope,
+            credential,
             parser: Parser::default(),
             budget: Budget::new(),
             connected: false,
@@ -361,6 +390,14 @@ impl Session {
             deliveries,
             delivered,
         }
+    }
+
+    /// Whether the machine's credential has moved on since the session opened.
+    fn revoked(&self, machine_id: &str) -> bool {
+        !self
+            .credential
+            .agents
+            .admits(&self.credential.tenant, machine_id, self.credential.epoch)
     }
 
     /// Serves until either side closes; returns why it ended.
@@ -404,6 +441,9 @@ impl Session {
                         Some(Ok(Message::Close(_))) | None => return "the agent closed",
                         Some(Err(_)) => return "the agent's connection failed",
                     };
+                    if self.revoked(machine_id) {
+                        return end_revoked(&mut socket).await;
+                    }
                     if self.parser.buffer.is_empty() && self.parser.buffer.capacity() > 16 * 1024 {
                         // A large message has passed: give its buffer back.
                         self.parser.buffer = BytesMut::new();
@@ -425,6 +465,9 @@ impl Session {
                     }
                 }
                 Some(delivery) = self.delivered.recv() => {
+                    if self.revoked(machine_id) {
+                        return end_revoked(&mut socket).await;
+                    }
                     let mut frame = encode(&delivery.0, &delivery.1);
                     // Whatever else is already waiting goes in the same frame.
                     while frame.len() < 64 * 1024 {

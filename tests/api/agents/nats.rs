@@ -524,3 +524,55 @@ async fn a_fleet_connection_is_stored_under_fleets_host_id_once_fleet_knows_the_
     assert_eq!(attribution.machine_id.as_deref(), Some(id.as_str()));
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_uninstalled_machine_loses_its_open_session_at_once() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut app = app_with_nats(&dir, Arc::new(SystemClock)).await;
+    let tenants = two_tenants(&app).await;
+    let key = registration_secret(&app, "acme", &tenants.admin_a).await;
+    let machine = enroll(&app, &key, "ws-leaving").await;
+    let id = machine.machine_id.clone();
+    let (agent, mut errors) = connect(&app, &machine.access_token).await;
+    let mut own = agent
+        .subscribe(format!("machine.{id}.command-execution"))
+        .await
+        .unwrap();
+    super::support::synced(&agent, &id).await;
+
+    let response = app
+        .client
+        .post(app.https_url("/clients/api/agents/uninstall"))
+        .header("X-Machine-Id", &id)
+        .header("X-Client-Secret", &machine.client_secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+
+    // Its next frame gets what nats-server sends a client whose authorization is gone, and the
+    // session ends; reconnecting with the old token is refused at the gateway.
+    agent
+        .publish(format!("machine.{id}.heartbeat"), "{}".into())
+        .await
+        .unwrap();
+    let _ = agent.flush().await;
+    let error = next_error(&mut errors).await;
+    assert!(
+        error.to_lowercase().contains("authorization violation"),
+        "{error}"
+    );
+    // Nothing sent to the machine reaches it any more.
+    let server = app.state.nats.as_ref().unwrap().connect().await.unwrap();
+    server
+        .publish(format!("machine.{id}.command-execution"), "{}".into())
+        .await
+        .unwrap();
+    server.flush().await.unwrap();
+    let delivered = tokio::time::timeout(Duration::from_secs(2), own.next()).await;
+    assert!(
+        !matches!(delivered, Ok(Some(_))),
+        "a revoked machine still received {delivered:?}"
+    );
+    app.stop().await.unwrap();
+}
