@@ -20,6 +20,7 @@
 //! Storage lives in the `openframe-storage` crate; nothing here names an engine.
 
 pub mod admin;
+pub mod agent;
 pub mod api;
 pub mod audit;
 pub mod catalog;

@@ -1,6 +1,7 @@
 //! Agents: registration, agent tokens, `/ws/nats` with per-machine permissions, presence.
 
 mod credentials;
+mod endpoint;
 mod nats;
 pub(crate) mod scripts;
 pub(crate) mod support;

@@ -1,0 +1,443 @@
+//! The endpoint agent (`openframe agent run`), speaking OpenFrame's client protocol so either
+//! side can be swapped for OpenFrame's own: it registers with the initial key
+//! (`POST /clients/api/agents/register`), keeps its credential in its state dir, takes tokens
+//! (`POST /clients/oauth/token`, refreshed before they expire), and talks NATS over
+//! `wss://…/ws/nats`: heartbeats, script and command executions, cancellations, and results.
+//!
+//! It is a subcommand of the same binary: the package then carries one file, and the agent's
+//! code paths touch none of the appliance's stores, so its resident memory stays small.
+//!
+//! - **Trust**: with `--ca-file` only that certificate (bundle) is trusted for the server;
+//!   without it, the system's roots.
+//! - **Results** go through a durable outbox: written to the state dir before they are sent,
+//!   removed once nats-server has them (a request that comes back "no responders" proves the
+//!   hub passed everything before it on), and sent again after a reconnect or a restart. The
+//!   server takes one result per execution and machine, so a repeat changes nothing.
+//! - It runs only what is addressed to it: it subscribes to its own subjects, and drops a
+//!   message naming another machine.
+//! - A revoked credential (the server answers 401 to the token grant) ends the agent with an
+//!   error that says to register again; an unreachable server is retried with backoff.
+
+pub mod exec;
+pub mod state;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use state::{Credentials, OutboxEntry, StateDir};
+
+/// How `openframe agent run` was asked to run.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// `https://host:port` of the appliance.
+    pub server: String,
+    /// The tenant's registration secret (needed only to register).
+    pub initial_key: Option<String>,
+    pub organization_id: Option<String>,
+    /// `key=value` tags sent at registration.
+    pub tags: Vec<(String, String)>,
+    pub state_dir: PathBuf,
+    pub ca_file: Option<PathBuf>,
+    /// OpenFrame's agent heartbeats every 60 s.
+    pub heartbeat: Duration,
+    /// Overrides the hostname reported (default: the machine's).
+    pub hostname: Option<String>,
+}
+
+/// Why the agent stopped for good.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Revoked(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+fn http_client(options: &AgentOptions) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = &options.ca_file {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
+        builder = builder.tls_certs_only(certificates);
+    }
+    Ok(builder.build()?)
+}
+
+fn hostname(options: &AgentOptions) -> String {
+    options.hostname.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_owned())
+            .unwrap_or_else(|_| "unknown".into())
+    })
+}
+
+/// `NAME="Debian GNU/Linux 13 (trixie)"` → the pretty name.
+fn os_version() -> Option<String> {
+    let release = std::fs::read_to_string("/etc/os-release").ok()?;
+    release.lines().find_map(|line| {
+        line.strip_prefix("PRETTY_NAME=")
+            .map(|value| value.trim_matches('"').to_owned())
+    })
+}
+
+/// Registers with the initial key; the credential is saved before anything else happens.
+async fn register(
+    http: &reqwest::Client,
+    options: &AgentOptions,
+    state: &StateDir,
+) -> Result<Credentials, AgentError> {
+    let key = options.initial_key.as_deref().ok_or_else(|| {
+        anyhow::anyhow!("this machine is not registered yet: give --initial-key and --org")
+    })?;
+    let mut tags: Vec<Value> = Vec::new();
+    for (key, value) in &options.tags {
+        tags.push(json!({"key": key, "values": [value]}));
+    }
+    let body = json!({
+        "hostname": hostname(options),
+        "organizationId": options.organization_id,
+        "agentVersion": env!("CARGO_PKG_VERSION"),
+        "osType": "LINUX",
+        "osVersion": os_version(),
+        "tags": tags,
+    });
+    let response = http
+        .post(format!("{}/clients/api/agents/register", options.server))
+        .header("X-Initial-Key", key)
+        .json(&body)
+        .send()
+        .await
+        .context("the server could not be reached to register")?;
+    let status = response.status();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        return Err(AgentError::Revoked(format!(
+            "registration refused ({status}): {}",
+            answer["message"].as_str().unwrap_or("no reason given")
+        )));
+    }
+    let text = |field: &str| {
+        answer[field]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow::anyhow!("the registration answer has no {field}"))
+    };
+    let credentials = Credentials {
+        server: options.server.clone(),
+        machine_id: text("machineId")?,
+        client_id: text("clientId")?,
+        client_secret: text("clientSecret")?,
+        access_token: String::new(),
+        refresh_token: String::new(),
+        expires_at_ms: 0,
+    };
+    state.save_credentials(&credentials)?;
+    tracing::info!(machine_id = %credentials.machine_id, "registered");
+    Ok(credentials)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
+}
+
+/// A fresh access token: the refresh token if there is one, else the client credential.
+async fn refresh(
+    http: &reqwest::Client,
+    state: &StateDir,
+    credentials: &mut Credentials,
+) -> Result<(), AgentError> {
+    let mut attempts: Vec<Vec<(&str, String)>> = Vec::new();
+    if !credentials.refresh_token.is_empty() {
+        attempts.push(vec![
+            ("grant_type", "refresh_token".into()),
+            ("refresh_token", credentials.refresh_token.clone()),
+            ("client_id", credentials.client_id.clone()),
+        ]);
+    }
+    attempts.push(vec![
+        ("grant_type", "client_credentials".into()),
+        ("client_id", credentials.client_id.clone()),
+        ("client_secret", credentials.client_secret.clone()),
+    ]);
+    let mut refused = None;
+    for form in attempts {
+        let response = http
+            .post(format!("{}/clients/oauth/token", credentials.server))
+            .form(&form)
+            .send()
+            .await
+            .context("the server could not be reached for a token")?;
+        let status = response.status();
+        let answer: Value = response.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            credentials.access_token = answer["accessToken"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            credentials.refresh_token = answer["refreshToken"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let lifetime = answer["expiresIn"].as_i64().unwrap_or(300);
+            credentials.expires_at_ms = now_ms() + lifetime * 1000;
+            state.save_credentials(credentials)?;
+            return Ok(());
+        }
+        if status.is_server_error() {
+            return Err(anyhow::anyhow!("the token endpoint answered {status}").into());
+        }
+        refused = Some(format!(
+            "{status}: {}",
+            answer["message"].as_str().unwrap_or("no reason given")
+        ));
+    }
+    Err(AgentError::Revoked(format!(
+        "the server refused this machine's credential ({}); it was revoked or the machine was \
+         removed: register again with --initial-key",
+        refused.unwrap_or_default()
+    )))
+}
+
+/// Runs the agent until `stop`. Transient trouble (network, server restarts) is retried with
+/// backoff; a refused credential ends it with [`AgentError::Revoked`].
+pub async fn run(options: AgentOptions, stop: CancellationToken) -> Result<(), AgentError> {
+    // The NATS client's TLS needs a process-wide provider; the appliance's is aws-lc-rs.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let state = StateDir::open(&options.state_dir)?;
+    let http = http_client(&options)?;
+    let mut credentials = match state.credentials()? {
+        Some(known) if known.server == options.server => known,
+        Some(known) => {
+            return Err(anyhow::anyhow!(
+                "{} belongs to {}; use another --state-dir for {}",
+                options.state_dir.display(),
+                known.server,
+                options.server
+            )
+            .into());
+        }
+        None => loop {
+            match register(&http, &options, &state).await {
+                Ok(credentials) => break credentials,
+                Err(AgentError::Other(error)) => {
+                    tracing::warn!(%error, "registration failed; retrying in 10 s");
+                    tokio::select! {
+                        () = stop.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(Duration::from_secs(10)) => {}
+                    }
+                }
+                Err(refused) => return Err(refused),
+            }
+        },
+    };
+    let mut failures: u32 = 0;
+    while !stop.is_cancelled() {
+        if credentials.expires_at_ms - now_ms() < 60_000 {
+            match refresh(&http, &state, &mut credentials).await {
+                Ok(()) => {}
+                Err(AgentError::Revoked(why)) => return Err(AgentError::Revoked(why)),
+                Err(AgentError::Other(error)) => {
+                    failures += 1;
+                    let delay = Duration::from_secs(2u64.saturating_pow(failures.min(6)));
+                    tracing::warn!(%error, retry_in_seconds = delay.as_secs(), "no token");
+                    tokio::select! {
+                        () = stop.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
+                }
+            }
+        }
+        failures = 0;
+        // A session lasts until shortly before its token expires, then reconnects with a
+        // fresh one (the token is part of the WebSocket URL).
+        let until = Duration::from_millis(
+            u64::try_from((credentials.expires_at_ms - now_ms() - 60_000).max(5_000))
+                .unwrap_or(5_000),
+        );
+        if let Err(error) = session(&options, &state, &credentials, until, &stop).await {
+            tracing::warn!(%error, "the NATS session ended; reconnecting");
+            // The token may be what was refused (a revoked credential): take a new one first,
+            // which also tells a revoked machine apart from a network failure.
+            credentials.expires_at_ms = 0;
+            tokio::select! {
+                () = stop.cancelled() => return Ok(()),
+                () = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends what the outbox holds; each entry is removed once nats-server has it.
+async fn drain_outbox(client: &async_nats::Client, state: &StateDir, machine_id: &str) {
+    for (key, entry) in state.outbox() {
+        if client
+            .publish(entry.subject.clone(), entry.payload.clone().into())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        if delivered(client, machine_id).await {
+            if let Err(error) = state.outbox_remove(&key) {
+                tracing::warn!(%error, key, "a delivered result could not be removed from the outbox");
+            }
+        } else {
+            return;
+        }
+    }
+}
+
+/// Whether everything published so far has reached nats-server: a request nobody answers comes
+/// back "no responders" only after the hub passed on what came before it.
+async fn delivered(client: &async_nats::Client, machine_id: &str) -> bool {
+    let asked = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(format!("machine.{machine_id}.sync"), "".into()),
+    )
+    .await;
+    matches!(asked, Ok(Err(error)) if error.kind() == async_nats::RequestErrorKind::NoResponders)
+}
+
+type Running = Arc<Mutex<HashMap<String, CancellationToken>>>;
+
+/// One NATS session: heartbeats, jobs and results, until `until` passes or it fails.
+async fn session(
+    options: &AgentOptions,
+    state: &StateDir,
+    credentials: &Credentials,
+    until: Duration,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let machine_id = credentials.machine_id.clone();
+    let ws = options
+        .server
+        .replacen("https://", "wss://", 1)
+        .replacen("http://", "ws://", 1);
+    let url = format!("{ws}/ws/nats?authorization={}", credentials.access_token);
+    let mut connect = async_nats::ConnectOptions::new()
+        .ignore_discovered_servers()
+        .max_reconnects(Some(3))
+        .reconnect_delay_callback(|attempt| {
+            Duration::from_millis(500 * u64::try_from(attempt.min(6)).unwrap_or(6))
+        })
+        .name(format!("openframe-agent-{machine_id}"));
+    if let Some(path) = &options.ca_file {
+        connect = connect.add_root_certificates(path.clone());
+    }
+    let client = tokio::time::timeout(Duration::from_secs(30), connect.connect(url))
+        .await
+        .context("connecting to NATS timed out")?
+        .context("cannot connect to NATS")?;
+    let mut scripts = client
+        .subscribe(format!("machine.{machine_id}.script-execution"))
+        .await?;
+    let mut commands = client
+        .subscribe(format!("machine.{machine_id}.command-execution"))
+        .await?;
+    let mut cancels = client
+        .subscribe(format!("machine.{machine_id}.command-cancel"))
+        .await?;
+    client
+        .publish(
+            format!("machine.{machine_id}.hostname"),
+            json!({"hostname": hostname(options)}).to_string().into(),
+        )
+        .await?;
+    tracing::info!(machine_id, "connected");
+    drain_outbox(&client, state, &machine_id).await;
+    let running: Running = Arc::default();
+    let mut heartbeat = tokio::time::interval(options.heartbeat);
+    let deadline = tokio::time::sleep(until);
+    tokio::pin!(deadline);
+    loop {
+        let (message, script) = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            () = &mut deadline => return Ok(()),
+            _ = heartbeat.tick() => {
+                client.publish(format!("machine.{machine_id}.heartbeat"), "{}".into()).await?;
+                if client.connection_state() != async_nats::connection::State::Connected {
+                    anyhow::bail!("the connection to NATS is down");
+                }
+                continue;
+            }
+            message = scripts.next() => (message, true),
+            message = commands.next() => (message, false),
+            message = cancels.next() => {
+                let Some(message) = message else { anyhow::bail!("the subscription ended") };
+                if let Ok(body) = serde_json::from_slice::<Value>(&message.payload)
+                    && let Some(execution) = body["executionId"].as_str()
+                    && let Some(token) = running.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(execution)
+                {
+                    token.cancel();
+                }
+                continue;
+            }
+        };
+        let Some(message) = message else {
+            anyhow::bail!("the subscription ended");
+        };
+        let job: exec::Job = match serde_json::from_slice(&message.payload) {
+            Ok(job) => job,
+            Err(error) => {
+                tracing::warn!(%error, "a job that does not parse was dropped");
+                continue;
+            }
+        };
+        if job
+            .machine_id
+            .as_deref()
+            .is_some_and(|named| named != machine_id)
+        {
+            tracing::warn!(execution_id = %job.execution_id, "a job for another machine was dropped");
+            continue;
+        }
+        let cancel = CancellationToken::new();
+        running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(job.execution_id.clone(), cancel.clone());
+        let (client, state, running, machine_id) = (
+            client.clone(),
+            state.clone(),
+            running.clone(),
+            machine_id.clone(),
+        );
+        tokio::spawn(async move {
+            let outcome = exec::run(&job, script, &state.work_dir(), cancel).await;
+            running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&job.execution_id);
+            let kind = if script {
+                "script-execution"
+            } else {
+                "command-execution"
+            };
+            let entry = OutboxEntry {
+                subject: format!("machine.{machine_id}.{kind}.result"),
+                payload: exec::result(&job, &machine_id, &outcome).to_string(),
+            };
+            let key = format!("{}:{machine_id}", job.execution_id);
+            if let Err(error) = state.outbox_put(&key, &entry) {
+                tracing::error!(%error, "a result could not be kept in the outbox");
+            }
+            drain_outbox(&client, &state, &machine_id).await;
+        });
+    }
+}

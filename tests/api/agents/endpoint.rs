@@ -1,0 +1,195 @@
+//! The endpoint agent end to end: the appliance with a real `nats-server`, and two
+//! `openframe agent run` processes (separate state dirs) that register with the initial key,
+//! turn ONLINE, run a script sent to both and report its results into GraphQL and the log; a
+//! machine deleted by a technician is locked out and its agent stops with exit code 2.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openframe_storage::model::SystemClock;
+use serde_json::{Value, json};
+
+use super::support::{ORG, registration_secret};
+use crate::gateway::support::two_tenants;
+use crate::graphql::support::data;
+use crate::helpers::{TestApp, spawn_with_clock, test_config, with_nats};
+use crate::stream::support::{ready_with_nats_up, settle};
+
+/// Starts `openframe agent run` for `hostname` in its own state dir.
+fn start_agent(
+    app: &TestApp,
+    key: &str,
+    dir: &std::path::Path,
+    hostname: &str,
+) -> tokio::process::Child {
+    let log = std::fs::File::create(dir.join(format!("{hostname}.log"))).unwrap();
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_openframe"))
+        .args(["agent", "run", "--server"])
+        .arg(format!("https://localhost:{}", app.https_addr.port()))
+        .args([
+            "--initial-key",
+            key,
+            "--org",
+            ORG,
+            "--tag",
+            "site=lab",
+            "--hostname",
+            hostname,
+        ])
+        .arg("--state-dir")
+        .arg(dir.join(hostname))
+        .arg("--ca-file")
+        .arg(app.cert_path())
+        .args(["--heartbeat-seconds", "1"])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// Polls `query` until `ready` holds for its data; fails after 30 s.
+async fn until(app: &TestApp, token: &str, query: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = data(app, token, query, json!({})).await;
+        if ready(&found) {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never ready: {found}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn two_agents_register_come_online_run_a_script_and_a_deleted_one_is_locked_out() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut app = spawn_with_clock(
+        with_nats(test_config(&dir.path().join("data"))),
+        Arc::new(SystemClock),
+    )
+    .await;
+    ready_with_nats_up(&app).await;
+    let tenants = two_tenants(&app).await;
+    let admin = tenants.admin_a.clone();
+    let key = registration_secret(&app, "acme", &admin).await;
+    let agents = dir.path().join("agents");
+    std::fs::create_dir_all(&agents).unwrap();
+    let _alpha = start_agent(&app, &key, &agents, "e2e-alpha");
+    let mut bravo = start_agent(&app, &key, &agents, "e2e-bravo");
+
+    // Both register and turn ONLINE, with what they reported.
+    let online = until(
+        &app,
+        &admin,
+        "{ devices(search: \"e2e-\", filter: {statuses: [ONLINE]}) { edges { node { machineId hostname osType agentVersion tags { key values } } } } }",
+        |found| found["devices"]["edges"].as_array().is_some_and(|edges| edges.len() == 2),
+    )
+    .await;
+    let machines: Vec<Value> = online["devices"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|edge| edge["node"].clone())
+        .collect();
+    assert_eq!(machines[0]["hostname"], "e2e-alpha");
+    assert_eq!(machines[1]["hostname"], "e2e-bravo");
+    assert_eq!(machines[0]["osType"], "LINUX");
+    assert_eq!(machines[0]["agentVersion"], env!("CARGO_PKG_VERSION"));
+    let ids: Vec<String> = machines
+        .iter()
+        .map(|machine| machine["machineId"].as_str().unwrap().to_owned())
+        .collect();
+    // The credential is private to the agent's user.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(agents.join("e2e-alpha").join("agent_config.json"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    // A script sent to both runs on both, and its results come back.
+    let script = data(
+        &app,
+        &admin,
+        "mutation { createScript(input: {name: \"Greet\", shell: BASH, scriptBody: \"echo \\\"$GREETING from $1\\\"\",
+            envVars: [{name: \"GREETING\", value: \"hello\"}]}) { scriptId } }",
+        json!({}),
+    )
+    .await;
+    let run = data(
+        &app,
+        &admin,
+        "mutation($input: BatchRunScriptInput!) { batchRunScript(input: $input) { executionId } }",
+        json!({"input": {"machineIds": ids, "scriptId": script["createScript"]["scriptId"], "args": ["the agent"]}}),
+    )
+    .await;
+    let execution = run["batchRunScript"]["executionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let finished = until(
+        &app,
+        &admin,
+        &format!("{{ runExecutions(executionId: \"{execution}\") {{ status stdout exitCode machine {{ hostname }} }} }}"),
+        |found| {
+            found["runExecutions"].as_array().is_some_and(|all| {
+                all.len() == 2 && all.iter().all(|e| e["status"] == "SUCCESS")
+            })
+        },
+    )
+    .await;
+    for execution in finished["runExecutions"].as_array().unwrap() {
+        assert_eq!(execution["stdout"], "hello from the agent\n", "{execution}");
+        assert_eq!(execution["exitCode"], 0);
+    }
+    settle(&app).await;
+    let logged = until(
+        &app,
+        &admin,
+        "{ logs(search: \"hello from the agent\", first: 10) { edges { node { eventType hostname } } } }",
+        |found| found["logs"]["edges"].as_array().is_some_and(|edges| edges.len() == 2),
+    )
+    .await;
+    assert!(
+        logged["logs"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|edge| edge["node"]["eventType"] == "SCRIPT_EXECUTED"),
+        "{logged}"
+    );
+    // Delivered results leave the outbox.
+    assert_eq!(
+        std::fs::read_dir(agents.join("e2e-alpha").join("outbox"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    // A technician deletes bravo: its session ends, its credential is refused, and the agent
+    // stops with exit code 2 and says to register again.
+    let response = app
+        .client
+        .patch(app.https_url(&format!("/api/devices/{}", ids[1])))
+        .bearer_auth(&admin)
+        .json(&json!({"status": "DELETED"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let status = tokio::time::timeout(Duration::from_secs(30), bravo.wait())
+        .await
+        .expect("the deleted machine's agent stopped")
+        .unwrap();
+    assert_eq!(status.code(), Some(2));
+    let said = std::fs::read_to_string(agents.join("e2e-bravo.log")).unwrap();
+    assert!(said.contains("register again"), "{said}");
+    app.stop().await.unwrap();
+}
