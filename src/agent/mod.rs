@@ -18,6 +18,7 @@
 //! - A revoked credential (the server answers 401 to the token grant) ends the agent with an
 //!   error that says to register again; an unreachable server is retried with backoff.
 
+pub mod cli;
 pub mod exec;
 pub mod state;
 

@@ -1,0 +1,27 @@
+//! `openframe-agent`: the endpoint agent on its own (see `openframe::agent`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "openframe-agent",
+    version,
+    about = "The OpenFrame endpoint agent: registers this machine and runs what the appliance sends"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: openframe::agent::cli::AgentCommand,
+}
+
+fn main() -> ExitCode {
+    let openframe::agent::cli::AgentCommand::Run(args) = Cli::parse().command;
+    match openframe::agent::cli::run(args) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("openframe-agent: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
