@@ -345,16 +345,8 @@ pub struct CreateScriptInput {
 #[derive(InputObject, Debug, Clone)]
 pub struct UpdateScriptInput {
     pub id: ID,
-    pub name: String,
-    pub description: Option<String>,
-    pub shell: ScriptShell,
-    pub privilege_level: Option<PrivilegeLevel>,
-    pub script_body: String,
-    pub supported_platforms: Option<Vec<ScriptPlatform>>,
-    pub default_timeout_seconds: Option<i32>,
-    pub default_args: Option<Vec<String>>,
-    pub env_vars: Option<Vec<EnvVarInput>>,
-    pub tag_ids: Option<Vec<String>>,
+    #[graphql(flatten)]
+    pub script: CreateScriptInput,
 }
 
 /// Runs a script on one machine. `args`, `timeoutSeconds` and `privilegeLevel` default to
@@ -450,30 +442,23 @@ fn names<T: async_graphql::resolver_utils::EnumType>(values: Option<Vec<T>>) -> 
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn script_input(
-    name: String,
-    description: Option<String>,
-    shell: ScriptShell,
-    privilege_level: Option<PrivilegeLevel>,
-    script_body: String,
-    supported_platforms: Option<Vec<ScriptPlatform>>,
-    default_timeout_seconds: Option<i32>,
-    default_args: Option<Vec<String>>,
-    env: Option<Vec<EnvVarInput>>,
-    tag_ids: Option<Vec<String>>,
-) -> GqlResult<ScriptInput> {
+fn script_input(input: CreateScriptInput) -> GqlResult<ScriptInput> {
     Ok(ScriptInput {
-        name,
-        description: description.unwrap_or_default(),
-        shell: enum_name(shell).to_owned(),
-        privilege_level: privilege_level.map(|level| enum_name(level).to_owned()),
-        script_body,
-        supported_platforms: names(supported_platforms),
-        default_timeout_seconds: seconds("input.defaultTimeoutSeconds", default_timeout_seconds)?,
-        default_args: default_args.unwrap_or_default(),
-        env_vars: env_vars(env),
-        tags: tag_ids.unwrap_or_default(),
+        name: input.name,
+        description: input.description.unwrap_or_default(),
+        shell: enum_name(input.shell).to_owned(),
+        privilege_level: input
+            .privilege_level
+            .map(|level| enum_name(level).to_owned()),
+        script_body: input.script_body,
+        supported_platforms: names(input.supported_platforms),
+        default_timeout_seconds: seconds(
+            "input.defaultTimeoutSeconds",
+            input.default_timeout_seconds,
+        )?,
+        default_args: input.default_args.unwrap_or_default(),
+        env_vars: env_vars(input.env_vars),
+        tags: input.tag_ids.unwrap_or_default(),
     })
 }
 
@@ -1013,18 +998,7 @@ impl ScriptMutation {
         ctx: &Context<'_>,
         input: CreateScriptInput,
     ) -> GqlResult<ScriptNode> {
-        let input = script_input(
-            input.name,
-            input.description,
-            input.shell,
-            input.privilege_level,
-            input.script_body,
-            input.supported_platforms,
-            input.default_timeout_seconds,
-            input.default_args,
-            input.env_vars,
-            input.tag_ids,
-        )?;
+        let input = script_input(input)?;
         let request = request(ctx);
         let script = request
             .state
@@ -1054,18 +1028,7 @@ impl ScriptMutation {
         input: UpdateScriptInput,
     ) -> GqlResult<ScriptNode> {
         let local = script_local("input.id", &input.id)?;
-        let replacement = script_input(
-            input.name,
-            input.description,
-            input.shell,
-            input.privilege_level,
-            input.script_body,
-            input.supported_platforms,
-            input.default_timeout_seconds,
-            input.default_args,
-            input.env_vars,
-            input.tag_ids,
-        )?;
+        let replacement = script_input(input.script)?;
         let request = request(ctx);
         let rmm = &request.state.management.rmm;
         let tenant = &request.admin.tenant;
