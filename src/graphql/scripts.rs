@@ -349,45 +349,54 @@ pub struct UpdateScriptInput {
     pub script: CreateScriptInput,
 }
 
-/// Runs a script on one machine. `args`, `timeoutSeconds` and `privilegeLevel` default to
-/// the script's; `envVars` override the script's variables of the same name.
+/// What a script run sends: `args`, `timeoutSeconds` and `privilegeLevel` default to the
+/// script's; `envVars` override the script's variables of the same name.
 #[derive(InputObject, Debug, Clone)]
-pub struct RunScriptInput {
-    pub machine_id: String,
+pub struct ScriptRunOptions {
     pub script_id: ID,
     pub privilege_level: Option<PrivilegeLevel>,
     pub args: Option<Vec<String>>,
     pub timeout_seconds: Option<i32>,
     pub env_vars: Option<Vec<EnvVarInput>>,
+}
+
+/// Runs a script on one machine.
+#[derive(InputObject, Debug, Clone)]
+pub struct RunScriptInput {
+    pub machine_id: String,
+    #[graphql(flatten)]
+    pub run: ScriptRunOptions,
 }
 
 /// Runs a script on 1 to 500 machines, one execution each, sharing one execution id.
 #[derive(InputObject, Debug, Clone)]
 pub struct BatchRunScriptInput {
     pub machine_ids: Vec<String>,
-    pub script_id: ID,
+    #[graphql(flatten)]
+    pub run: ScriptRunOptions,
+}
+
+/// What an ad-hoc command run sends.
+#[derive(InputObject, Debug, Clone)]
+pub struct CommandRunOptions {
+    pub shell: ScriptShell,
+    pub command: String,
     pub privilege_level: Option<PrivilegeLevel>,
-    pub args: Option<Vec<String>>,
     pub timeout_seconds: Option<i32>,
-    pub env_vars: Option<Vec<EnvVarInput>>,
 }
 
 #[derive(InputObject, Debug, Clone)]
 pub struct RunCommandInput {
     pub machine_id: String,
-    pub shell: ScriptShell,
-    pub command: String,
-    pub privilege_level: Option<PrivilegeLevel>,
-    pub timeout_seconds: Option<i32>,
+    #[graphql(flatten)]
+    pub run: CommandRunOptions,
 }
 
 #[derive(InputObject, Debug, Clone)]
 pub struct BatchRunCommandInput {
     pub machine_ids: Vec<String>,
-    pub shell: ScriptShell,
-    pub command: String,
-    pub privilege_level: Option<PrivilegeLevel>,
-    pub timeout_seconds: Option<i32>,
+    #[graphql(flatten)]
+    pub run: CommandRunOptions,
 }
 
 #[derive(InputObject, Debug, Clone)]
@@ -919,24 +928,19 @@ impl ScriptMutation {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn run_script_on(
         ctx: &Context<'_>,
         action: &str,
         machine_ids: Vec<String>,
-        script_id: &ID,
-        privilege_level: Option<PrivilegeLevel>,
-        args: Option<Vec<String>>,
-        timeout_seconds: Option<i32>,
-        env: Option<Vec<EnvVarInput>>,
+        run: ScriptRunOptions,
     ) -> GqlResult<DispatchResponse> {
-        let local = script_local("input.scriptId", script_id)?;
+        let local = script_local("input.scriptId", &run.script_id)?;
         let input = RunInput {
             machine_ids: machine_ids.clone(),
-            args,
-            env_vars: env_vars(env),
-            timeout_seconds: seconds("input.timeoutSeconds", timeout_seconds)?,
-            privilege_level: privilege_level.map(|level| enum_name(level).to_owned()),
+            args: run.args,
+            env_vars: env_vars(run.env_vars),
+            timeout_seconds: seconds("input.timeoutSeconds", run.timeout_seconds)?,
+            privilege_level: run.privilege_level.map(|level| enum_name(level).to_owned()),
         };
         let request = request(ctx);
         let execution_id = request
@@ -960,17 +964,15 @@ impl ScriptMutation {
         ctx: &Context<'_>,
         action: &str,
         machine_ids: Vec<String>,
-        shell: ScriptShell,
-        command: String,
-        privilege_level: Option<PrivilegeLevel>,
-        timeout_seconds: Option<i32>,
+        run: CommandRunOptions,
     ) -> GqlResult<DispatchResponse> {
+        let command = run.command;
         let input = CommandInput {
             machine_ids: machine_ids.clone(),
-            shell: enum_name(shell).to_owned(),
+            shell: enum_name(run.shell).to_owned(),
             command: command.clone(),
-            timeout_seconds: seconds("input.timeoutSeconds", timeout_seconds)?,
-            privilege_level: privilege_level.map(|level| enum_name(level).to_owned()),
+            timeout_seconds: seconds("input.timeoutSeconds", run.timeout_seconds)?,
+            privilege_level: run.privilege_level.map(|level| enum_name(level).to_owned()),
         };
         let request = request(ctx);
         let execution_id = request
@@ -1076,17 +1078,7 @@ impl ScriptMutation {
         ctx: &Context<'_>,
         input: RunScriptInput,
     ) -> GqlResult<DispatchResponse> {
-        Self::run_script_on(
-            ctx,
-            "runScript",
-            vec![input.machine_id],
-            &input.script_id,
-            input.privilege_level,
-            input.args,
-            input.timeout_seconds,
-            input.env_vars,
-        )
-        .await
+        Self::run_script_on(ctx, "runScript", vec![input.machine_id], input.run).await
     }
 
     /// Runs an active script on 1 to 500 machines.
@@ -1095,17 +1087,7 @@ impl ScriptMutation {
         ctx: &Context<'_>,
         input: BatchRunScriptInput,
     ) -> GqlResult<DispatchResponse> {
-        Self::run_script_on(
-            ctx,
-            "batchRunScript",
-            input.machine_ids,
-            &input.script_id,
-            input.privilege_level,
-            input.args,
-            input.timeout_seconds,
-            input.env_vars,
-        )
-        .await
+        Self::run_script_on(ctx, "batchRunScript", input.machine_ids, input.run).await
     }
 
     /// Runs an ad-hoc command on one machine.
@@ -1114,16 +1096,7 @@ impl ScriptMutation {
         ctx: &Context<'_>,
         input: RunCommandInput,
     ) -> GqlResult<DispatchResponse> {
-        Self::run_command_on(
-            ctx,
-            "runCommand",
-            vec![input.machine_id],
-            input.shell,
-            input.command,
-            input.privilege_level,
-            input.timeout_seconds,
-        )
-        .await
+        Self::run_command_on(ctx, "runCommand", vec![input.machine_id], input.run).await
     }
 
     /// Runs an ad-hoc command on 1 to 500 machines.
@@ -1132,16 +1105,7 @@ impl ScriptMutation {
         ctx: &Context<'_>,
         input: BatchRunCommandInput,
     ) -> GqlResult<DispatchResponse> {
-        Self::run_command_on(
-            ctx,
-            "batchRunCommand",
-            input.machine_ids,
-            input.shell,
-            input.command,
-            input.privilege_level,
-            input.timeout_seconds,
-        )
-        .await
+        Self::run_command_on(ctx, "batchRunCommand", input.machine_ids, input.run).await
     }
 
     /// Cancels a machine's execution that has not finished: the agent is told, the
