@@ -135,6 +135,168 @@ pub struct Machine {
     pub last_seen: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registered_at: Option<i64>,
+    /// What the agent last reported beyond OpenFrame's fields (kernel, CPU, memory, disks,
+    /// interfaces), and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware: Option<Hardware>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory_reported_at: Option<i64>,
+}
+
+/// One mounted disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Disk {
+    pub mount_point: String,
+    pub device: String,
+    pub filesystem: String,
+    pub total_bytes: u64,
+    pub free_bytes: u64,
+}
+
+/// One network interface and its addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkInterface {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+/// A machine's hardware and kernel, as its agent reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hardware {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cores: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    #[serde(default)]
+    pub disks: Vec<Disk>,
+    #[serde(default)]
+    pub network_interfaces: Vec<NetworkInterface>,
+}
+
+/// `machine.{id}.inventory` (beyond OpenFrame, whose agent sends device data only when it
+/// registers): OpenFrame's device fields plus [`Hardware`], sent by the agent when it connects
+/// and when something changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryReport {
+    pub hostname: String,
+    pub os_type: String,
+    #[serde(default)]
+    pub os_version: Option<String>,
+    #[serde(flatten)]
+    pub hardware: Hardware,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub mac_address: Option<String>,
+    #[serde(default)]
+    pub serial_number: Option<String>,
+    #[serde(default)]
+    pub manufacturer: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub os_uuid: Option<String>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+}
+
+/// How much of a report the appliance keeps: the lists are capped, text is at most this long.
+const REPORT_TEXT: usize = 255;
+const REPORT_LIST: usize = 64;
+
+impl InventoryReport {
+    /// Checks the sizes of everything in the report, naming the first field out of bounds.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        let too_long = |field: &'static str, value: Option<&str>| match value {
+            Some(value) if value.len() > REPORT_TEXT => Err(Invalid::new(
+                field,
+                format!("must be at most {REPORT_TEXT} bytes"),
+            )),
+            _ => Ok(()),
+        };
+        let hardware = &self.hardware;
+        for (field, value) in [
+            ("hostname", Some(self.hostname.as_str())),
+            ("osType", Some(self.os_type.as_str())),
+            ("osVersion", self.os_version.as_deref()),
+            ("kernel", hardware.kernel.as_deref()),
+            ("architecture", hardware.architecture.as_deref()),
+            ("cpuModel", hardware.cpu_model.as_deref()),
+            ("ip", self.ip.as_deref()),
+            ("macAddress", self.mac_address.as_deref()),
+            ("serialNumber", self.serial_number.as_deref()),
+            ("manufacturer", self.manufacturer.as_deref()),
+            ("model", self.model.as_deref()),
+            ("osUuid", self.os_uuid.as_deref()),
+            ("timezone", self.timezone.as_deref()),
+        ] {
+            too_long(field, value)?;
+        }
+        if self.hostname.trim().is_empty() {
+            return Err(Invalid::new("hostname", "must not be empty"));
+        }
+        if hardware.disks.len() > REPORT_LIST || hardware.network_interfaces.len() > REPORT_LIST {
+            return Err(Invalid::new(
+                "disks",
+                format!("at most {REPORT_LIST} disks and {REPORT_LIST} networkInterfaces"),
+            ));
+        }
+        for disk in &hardware.disks {
+            too_long("disks.mountPoint", Some(&disk.mount_point))?;
+            too_long("disks.device", Some(&disk.device))?;
+            too_long("disks.filesystem", Some(&disk.filesystem))?;
+        }
+        for interface in &hardware.network_interfaces {
+            too_long("networkInterfaces.name", Some(&interface.name))?;
+            too_long(
+                "networkInterfaces.macAddress",
+                interface.mac_address.as_deref(),
+            )?;
+            if interface.addresses.len() > REPORT_LIST {
+                return Err(Invalid::new(
+                    "networkInterfaces.addresses",
+                    format!("at most {REPORT_LIST} per interface"),
+                ));
+            }
+            for address in &interface.addresses {
+                too_long("networkInterfaces.addresses", Some(address))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the report into the machine's record (the OS type stays what it registered as).
+    pub fn apply(self, machine: &mut Machine, now: i64) {
+        let keep = |new: Option<String>, old: &mut Option<String>| {
+            if let Some(new) = new.filter(|value| !value.trim().is_empty()) {
+                *old = Some(new);
+            }
+        };
+        machine.hostname = self.hostname;
+        keep(self.os_version, &mut machine.os_version);
+        keep(self.ip, &mut machine.ip);
+        keep(self.mac_address, &mut machine.mac_address);
+        keep(self.serial_number, &mut machine.serial_number);
+        keep(self.manufacturer, &mut machine.manufacturer);
+        keep(self.model, &mut machine.model);
+        keep(self.os_uuid, &mut machine.os_uuid);
+        keep(self.timezone, &mut machine.timezone);
+        machine.hardware = Some(self.hardware);
+        machine.inventory_reported_at = Some(now);
+    }
 }
 
 /// A machine's identity inside one tool: MeshCentral's `node//…`, Fleet's numeric host id.

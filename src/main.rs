@@ -411,9 +411,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Agent {
-            command: openframe::agent::cli::AgentCommand::Run(args),
-        } => openframe::agent::cli::run(args),
+        Command::Agent { command } => openframe::agent::cli::run(command),
         Command::Version => {
             println!("openframe {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

@@ -96,7 +96,7 @@ async fn capped(mut stream: impl tokio::io::AsyncRead + Unpin) -> String {
 }
 
 /// Kills the job's whole process group (the shell and everything it started).
-async fn kill_group(child: &mut tokio::process::Child) {
+pub async fn kill_group(child: &mut tokio::process::Child) {
     if let Some(pid) = child
         .id()
         .and_then(|id| i32::try_from(id).ok())
@@ -134,8 +134,28 @@ pub async fn run(job: &Job, script: bool, work: &Path, cancel: CancellationToken
     for var in &job.env_vars {
         command.env(&var.name, var.value.as_deref().unwrap_or_default());
     }
+    command.current_dir(work);
+    let timeout = Duration::from_secs(job.timeout_seconds.unwrap_or(300).clamp(1, 86_400));
+    let outcome = run_process(command, timeout, cancel).await;
+    if script {
+        let _ = std::fs::remove_file(&file);
+    }
+    outcome
+}
+
+/// Runs a prepared command in its own process group, keeping the first [`MAX_OUTPUT`] bytes of
+/// each output stream, until it exits, `timeout` passes or `cancel` fires (the group is killed).
+pub async fn run_process(
+    mut command: tokio::process::Command,
+    timeout: Duration,
+    cancel: CancellationToken,
+) -> Outcome {
+    let program = command
+        .as_std()
+        .get_program()
+        .to_string_lossy()
+        .into_owned();
     command
-        .current_dir(work)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -145,13 +165,12 @@ pub async fn run(job: &Job, script: bool, work: &Path, cancel: CancellationToken
     let started = Instant::now();
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(error) => return failed(format!("cannot start {interpreter}: {error}")),
+        Err(error) => return failed(format!("cannot start {program}: {error}")),
     };
     let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
         return failed("the process has no output pipes");
     };
     let outputs = tokio::spawn(async move { tokio::join!(capped(stdout), capped(stderr)) });
-    let timeout = Duration::from_secs(job.timeout_seconds.unwrap_or(300).clamp(1, 86_400));
     let (exit_code, timed_out, error) = tokio::select! {
         status = child.wait() => match status {
             Ok(status) => (status.code(), false, None),
@@ -167,9 +186,6 @@ pub async fn run(job: &Job, script: bool, work: &Path, cancel: CancellationToken
         }
     };
     let (stdout, stderr) = outputs.await.unwrap_or_default();
-    if script {
-        let _ = std::fs::remove_file(&file);
-    }
     Outcome {
         stdout,
         stderr,

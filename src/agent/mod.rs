@@ -20,7 +20,10 @@
 
 pub mod cli;
 pub mod exec;
+pub mod inventory;
+pub mod setup;
 pub mod state;
+pub mod tools;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -50,6 +53,8 @@ pub struct AgentOptions {
     pub heartbeat: Duration,
     /// Overrides the hostname reported (default: the machine's).
     pub hostname: Option<String>,
+    /// How often the inventory is collected again (and reported when it changed).
+    pub inventory_every: Duration,
 }
 
 /// Why the agent stopped for good.
@@ -61,11 +66,11 @@ pub enum AgentError {
     Other(#[from] anyhow::Error),
 }
 
-fn http_client(options: &AgentOptions) -> anyhow::Result<reqwest::Client> {
+fn http_client(ca_file: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::none());
-    if let Some(path) = &options.ca_file {
+    if let Some(path) = ca_file {
         let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         let certificates = reqwest::Certificate::from_pem_bundle(&pem)
             .with_context(|| format!("{} is not a PEM certificate", path.display()))?;
@@ -82,15 +87,6 @@ fn hostname(options: &AgentOptions) -> String {
     })
 }
 
-/// `NAME="Debian GNU/Linux 13 (trixie)"` → the pretty name.
-fn os_version() -> Option<String> {
-    let release = std::fs::read_to_string("/etc/os-release").ok()?;
-    release.lines().find_map(|line| {
-        line.strip_prefix("PRETTY_NAME=")
-            .map(|value| value.trim_matches('"').to_owned())
-    })
-}
-
 /// Registers with the initial key; the credential is saved before anything else happens.
 async fn register(
     http: &reqwest::Client,
@@ -104,12 +100,21 @@ async fn register(
     for (key, value) in &options.tags {
         tags.push(json!({"key": key, "values": [value]}));
     }
+    // OpenFrame's registration carries the device data; the full inventory follows over NATS.
+    let machine = inventory::collect(hostname(options));
     let body = json!({
-        "hostname": hostname(options),
+        "hostname": machine.hostname,
         "organizationId": options.organization_id,
         "agentVersion": env!("CARGO_PKG_VERSION"),
-        "osType": "LINUX",
-        "osVersion": os_version(),
+        "osType": machine.os_type,
+        "osVersion": machine.os_version,
+        "ip": machine.ip,
+        "macAddress": machine.mac_address,
+        "osUuid": machine.os_uuid,
+        "serialNumber": machine.serial_number,
+        "manufacturer": machine.manufacturer,
+        "model": machine.model,
+        "timezone": machine.timezone,
         "tags": tags,
     });
     let response = http
@@ -196,6 +201,9 @@ async fn refresh(
             let lifetime = answer["expiresIn"].as_i64().unwrap_or(300);
             credentials.expires_at_ms = now_ms() + lifetime * 1000;
             state.save_credentials(credentials)?;
+            if let Err(error) = state.share_token(&credentials.access_token) {
+                tracing::warn!(%error, "the token could not be shared with the tool agents");
+            }
             return Ok(());
         }
         if status.is_server_error() {
@@ -213,24 +221,78 @@ async fn refresh(
     )))
 }
 
+/// The stored credential, if it is for `options.server`.
+fn known_credentials(
+    options: &AgentOptions,
+    state: &StateDir,
+) -> Result<Option<Credentials>, AgentError> {
+    match state.credentials()? {
+        Some(known) if known.server == options.server => Ok(Some(known)),
+        Some(known) => Err(anyhow::anyhow!(
+            "{} belongs to {}; use another --state-dir for {}",
+            options.state_dir.display(),
+            known.server,
+            options.server
+        )
+        .into()),
+        None => Ok(None),
+    }
+}
+
+/// Registers (unless already registered) and takes a first token, proving the credential.
+async fn enroll(options: &AgentOptions) -> Result<Credentials, AgentError> {
+    let state = StateDir::open(&options.state_dir)?;
+    let http = http_client(options.ca_file.as_deref())?;
+    let mut credentials = match known_credentials(options, &state)? {
+        Some(known) => known,
+        None => register(&http, options, &state).await?,
+    };
+    refresh(&http, &state, &mut credentials).await?;
+    Ok(credentials)
+}
+
+fn nats_url(server: &str, token: &str) -> String {
+    let ws = server
+        .replacen("https://", "wss://", 1)
+        .replacen("http://", "ws://", 1);
+    format!("{ws}/ws/nats?authorization={token}")
+}
+
+/// Connects to NATS once with the current token and makes one round trip.
+async fn probe_nats(
+    credentials: &Credentials,
+    ca_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let mut connect = async_nats::ConnectOptions::new()
+        .ignore_discovered_servers()
+        .max_reconnects(Some(1));
+    if let Some(path) = ca_file {
+        connect = connect.add_root_certificates(path.to_path_buf());
+    }
+    let client = tokio::time::timeout(
+        Duration::from_secs(15),
+        connect.connect(nats_url(&credentials.server, &credentials.access_token)),
+    )
+    .await
+    .context("connecting to NATS timed out")?
+    .context("cannot connect to NATS")?;
+    anyhow::ensure!(
+        delivered(&client, &credentials.machine_id).await,
+        "connected, but a round trip through NATS did not come back"
+    );
+    Ok(())
+}
+
 /// Runs the agent until `stop`. Transient trouble (network, server restarts) is retried with
 /// backoff; a refused credential ends it with [`AgentError::Revoked`].
 pub async fn run(options: AgentOptions, stop: CancellationToken) -> Result<(), AgentError> {
     // The NATS client's TLS needs a process-wide provider; the appliance's is aws-lc-rs.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let state = StateDir::open(&options.state_dir)?;
-    let http = http_client(&options)?;
-    let mut credentials = match state.credentials()? {
-        Some(known) if known.server == options.server => known,
-        Some(known) => {
-            return Err(anyhow::anyhow!(
-                "{} belongs to {}; use another --state-dir for {}",
-                options.state_dir.display(),
-                known.server,
-                options.server
-            )
-            .into());
-        }
+    let http = http_client(options.ca_file.as_deref())?;
+    let mut credentials = match known_credentials(&options, &state)? {
+        Some(known) => known,
         None => loop {
             match register(&http, &options, &state).await {
                 Ok(credentials) => break credentials,
@@ -245,6 +307,13 @@ pub async fn run(options: AgentOptions, stop: CancellationToken) -> Result<(), A
             }
         },
     };
+    let tools = tools::Tools::new(
+        state.clone(),
+        &options.server,
+        &credentials.machine_id,
+        stop.clone(),
+    );
+    tools.start_installed();
     let mut failures: u32 = 0;
     while !stop.is_cancelled() {
         if credentials.expires_at_ms - now_ms() < 60_000 {
@@ -253,7 +322,7 @@ pub async fn run(options: AgentOptions, stop: CancellationToken) -> Result<(), A
                 Err(AgentError::Revoked(why)) => return Err(AgentError::Revoked(why)),
                 Err(AgentError::Other(error)) => {
                     failures += 1;
-                    let delay = Duration::from_secs(2u64.saturating_pow(failures.min(6)));
+                    let delay = Duration::from_secs(2u64.saturating_pow(failures.min(5)));
                     tracing::warn!(%error, retry_in_seconds = delay.as_secs(), "no token");
                     tokio::select! {
                         () = stop.cancelled() => return Ok(()),
@@ -270,7 +339,14 @@ pub async fn run(options: AgentOptions, stop: CancellationToken) -> Result<(), A
             u64::try_from((credentials.expires_at_ms - now_ms() - 60_000).max(5_000))
                 .unwrap_or(5_000),
         );
-        if let Err(error) = session(&options, &state, &credentials, until, &stop).await {
+        let link = Link {
+            options: &options,
+            state: &state,
+            credentials: &credentials,
+            http: &http,
+            tools: &tools,
+        };
+        if let Err(error) = session(&link, until, &stop).await {
             tracing::warn!(%error, "the NATS session ended; reconnecting");
             // The token may be what was refused (a revoked credential): take a new one first,
             // which also tells a revoked machine apart from a network failure.
@@ -317,20 +393,69 @@ async fn delivered(client: &async_nats::Client, machine_id: &str) -> bool {
 
 type Running = Arc<Mutex<HashMap<String, CancellationToken>>>;
 
-/// One NATS session: heartbeats, jobs and results, until `until` passes or it fails.
-async fn session(
+/// Reports the hostname (OpenFrame's `machine.{id}.hostname`) and the inventory
+/// (`machine.{id}.inventory`) when they differ from what this session last reported; free disk
+/// space counts as a change when it moves by a GiB or more.
+async fn report_machine(
+    client: &async_nats::Client,
     options: &AgentOptions,
-    state: &StateDir,
-    credentials: &Credentials,
-    until: Duration,
-    stop: &CancellationToken,
+    machine_id: &str,
+    reported: &mut Option<crate::inventory::InventoryReport>,
 ) -> anyhow::Result<()> {
+    let options = options.clone();
+    let current = tokio::task::spawn_blocking(move || inventory::collect(hostname(&options)))
+        .await
+        .context("collecting the inventory failed")?;
+    let coarse = |inventory: &crate::inventory::InventoryReport| {
+        let mut coarse = inventory.clone();
+        for disk in &mut coarse.hardware.disks {
+            disk.free_bytes >>= 30;
+        }
+        coarse
+    };
+    let before = reported.as_ref().map(coarse);
+    if before.as_ref() == Some(&coarse(&current)) {
+        return Ok(());
+    }
+    if before.as_ref().map(|before| &before.hostname) != Some(&current.hostname) {
+        client
+            .publish(
+                format!("machine.{machine_id}.hostname"),
+                json!({"hostname": current.hostname}).to_string().into(),
+            )
+            .await?;
+    }
+    client
+        .publish(
+            format!("machine.{machine_id}.inventory"),
+            serde_json::to_vec(&current)?.into(),
+        )
+        .await?;
+    tracing::info!(machine_id, "inventory reported");
+    *reported = Some(current);
+    Ok(())
+}
+
+/// What a session works with.
+struct Link<'a> {
+    options: &'a AgentOptions,
+    state: &'a StateDir,
+    credentials: &'a Credentials,
+    http: &'a reqwest::Client,
+    tools: &'a Arc<tools::Tools>,
+}
+
+/// One NATS session: heartbeats, jobs, tool messages and results, until `until` passes or it
+/// fails.
+async fn session(link: &Link<'_>, until: Duration, stop: &CancellationToken) -> anyhow::Result<()> {
+    let Link {
+        options,
+        state,
+        credentials,
+        ..
+    } = *link;
     let machine_id = credentials.machine_id.clone();
-    let ws = options
-        .server
-        .replacen("https://", "wss://", 1)
-        .replacen("http://", "ws://", 1);
-    let url = format!("{ws}/ws/nats?authorization={}", credentials.access_token);
+    let url = nats_url(&options.server, &credentials.access_token);
     let mut connect = async_nats::ConnectOptions::new()
         .ignore_discovered_servers()
         .max_reconnects(Some(3))
@@ -354,16 +479,29 @@ async fn session(
     let mut cancels = client
         .subscribe(format!("machine.{machine_id}.command-cancel"))
         .await?;
-    client
-        .publish(
-            format!("machine.{machine_id}.hostname"),
-            json!({"hostname": hostname(options)}).to_string().into(),
-        )
-        .await?;
     tracing::info!(machine_id, "connected");
+    let mut reported = None;
+    report_machine(&client, options, &machine_id, &mut reported).await?;
     drain_outbox(&client, state, &machine_id).await;
+    // Tool messages come through a JetStream consumer; trouble there leaves scripts running.
+    let session_over = stop.child_token();
+    let _ends_with_session = session_over.clone().drop_guard();
+    let follower = tools::follow(
+        link.tools.clone(),
+        client.clone(),
+        link.http.clone(),
+        credentials.access_token.clone(),
+        session_over,
+    );
+    tokio::spawn(async move {
+        if let Err(error) = follower.await {
+            tracing::warn!(%error, "tool installation messages are not being read");
+        }
+    });
     let running: Running = Arc::default();
     let mut heartbeat = tokio::time::interval(options.heartbeat);
+    let mut recheck = tokio::time::interval(options.inventory_every);
+    recheck.reset();
     let deadline = tokio::time::sleep(until);
     tokio::pin!(deadline);
     loop {
@@ -375,6 +513,10 @@ async fn session(
                 if client.connection_state() != async_nats::connection::State::Connected {
                     anyhow::bail!("the connection to NATS is down");
                 }
+                continue;
+            }
+            _ = recheck.tick() => {
+                report_machine(&client, options, &machine_id, &mut reported).await?;
                 continue;
             }
             message = scripts.next() => (message, true),

@@ -52,6 +52,9 @@ const CREDENTIALS: &str = "agent_config.json";
 impl StateDir {
     /// Opens (creating, mode 0700) the state dir and its outbox.
     pub fn open(root: &Path) -> anyhow::Result<StateDir> {
+        // Absolute, so commands run in its subdirectories find their files.
+        let root = &std::path::absolute(root)
+            .with_context(|| format!("{} is not a usable path", root.display()))?;
         for dir in [root.to_path_buf(), root.join("outbox"), root.join("work")] {
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -147,6 +150,93 @@ impl StateDir {
             })
             .collect();
         self.root.join("outbox").join(format!("{safe}.json"))
+    }
+}
+
+const SHARED_SECRET: &str = "shared_secret";
+const SHARED_TOKEN: &str = "shared_token.enc";
+
+impl StateDir {
+    /// The root of the state dir.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Deletes what the agent keeps (and the dir itself when nothing else is in it).
+    pub fn remove(&self) -> anyhow::Result<()> {
+        for dir in ["outbox", "work", "tools"] {
+            match std::fs::remove_dir_all(self.root.join(dir)) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error).with_context(|| format!("cannot remove {dir}")),
+            }
+        }
+        for file in [CREDENTIALS, SHARED_SECRET, SHARED_TOKEN] {
+            match std::fs::remove_file(self.root.join(file)) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error).with_context(|| format!("cannot remove {file}")),
+            }
+        }
+        let _ = std::fs::remove_dir(&self.root);
+        Ok(())
+    }
+
+    /// The key tool agents in "OpenFrame mode" are given (`${client.openframeSecret}`, hex) to
+    /// read the agent's current token from [`Self::shared_token_path`]; made on first use.
+    pub fn shared_secret(&self) -> anyhow::Result<String> {
+        let path = self.root.join(SHARED_SECRET);
+        match std::fs::read_to_string(&path) {
+            Ok(hex) if hex.trim().len() == 64 => return Ok(hex.trim().to_owned()),
+            Ok(_) => anyhow::bail!(
+                "{} is damaged: delete it and reinstall the tools",
+                path.display()
+            ),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(error).with_context(|| format!("cannot read {}", path.display()));
+            }
+        }
+        let mut key = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut key).map_err(|_| anyhow::anyhow!("no randomness for a key"))?;
+        let hex: String = key.iter().map(|byte| format!("{byte:02x}")).collect();
+        write_atomically(&path, hex.as_bytes())?;
+        Ok(hex)
+    }
+
+    /// Where tool agents read the token (`${client.openframeTokenPath}`).
+    pub fn shared_token_path(&self) -> PathBuf {
+        self.root.join(SHARED_TOKEN)
+    }
+
+    /// Writes the current access token for tool agents, AES-256-GCM under the shared secret:
+    /// a 12-byte nonce, then the sealed token. Only once tools use it (the secret exists).
+    pub fn share_token(&self, token: &str) -> anyhow::Result<()> {
+        if !self.root.join(SHARED_SECRET).exists() {
+            return Ok(());
+        }
+        let hex = self.shared_secret()?;
+        let key: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .filter_map(|at| u8::from_str_radix(hex.get(at..at + 2)?, 16).ok())
+            .collect();
+        let sealing = aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, &key)
+            .map_err(|_| anyhow::anyhow!("the shared secret is not a 256-bit key"))?;
+        let sealing = aws_lc_rs::aead::LessSafeKey::new(sealing);
+        let mut nonce = [0u8; 12];
+        aws_lc_rs::rand::fill(&mut nonce)
+            .map_err(|_| anyhow::anyhow!("no randomness for a nonce"))?;
+        let mut sealed = token.as_bytes().to_vec();
+        sealing
+            .seal_in_place_append_tag(
+                aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce),
+                aws_lc_rs::aead::Aad::empty(),
+                &mut sealed,
+            )
+            .map_err(|_| anyhow::anyhow!("sealing the shared token failed"))?;
+        let mut file = nonce.to_vec();
+        file.extend_from_slice(&sealed);
+        write_atomically(&self.shared_token_path(), &file)
     }
 }
 

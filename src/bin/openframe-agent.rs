@@ -16,8 +16,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let openframe::agent::cli::AgentCommand::Run(args) = Cli::parse().command;
-    match openframe::agent::cli::run(args) {
+    match openframe::agent::cli::run(Cli::parse().command) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("openframe-agent: error: {error:#}");

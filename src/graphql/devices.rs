@@ -186,6 +186,99 @@ impl Device {
     async fn registered_at(&self) -> Option<String> {
         self.machine.registered_at.map(crate::api::iso)
     }
+    /// What the device's agent last reported about its hardware and kernel (beyond
+    /// OpenFrame); null until it has reported.
+    async fn inventory(&self) -> Option<DeviceInventory> {
+        let hardware = self.machine.hardware.as_ref()?;
+        // Byte counts are Floats: exact up to 2^53 (8 PiB), where Int stops at 2 GiB.
+        let bytes = |value: u64| value as f64;
+        Some(DeviceInventory {
+            kernel: hardware.kernel.clone(),
+            architecture: hardware.architecture.clone(),
+            cpu_model: hardware.cpu_model.clone(),
+            cpu_cores: hardware
+                .cpu_cores
+                .map(|cores| i32::try_from(cores).unwrap_or(i32::MAX)),
+            memory_bytes: hardware.memory_bytes.map(bytes),
+            disks: hardware
+                .disks
+                .iter()
+                .map(|disk| DeviceDisk {
+                    mount_point: disk.mount_point.clone(),
+                    device: disk.device.clone(),
+                    filesystem: disk.filesystem.clone(),
+                    total_bytes: bytes(disk.total_bytes),
+                    free_bytes: bytes(disk.free_bytes),
+                })
+                .collect(),
+            network_interfaces: hardware
+                .network_interfaces
+                .iter()
+                .map(|interface| DeviceNetworkInterface {
+                    name: interface.name.clone(),
+                    mac_address: interface.mac_address.clone(),
+                    addresses: interface.addresses.clone(),
+                })
+                .collect(),
+            reported_at: self.machine.inventory_reported_at.map(crate::api::iso),
+        })
+    }
+    /// The device's identities in the tools (MeshCentral node, Fleet host), latest first per tool.
+    async fn tool_connections(&self, ctx: &Context<'_>) -> GqlResult<Vec<DeviceToolConnection>> {
+        let request = request(ctx);
+        let connections = request
+            .state
+            .inventory
+            .tool_connections(&request.admin.tenant, &self.machine.machine_id)
+            .await
+            .map_err(|error| gql_error(error.into()))?;
+        Ok(connections
+            .into_iter()
+            .map(|connection| DeviceToolConnection {
+                id: relay::global_id(
+                    "ToolConnection",
+                    &format!("{}:{}", connection.tool_type, connection.agent_tool_id),
+                ),
+                machine_id: connection.machine_id,
+                tool_type: connection.tool_type,
+                agent_tool_id: connection.agent_tool_id,
+                status: connection.status,
+                connected_at: Some(crate::api::iso(connection.connected_at)),
+            })
+            .collect())
+    }
+    /// The agents installed on the device (the OpenFrame agent, tool agents), as they reported.
+    async fn installed_agents(&self, ctx: &Context<'_>) -> GqlResult<Vec<InstalledAgent>> {
+        let request = request(ctx);
+        let collection = openframe_storage::model::Collection::parse("installed_agents")
+            .map_err(|error| gql_error(ApiError::Unexpected(error.into())))?;
+        let found = request
+            .state
+            .storage
+            .documents
+            .find_by_field(
+                &request.admin.tenant,
+                &collection,
+                "machineId",
+                &serde_json::Value::String(self.machine.machine_id.clone()),
+                100,
+            )
+            .await
+            .map_err(|error| gql_error(ApiError::Unexpected(error.into())))?;
+        Ok(found
+            .into_iter()
+            .map(|document| {
+                let text = |field: &str| document.body[field].as_str().map(str::to_owned);
+                InstalledAgent {
+                    id: relay::global_id("InstalledAgent", document.id.as_str()),
+                    machine_id: self.machine.machine_id.clone(),
+                    agent_type: text("agentType").unwrap_or_default(),
+                    version: text("version"),
+                    updated_at: document.body["updatedAt"].as_i64().map(crate::api::iso),
+                }
+            })
+            .collect())
+    }
     /// The device's tags as `key:value`.
     async fn tag_key_values(&self) -> &[String] {
         &self.machine.tags
@@ -218,6 +311,63 @@ impl Device {
             })
             .collect())
     }
+}
+
+/// A device's identity in one tool.
+#[derive(SimpleObject, Debug)]
+#[graphql(name = "ToolConnection")]
+pub struct DeviceToolConnection {
+    pub id: ID,
+    pub machine_id: String,
+    /// `MESHCENTRAL`, `FLEET_MDM`, `OPENFRAME_RMM`.
+    pub tool_type: String,
+    pub agent_tool_id: String,
+    /// `CONNECTED`, `DISCONNECTED`, `ERROR`.
+    pub status: String,
+    pub connected_at: Option<String>,
+}
+
+/// An agent installed on a device.
+#[derive(SimpleObject, Debug)]
+pub struct InstalledAgent {
+    pub id: ID,
+    pub machine_id: String,
+    pub agent_type: String,
+    pub version: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+/// A device's hardware and kernel as its agent reported them.
+#[derive(SimpleObject, Debug)]
+pub struct DeviceInventory {
+    pub kernel: Option<String>,
+    pub architecture: Option<String>,
+    pub cpu_model: Option<String>,
+    /// Logical processors.
+    pub cpu_cores: Option<i32>,
+    pub memory_bytes: Option<f64>,
+    pub disks: Vec<DeviceDisk>,
+    pub network_interfaces: Vec<DeviceNetworkInterface>,
+    /// When the agent reported it (RFC 3339).
+    pub reported_at: Option<String>,
+}
+
+/// One mounted disk of a device.
+#[derive(SimpleObject, Debug)]
+pub struct DeviceDisk {
+    pub mount_point: String,
+    pub device: String,
+    pub filesystem: String,
+    pub total_bytes: f64,
+    pub free_bytes: f64,
+}
+
+/// One network interface of a device.
+#[derive(SimpleObject, Debug)]
+pub struct DeviceNetworkInterface {
+    pub name: String,
+    pub mac_address: Option<String>,
+    pub addresses: Vec<String>,
 }
 
 #[derive(SimpleObject, Debug)]

@@ -53,7 +53,7 @@ pub struct Management {
 }
 
 /// OpenFrame's JetStream streams (`NatsStreamConfigurationInitializer`), with their subjects.
-pub const STREAMS: [(&str, &[&str]); 7] = [
+pub const STREAMS: [(&str, &[&str]); 8] = [
     (
         "TOOL_INSTALLATION",
         &["machine.*.tool-installation", "machine.*.tool-uninstall"],
@@ -67,14 +67,17 @@ pub const STREAMS: [(&str, &[&str]); 7] = [
         &["machine.*.installed-agent", "user.*.installed-agent"],
     ),
     ("MACHINE_HOSTNAME", &["machine.*.hostname"]),
+    // Beyond OpenFrame: the agent's inventory reports.
+    ("MACHINE_INVENTORY", &["machine.*.inventory"]),
 ];
 
 /// The agents' reports this appliance consumes: stream, durable consumer (names may not
 /// contain dots, so not OpenFrame's `machine.tool-connection.delivery`).
-const REPORTS: [(&str, &str); 3] = [
+const REPORTS: [(&str, &str); 4] = [
     ("TOOL_CONNECTIONS", "openframe-tool-connections"),
     ("INSTALLED_AGENTS", "openframe-installed-agents"),
     ("MACHINE_HOSTNAME", "openframe-machine-hostname"),
+    ("MACHINE_INVENTORY", "openframe-machine-inventory"),
 ];
 
 /// Runs until `stop`: provisions the streams, then follows heartbeats and reports, starting
@@ -315,6 +318,17 @@ async fn handle_report(report: &Report<'_>, subject: &str, payload: &[u8]) -> Re
         now,
         ..
     } = *report;
+    if subject.ends_with(".inventory") {
+        let report: crate::inventory::InventoryReport = serde_json::from_slice(payload)
+            .map_err(|error| Refused::Permanent(format!("not an inventory report: {error}")))?;
+        report
+            .validate()
+            .map_err(|invalid| Refused::Permanent(invalid.to_string()))?;
+        inventory
+            .update_machine(tenant, machine, |record| report.apply(record, now))
+            .await?;
+        return Ok(());
+    }
     let body: Value = serde_json::from_slice(payload)
         .map_err(|error| Refused::Permanent(format!("not JSON: {error}")))?;
     let text = |field: &str| {

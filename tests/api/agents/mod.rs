@@ -4,5 +4,6 @@ mod credentials;
 mod endpoint;
 mod nats;
 pub(crate) mod scripts;
+mod service;
 pub(crate) mod support;
 mod tool_agents;

@@ -208,3 +208,18 @@ pub(crate) async fn synced(agent: &async_nats::Client, machine_id: &str) {
         "{answer}"
     );
 }
+
+/// An appliance with the supervised nats-server in `dir`, its two tenants, and tenant A's
+/// administrator token and registration secret: what the agent processes need.
+pub(crate) async fn appliance_for_agents(dir: &std::path::Path) -> (TestApp, String, String) {
+    let app = crate::helpers::spawn_with_clock(
+        crate::helpers::with_nats(crate::helpers::test_config(&dir.join("data"))),
+        std::sync::Arc::new(openframe_storage::model::SystemClock),
+    )
+    .await;
+    crate::stream::support::ready_with_nats_up(&app).await;
+    let tenants = crate::gateway::support::two_tenants(&app).await;
+    let admin = tenants.admin_a.clone();
+    let key = registration_secret(&app, "acme", &admin).await;
+    (app, admin, key)
+}
