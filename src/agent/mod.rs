@@ -486,18 +486,13 @@ async fn session(link: &Link<'_>, until: Duration, stop: &CancellationToken) -> 
     // Tool messages come through a JetStream consumer; trouble there leaves scripts running.
     let session_over = stop.child_token();
     let _ends_with_session = session_over.clone().drop_guard();
-    let follower = tools::follow(
+    tokio::spawn(tools::follow(
         link.tools.clone(),
         client.clone(),
         link.http.clone(),
         credentials.access_token.clone(),
         session_over,
-    );
-    tokio::spawn(async move {
-        if let Err(error) = follower.await {
-            tracing::warn!(%error, "tool installation messages are not being read");
-        }
-    });
+    ));
     let running: Running = Arc::default();
     let mut heartbeat = tokio::time::interval(options.heartbeat);
     let mut recheck = tokio::time::interval(options.inventory_every);

@@ -34,6 +34,8 @@ const OS: &str = super::inventory::OS_TYPE;
 /// The largest download accepted.
 const MAX_DOWNLOAD: u64 = 512 * 1024 * 1024;
 const INSTALLED: &str = "tools.json";
+/// How long a run command may run: as long as the agent does.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -236,11 +238,15 @@ impl Tools {
                 if let Some(dir) = tool.executable.parent() {
                     command.current_dir(dir);
                 }
-                // A run command is meant to keep running; a day is a generous bound.
-                let outcome =
-                    exec::run_process(command, Duration::from_secs(86_400), cancel.clone()).await;
+                let started = std::time::Instant::now();
+                // A run command is meant to keep running: no timeout to speak of.
+                let outcome = exec::run_process(command, FOREVER, cancel.clone()).await;
                 if cancel.is_cancelled() {
                     break;
+                }
+                // A run that lasted a while was healthy: the backoff starts over.
+                if started.elapsed() > Duration::from_secs(600) {
+                    failures = 0;
                 }
                 failures = failures.saturating_add(1);
                 let delay = Duration::from_secs(5u64.saturating_mul(1 << failures.min(6)));
@@ -562,6 +568,8 @@ impl Tools {
         safe_name("toolAgentId", id)?;
         let mut tools = self.installed();
         let Some(tool) = tools.remove(id) else {
+            // Never installed, or an install that failed half-way: only files to clear.
+            let _ = std::fs::remove_dir_all(self.root().join(id));
             return Ok(());
         };
         self.stop_running(id);
@@ -610,10 +618,38 @@ fn substitute(arg: &str, values: &[(String, String)]) -> Result<String, ToolErro
     Ok(out)
 }
 
+/// Follows tool messages for the session: [`follow_once`], started again 30 s after it fails
+/// (the streams may not exist yet while the appliance starts).
+pub async fn follow(
+    tools: Arc<Tools>,
+    client: async_nats::Client,
+    http: reqwest::Client,
+    token: String,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        let outcome = follow_once(
+            tools.clone(),
+            client.clone(),
+            http.clone(),
+            token.clone(),
+            stop.clone(),
+        )
+        .await;
+        if let Err(error) = outcome {
+            tracing::warn!(%error, "tool installation messages are not being read; trying again in 30 s");
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+    }
+}
+
 /// Reads installation messages until the session ends, installing one at a time, and reports
 /// each outcome; the message is acknowledged once handled, or handed back for a later retry
 /// when the trouble may pass.
-pub async fn follow(
+async fn follow_once(
     tools: Arc<Tools>,
     client: async_nats::Client,
     http: reqwest::Client,
