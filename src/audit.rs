@@ -292,7 +292,21 @@ pub async fn record_rest(State(state): State<AppState>, request: Request, next: 
         .extensions()
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned());
-    let actor = request.extensions().get::<Principal>().and_then(actor_of);
+    // An administrator, or an integrator's API key (recorded as the key's creator, through it).
+    let actor = request
+        .extensions()
+        .get::<Principal>()
+        .and_then(actor_of)
+        .or_else(|| {
+            let caller = request
+                .extensions()
+                .get::<crate::gateway::api_keys::KeyCaller>()?;
+            Some(Actor {
+                tenant: caller.tenant().clone(),
+                user_id: caller.key().user_id.clone(),
+                email: format!("api key {}", caller.key().id),
+            })
+        });
     let (Some(route), Some(actor)) = (route, actor) else {
         return next.run(request).await;
     };

@@ -8,7 +8,7 @@
 
 mod api_keys;
 mod audit_trail;
-mod organizations;
+pub(crate) mod organizations;
 mod sso;
 mod tools;
 mod users;
@@ -83,6 +83,30 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A JSON body of type `T`; unknown fields and wrong types are named in the 400.
+/// The tenant of whoever the gateway let through, for handlers the technician API and the
+/// external API share: an administrator's token on `/api`, an API key (with the path's scope)
+/// on `/external-api`.
+#[derive(Debug, Clone)]
+pub struct CallerTenant(pub openframe_storage::TenantId);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CallerTenant {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        if let Some(caller) = parts
+            .extensions
+            .get::<crate::gateway::api_keys::KeyCaller>()
+        {
+            return Ok(CallerTenant(caller.tenant().clone()));
+        }
+        let admin = Admin::from_request_parts(parts, state).await?;
+        Ok(CallerTenant(admin.tenant))
+    }
+}
+
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],

@@ -12,13 +12,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use super::CallerTenant;
 use super::json_body;
 use crate::audit::AuditChange;
 use crate::error::ApiError;
-use crate::gateway::auth::Admin;
 use crate::identity::crypto::random_uuid;
 use crate::inventory::{Machine, Organization};
 use crate::startup::AppState;
+use openframe_storage::TenantId;
 
 /// Device statuses that no longer count as in use.
 const RETIRED: [&str; 3] = ["ARCHIVED", "DELETED", "DECOMMISSIONED"];
@@ -170,12 +171,10 @@ fn snapshot(organization: &Organization) -> Option<serde_json::Value> {
 }
 
 /// The tenant's organization, or `not_found`.
-async fn existing(state: &AppState, admin: &Admin, id: &str) -> Result<Organization, ApiError> {
+async fn existing(state: &AppState, tenant: &TenantId, id: &str) -> Result<Organization, ApiError> {
     state
         .inventory
-        .view(&admin.tenant, |_, organizations| {
-            organizations.get(id).cloned()
-        })
+        .view(tenant, |_, organizations| organizations.get(id).cloned())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("id: no organization {id:?}")))
 }
@@ -184,13 +183,13 @@ async fn existing(state: &AppState, admin: &Admin, id: &str) -> Result<Organizat
 /// customers apart.
 async fn check_unique_name(
     state: &AppState,
-    admin: &Admin,
+    tenant: &TenantId,
     organization: &Organization,
 ) -> Result<(), ApiError> {
     let wanted = organization.name.to_lowercase();
     let taken = state
         .inventory
-        .view(&admin.tenant, |_, organizations| {
+        .view(tenant, |_, organizations| {
             organizations.values().any(|other| {
                 other.organization_id != organization.organization_id
                     && other.name.to_lowercase() == wanted
@@ -207,9 +206,9 @@ async fn check_unique_name(
 }
 
 /// `POST /api/organizations` → 201 with the organization.
-pub(super) async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
-    admin: Admin,
+    caller: CallerTenant,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -219,10 +218,10 @@ pub(super) async fn create(
     let now = state.identity.clock.now_ms();
     organization.created_at = Some(now);
     organization.updated_at = Some(now);
-    check_unique_name(&state, &admin, &organization).await?;
+    check_unique_name(&state, &caller.0, &organization).await?;
     state
         .inventory
-        .put_organization(&admin.tenant, organization.clone())
+        .put_organization(&caller.0, organization.clone())
         .await?;
     Ok(AuditChange {
         target_type: "Organization",
@@ -233,31 +232,31 @@ pub(super) async fn create(
     .on((StatusCode::CREATED, Json(&organization)).into_response()))
 }
 
-pub(super) async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
-    admin: Admin,
+    caller: CallerTenant,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(existing(&state, &admin, &id).await?).into_response())
+    Ok(Json(existing(&state, &caller.0, &id).await?).into_response())
 }
 
 /// `PUT /api/organizations/{id}`: every editable field replaced by the body's.
-pub(super) async fn update(
+pub(crate) async fn update(
     State(state): State<AppState>,
-    admin: Admin,
+    caller: CallerTenant,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: OrganizationRequest = json_body(&headers, &body)?;
-    let before = existing(&state, &admin, &id).await?;
+    let before = existing(&state, &caller.0, &id).await?;
     let mut organization = before.clone();
     apply(request, &mut organization)?;
-    check_unique_name(&state, &admin, &organization).await?;
+    check_unique_name(&state, &caller.0, &organization).await?;
     organization.updated_at = Some(state.identity.clock.now_ms());
     state
         .inventory
-        .put_organization(&admin.tenant, organization.clone())
+        .put_organization(&caller.0, organization.clone())
         .await?;
     Ok(AuditChange {
         target_type: "Organization",
@@ -269,10 +268,10 @@ pub(super) async fn update(
 }
 
 /// Devices of the organization still in use.
-async fn devices_in_use(state: &AppState, admin: &Admin, id: &str) -> Result<usize, ApiError> {
+async fn devices_in_use(state: &AppState, tenant: &TenantId, id: &str) -> Result<usize, ApiError> {
     Ok(state
         .inventory
-        .view(&admin.tenant, |machines, _| {
+        .view(tenant, |machines, _| {
             machines
                 .values()
                 .filter(|machine| machine.organization_id.as_deref() == Some(id))
@@ -283,13 +282,13 @@ async fn devices_in_use(state: &AppState, admin: &Admin, id: &str) -> Result<usi
 }
 
 /// `GET /api/organizations/{id}/can-archive` → `{canArchive, devicesInUse}`.
-pub(super) async fn can_archive(
+pub(crate) async fn can_archive(
     State(state): State<AppState>,
-    admin: Admin,
+    caller: CallerTenant,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    existing(&state, &admin, &id).await?;
-    let in_use = devices_in_use(&state, &admin, &id).await?;
+    existing(&state, &caller.0, &id).await?;
+    let in_use = devices_in_use(&state, &caller.0, &id).await?;
     Ok(Json(serde_json::json!({
         "canArchive": in_use == 0,
         "devicesInUse": in_use,
@@ -305,9 +304,9 @@ struct StatusRequest {
 }
 
 /// `PATCH /api/organizations/{id}/status` with `{status: ACTIVE | ARCHIVED}`.
-pub(super) async fn set_status(
+pub(crate) async fn set_status(
     State(state): State<AppState>,
-    admin: Admin,
+    caller: CallerTenant,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -320,9 +319,9 @@ pub(super) async fn set_status(
             request.status
         )));
     }
-    let before = existing(&state, &admin, &id).await?;
+    let before = existing(&state, &caller.0, &id).await?;
     if status == "ARCHIVED" && before.status != "ARCHIVED" {
-        let in_use = devices_in_use(&state, &admin, &id).await?;
+        let in_use = devices_in_use(&state, &caller.0, &id).await?;
         if in_use > 0 {
             return Err(ApiError::Conflict(format!(
                 "status: the organization still has {in_use} device(s) in use; archive or delete them first"
@@ -337,7 +336,7 @@ pub(super) async fn set_status(
         organization.updated_at = Some(now);
         state
             .inventory
-            .put_organization(&admin.tenant, organization.clone())
+            .put_organization(&caller.0, organization.clone())
             .await?;
     }
     Ok(AuditChange {
@@ -351,9 +350,9 @@ pub(super) async fn set_status(
 
 /// `PATCH /api/devices/{machineId}` with `{status}` (OpenFrame's `DeviceStatus`). `DELETED`
 /// also revokes the agent's credential.
-pub(super) async fn set_device_status(
+pub(crate) async fn set_device_status(
     State(state): State<AppState>,
-    admin: Admin,
+    caller: CallerTenant,
     Path(machine_id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -369,9 +368,7 @@ pub(super) async fn set_device_status(
     }
     let known = state
         .inventory
-        .view(&admin.tenant, |machines, _| {
-            machines.contains_key(&machine_id)
-        })
+        .view(&caller.0, |machines, _| machines.contains_key(&machine_id))
         .await?;
     if !known {
         return Err(ApiError::NotFound(format!(
@@ -384,13 +381,13 @@ pub(super) async fn set_device_status(
         state
             .management
             .agents
-            .retire(&admin.tenant, &machine_id)
+            .retire(&caller.0, &machine_id)
             .await?;
     }
     let mut before = String::new();
     let machine: Machine = state
         .inventory
-        .update_machine(&admin.tenant, &machine_id, |machine| {
+        .update_machine(&caller.0, &machine_id, |machine| {
             before = machine.status.clone();
             machine.status = status;
         })

@@ -2,12 +2,19 @@
 //! The gateway has checked the API key, its scope and its limits; handlers take [`KeyCaller`]
 //! and see only the key's tenant.
 //!
-//! So far: the tools listing. The rest arrives with the public-API issue.
+//! So far: devices (list, get, filters, status, nickname), organizations (list, get, by
+//! organization id, create, update, can-archive, status) and tools. Logs, events, the OpenAPI
+//! document and webhooks arrive with the rest of the public-API issue.
+
+mod devices;
+mod params;
 
 use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, patch};
+
+use crate::api::organizations;
 
 use crate::error::ApiError;
 use crate::gateway::api_keys::KeyCaller;
@@ -17,6 +24,39 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/external-api/api/v1/me", get(me))
         .route("/external-api/api/v1/tools", get(tools))
+        .route("/external-api/api/v1/devices", get(devices::list))
+        .route(
+            "/external-api/api/v1/devices/filters",
+            get(devices::filters),
+        )
+        .route(
+            "/external-api/api/v1/devices/{machine_id}",
+            get(devices::get).patch(organizations::set_device_status),
+        )
+        .route(
+            "/external-api/api/v1/devices/{machine_id}/nickname",
+            patch(devices::set_nickname),
+        )
+        .route(
+            "/external-api/api/v1/organizations",
+            get(devices::organizations).post(organizations::create),
+        )
+        .route(
+            "/external-api/api/v1/organizations/by-organization-id/{id}",
+            get(organizations::get),
+        )
+        .route(
+            "/external-api/api/v1/organizations/{id}",
+            get(organizations::get).put(organizations::update),
+        )
+        .route(
+            "/external-api/api/v1/organizations/{id}/can-archive",
+            get(organizations::can_archive),
+        )
+        .route(
+            "/external-api/api/v1/organizations/{id}/status",
+            patch(organizations::set_status),
+        )
 }
 
 /// `GET /external-api/api/v1/me` (any key; beyond OpenFrame): which key this is and what it may

@@ -9,14 +9,15 @@ use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use super::organizations::Customer;
 use super::relay::{self, PageArgs, PageInfo};
 use super::tags::TagNode;
-use super::{GqlResult, enum_name, gql_error, invalid, request};
+use super::{GqlResult, enum_name, gql_error, request};
 use crate::audit::AuditChange;
 use crate::error::ApiError;
 use crate::inventory::{Machine, Organization};
 use crate::tags::device_tag_key as tag_key;
 
 /// OpenFrame's `DeviceStatus`.
-#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DeviceStatus {
     Active,
     Pending,
@@ -31,7 +32,8 @@ pub enum DeviceStatus {
 }
 
 /// OpenFrame's `DeviceType`.
-#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DeviceType {
     Desktop,
     Laptop,
@@ -76,7 +78,7 @@ pub struct SortInput {
     pub direction: Option<SortDirection>,
 }
 
-const SORT_FIELDS: [&str; 6] = [
+pub(crate) const SORT_FIELDS: [&str; 6] = [
     "_id",
     "hostname",
     "displayName",
@@ -97,6 +99,24 @@ impl Device {
     /// The machine shown.
     pub(super) fn machine(&self) -> &Machine {
         &self.machine
+    }
+
+    /// The device as the external API shows it: the machine's fields, and its organization's
+    /// id and name; `tags` (`key:value`) only when asked for.
+    pub(crate) fn to_json(&self, include_tags: bool) -> serde_json::Value {
+        let mut value = serde_json::to_value(&*self.machine).unwrap_or_default();
+        if let Some(object) = value.as_object_mut() {
+            if !include_tags {
+                object.remove("tags");
+            }
+            object.insert(
+                "organization".into(),
+                self.organization.as_ref().map_or(serde_json::Value::Null, |org| {
+                    serde_json::json!({"organizationId": org.organization_id, "name": org.name})
+                }),
+            );
+        }
+        value
     }
 
     fn new(machine: &Machine, organizations: &HashMap<String, Organization>) -> Device {
@@ -384,7 +404,8 @@ pub struct DeviceConnection {
 }
 
 /// One facet value and how many devices of the filtered list have it.
-#[derive(SimpleObject, Debug, Clone, PartialEq)]
+#[derive(SimpleObject, Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DeviceFilterOption {
     pub value: String,
     pub label: String,
@@ -405,7 +426,8 @@ impl DeviceFilterOption {
     }
 }
 
-#[derive(SimpleObject, Debug, Clone, PartialEq)]
+#[derive(SimpleObject, Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TagFilterOption {
     pub key: String,
     pub value: String,
@@ -413,7 +435,8 @@ pub struct TagFilterOption {
 }
 
 /// OpenFrame's `DeviceFilters`: every facet of the filtered list, with counts.
-#[derive(SimpleObject, Debug)]
+#[derive(SimpleObject, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct DeviceFilters {
     pub statuses: Vec<DeviceFilterOption>,
     pub device_types: Vec<DeviceFilterOption>,
@@ -424,7 +447,7 @@ pub struct DeviceFilters {
 }
 
 /// The checked form of a filter and search.
-struct Selection {
+pub(crate) struct Selection {
     statuses: Option<Vec<&'static str>>,
     device_types: Option<Vec<&'static str>>,
     os_types: Option<Vec<String>>,
@@ -435,17 +458,20 @@ struct Selection {
 }
 
 impl Selection {
-    fn new(filter: Option<DeviceFilterInput>, search: Option<String>) -> GqlResult<Selection> {
+    pub(crate) fn new(
+        filter: Option<DeviceFilterInput>,
+        search: Option<String>,
+    ) -> Result<Selection, ApiError> {
         let filter = filter.unwrap_or_default();
         if let Some(os_types) = &filter.os_types
             && let Some(unknown) = os_types.iter().find(|os| !OS_TYPES.contains(&os.as_str()))
         {
-            return Err(invalid(format!(
+            return Err(ApiError::InvalidInput(format!(
                 "filter.osTypes: {unknown:?} is not an OS type (one of {})",
                 OS_TYPES.join(", ")
             )));
         }
-        let search = relay::search_text(search)?;
+        let search = relay::search_text(search).map_err(invalid_input)?;
         Ok(Selection {
             statuses: filter
                 .statuses
@@ -555,51 +581,26 @@ impl DeviceQuery {
         sort: Option<SortInput>,
     ) -> GqlResult<DeviceConnection> {
         let args = PageArgs::new(first, after, last, before)?;
-        let selection = Selection::new(filter, search)?;
-        let field = sort
-            .as_ref()
-            .and_then(|sort| sort.field.clone())
-            .unwrap_or_else(|| "hostname".to_owned());
-        if !SORT_FIELDS.contains(&field.as_str()) {
-            return Err(invalid(format!(
-                "sort.field: {field:?} is not sortable (one of {})",
-                SORT_FIELDS.join(", ")
-            )));
-        }
-        let ascending =
-            sort.and_then(|sort| sort.direction).unwrap_or_default() == SortDirection::Asc;
+        let selection = Selection::new(filter, search).map_err(gql_error)?;
         let request = request(ctx);
-        request
-            .state
-            .inventory
-            .view(&request.admin.tenant, |machines, organizations| {
-                let mut sorted: Vec<(String, &Machine)> = machines
-                    .values()
-                    .filter(|machine| selection.keeps(machine))
-                    .map(|machine| (sort_key(machine, &field), machine))
-                    .collect();
-                sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                if !ascending {
-                    sorted.reverse();
-                }
-                relay::paginate(sorted, ascending, &args).map(|page| {
-                    let edges = page
-                        .rows
-                        .into_iter()
-                        .map(|(cursor, machine)| DeviceEdge {
-                            node: Device::new(machine, organizations),
-                            cursor,
-                        })
-                        .collect();
-                    DeviceConnection {
-                        edges,
-                        page_info: page.info,
-                        filtered_count: page.filtered_count,
-                    }
-                })
-            })
-            .await
-            .map_err(|error| gql_error(error.into()))?
+        let page = page_of_devices(
+            request.state,
+            &request.admin.tenant,
+            &selection,
+            sort,
+            &args,
+        )
+        .await
+        .map_err(gql_error)?;
+        Ok(DeviceConnection {
+            edges: page
+                .rows
+                .into_iter()
+                .map(|(cursor, node)| DeviceEdge { node, cursor })
+                .collect(),
+            page_info: page.info,
+            filtered_count: page.filtered_count,
+        })
     }
 
     /// Facet counts of the filtered device list (the same filter and search as `devices`):
@@ -610,57 +611,11 @@ impl DeviceQuery {
         filter: Option<DeviceFilterInput>,
         search: Option<String>,
     ) -> GqlResult<DeviceFilters> {
-        let selection = Selection::new(filter, search)?;
+        let selection = Selection::new(filter, search).map_err(gql_error)?;
         let request = request(ctx);
-        request
-            .state
-            .inventory
-            .view(&request.admin.tenant, |machines, organizations| {
-                let mut statuses = BTreeMap::<String, i32>::new();
-                let mut types = BTreeMap::<String, i32>::new();
-                let mut os_types = BTreeMap::<String, i32>::new();
-                let mut orgs = BTreeMap::<String, i32>::new();
-                let mut tags = BTreeMap::<(String, String), i32>::new();
-                let mut filtered = 0;
-                for machine in machines.values().filter(|machine| selection.keeps(machine)) {
-                    filtered += 1;
-                    *statuses.entry(machine.status.clone()).or_default() += 1;
-                    *types.entry(machine.device_type.clone()).or_default() += 1;
-                    *os_types.entry(machine.os_type.clone()).or_default() += 1;
-                    if let Some(org) = &machine.organization_id {
-                        *orgs.entry(org.clone()).or_default() += 1;
-                    }
-                    for tag in &machine.tags {
-                        *tags
-                            .entry((tag_key(tag).to_owned(), tag_value(tag).to_owned()))
-                            .or_default() += 1;
-                    }
-                }
-                let options = DeviceFilterOption::counted;
-                let organization_ids = orgs
-                    .into_iter()
-                    .map(|(id, count)| DeviceFilterOption {
-                        label: organizations
-                            .get(&id)
-                            .map_or_else(|| id.clone(), |org| org.name.clone()),
-                        value: id,
-                        count,
-                    })
-                    .collect();
-                DeviceFilters {
-                    statuses: options(statuses),
-                    device_types: options(types),
-                    os_types: options(os_types),
-                    organization_ids,
-                    tag_keys: tags
-                        .into_iter()
-                        .map(|((key, value), count)| TagFilterOption { key, value, count })
-                        .collect(),
-                    filtered_count: filtered,
-                }
-            })
+        facets(request.state, &request.admin.tenant, &selection)
             .await
-            .map_err(|error| gql_error(error.into()))
+            .map_err(gql_error)
     }
 
     /// One device by its machine id; null when the tenant has none such.
@@ -677,13 +632,183 @@ impl DeviceQuery {
     }
 }
 
+/// A validation error from the paging helpers, for REST.
+fn invalid_input(error: async_graphql::Error) -> ApiError {
+    ApiError::InvalidInput(error.message)
+}
+
+/// One page of devices, with the cursors of its rows.
+pub(crate) struct DevicePage {
+    pub rows: Vec<(String, Device)>,
+    pub info: PageInfo,
+    pub filtered_count: i32,
+}
+
+/// The tenant's devices `selection` keeps, sorted (default: hostname, ascending) and paged:
+/// GraphQL's `devices` and the external API's list.
+pub(crate) async fn page_of_devices(
+    state: &crate::startup::AppState,
+    tenant: &openframe_storage::TenantId,
+    selection: &Selection,
+    sort: Option<SortInput>,
+    args: &PageArgs,
+) -> Result<DevicePage, ApiError> {
+    let field = sort
+        .as_ref()
+        .and_then(|sort| sort.field.clone())
+        .unwrap_or_else(|| "hostname".to_owned());
+    if !SORT_FIELDS.contains(&field.as_str()) {
+        return Err(ApiError::InvalidInput(format!(
+            "sort.field: {field:?} is not sortable (one of {})",
+            SORT_FIELDS.join(", ")
+        )));
+    }
+    let ascending = sort.and_then(|sort| sort.direction).unwrap_or_default() == SortDirection::Asc;
+    state
+        .inventory
+        .view(tenant, |machines, organizations| {
+            let mut sorted: Vec<(String, &Machine)> = machines
+                .values()
+                .filter(|machine| selection.keeps(machine))
+                .map(|machine| (sort_key(machine, &field), machine))
+                .collect();
+            sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            if !ascending {
+                sorted.reverse();
+            }
+            relay::paginate(sorted, ascending, args)
+                .map(|page| DevicePage {
+                    rows: page
+                        .rows
+                        .into_iter()
+                        .map(|(cursor, machine)| (cursor, Device::new(machine, organizations)))
+                        .collect(),
+                    info: page.info,
+                    filtered_count: page.filtered_count,
+                })
+                .map_err(invalid_input)
+        })
+        .await?
+}
+
+/// Facet counts of the devices `selection` keeps: each facet's counts add up to
+/// `filteredCount`, except tags (a device has several).
+pub(crate) async fn facets(
+    state: &crate::startup::AppState,
+    tenant: &openframe_storage::TenantId,
+    selection: &Selection,
+) -> Result<DeviceFilters, ApiError> {
+    Ok(state
+        .inventory
+        .view(tenant, |machines, organizations| {
+            let mut statuses = BTreeMap::<String, i32>::new();
+            let mut types = BTreeMap::<String, i32>::new();
+            let mut os_types = BTreeMap::<String, i32>::new();
+            let mut orgs = BTreeMap::<String, i32>::new();
+            let mut tags = BTreeMap::<(String, String), i32>::new();
+            let mut filtered = 0;
+            for machine in machines.values().filter(|machine| selection.keeps(machine)) {
+                filtered += 1;
+                *statuses.entry(machine.status.clone()).or_default() += 1;
+                *types.entry(machine.device_type.clone()).or_default() += 1;
+                *os_types.entry(machine.os_type.clone()).or_default() += 1;
+                if let Some(org) = &machine.organization_id {
+                    *orgs.entry(org.clone()).or_default() += 1;
+                }
+                for tag in &machine.tags {
+                    *tags
+                        .entry((tag_key(tag).to_owned(), tag_value(tag).to_owned()))
+                        .or_default() += 1;
+                }
+            }
+            let options = DeviceFilterOption::counted;
+            let organization_ids = orgs
+                .into_iter()
+                .map(|(id, count)| DeviceFilterOption {
+                    label: organizations
+                        .get(&id)
+                        .map_or_else(|| id.clone(), |org| org.name.clone()),
+                    value: id,
+                    count,
+                })
+                .collect();
+            DeviceFilters {
+                statuses: options(statuses),
+                device_types: options(types),
+                os_types: options(os_types),
+                organization_ids,
+                tag_keys: tags
+                    .into_iter()
+                    .map(|((key, value), count)| TagFilterOption { key, value, count })
+                    .collect(),
+                filtered_count: filtered,
+            }
+        })
+        .await?)
+}
+
+/// One device of the tenant, or `None`.
+pub(crate) async fn device_of(
+    state: &crate::startup::AppState,
+    tenant: &openframe_storage::TenantId,
+    machine_id: &str,
+) -> Result<Option<Device>, ApiError> {
+    Ok(state
+        .inventory
+        .view(tenant, |machines, organizations| {
+            machines
+                .get(machine_id)
+                .map(|machine| Device::new(machine, organizations))
+        })
+        .await?)
+}
+
+/// Sets (or, with `None` or "", clears) a device's nickname; returns the nickname before and the
+/// machine after. Another tenant's machine is not found.
+pub(crate) async fn set_nickname(
+    state: &crate::startup::AppState,
+    tenant: &openframe_storage::TenantId,
+    machine_id: &str,
+    nickname: Option<String>,
+) -> Result<(Option<String>, Machine), ApiError> {
+    let nickname = nickname
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty());
+    if let Some(name) = &nickname {
+        if name.chars().count() > MAX_NICKNAME {
+            return Err(ApiError::InvalidInput(format!(
+                "nickname: at most {MAX_NICKNAME} characters"
+            )));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(ApiError::InvalidInput(
+                "nickname: control characters are not allowed".into(),
+            ));
+        }
+    }
+    if device_of(state, tenant, machine_id).await?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "machineId: no device {machine_id:?}"
+        )));
+    }
+    let mut before = None;
+    let stored = state
+        .inventory
+        .update_machine(tenant, machine_id, |machine| {
+            before = machine.nickname.clone();
+            machine.nickname = nickname;
+        })
+        .await?;
+    Ok((before, stored))
+}
+
 /// The tenant's devices a filter and search select, by hostname.
 pub(super) async fn selected_devices(
     ctx: &Context<'_>,
     filter: Option<DeviceFilterInput>,
     search: Option<String>,
 ) -> GqlResult<Vec<Device>> {
-    let selection = Selection::new(filter, search)?;
+    let selection = Selection::new(filter, search).map_err(gql_error)?;
     devices_where(ctx, |machines| {
         machines
             .values()
@@ -727,16 +852,9 @@ pub(super) async fn by_machine_id(
     machine_id: &str,
 ) -> GqlResult<Option<Device>> {
     let request = request(ctx);
-    request
-        .state
-        .inventory
-        .view(&request.admin.tenant, |machines, organizations| {
-            machines
-                .get(machine_id)
-                .map(|machine| Device::new(machine, organizations))
-        })
+    device_of(request.state, &request.admin.tenant, machine_id)
         .await
-        .map_err(|error| gql_error(error.into()))
+        .map_err(gql_error)
 }
 
 /// The longest nickname.
@@ -754,37 +872,11 @@ impl DeviceMutation {
         machine_id: String,
         nickname: Option<String>,
     ) -> GqlResult<Device> {
-        let nickname = nickname
-            .map(|name| name.trim().to_owned())
-            .filter(|name| !name.is_empty());
-        if let Some(name) = &nickname {
-            if name.chars().count() > MAX_NICKNAME {
-                return Err(invalid(format!(
-                    "nickname: at most {MAX_NICKNAME} characters"
-                )));
-            }
-            if name.chars().any(char::is_control) {
-                return Err(invalid("nickname: control characters are not allowed"));
-            }
-        }
         let request = request(ctx);
-        let tenant = &request.admin.tenant;
-        // Another tenant's machine id is simply not found here.
-        if by_machine_id(ctx, &machine_id).await?.is_none() {
-            return Err(gql_error(ApiError::NotFound(format!(
-                "machineId: no device {machine_id:?}"
-            ))));
-        }
-        let mut before = None;
-        let stored = request
-            .state
-            .inventory
-            .update_machine(tenant, &machine_id, |machine| {
-                before = machine.nickname.clone();
-                machine.nickname = nickname;
-            })
-            .await
-            .map_err(|error| gql_error(error.into()))?;
+        let (before, stored) =
+            set_nickname(request.state, &request.admin.tenant, &machine_id, nickname)
+                .await
+                .map_err(gql_error)?;
         super::audit::record(
             ctx,
             "updateDeviceNickname",

@@ -10,6 +10,7 @@ mod agents;
 mod cli;
 mod config;
 mod data_dir;
+mod external;
 mod gateway;
 mod graphql;
 mod health;

@@ -1,0 +1,251 @@
+//! `/external-api/api/v1/devices` and `/organizations`: the same inventory and the same rules
+//! as the technician API (GraphQL's `devices` and `deviceFilters`, REST's organization and
+//! device-status handlers), reached with an API key. Lists are keyset-paged: a cursor names a
+//! row's sort key, so a page stays where it was while rows are added elsewhere.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use super::params::{Params, page_info};
+use crate::api::CallerTenant;
+use crate::audit::AuditChange;
+use crate::error::ApiError;
+use crate::gateway::api_keys::KeyCaller;
+use crate::graphql::devices::{
+    self, DeviceFilterInput, DeviceStatus, DeviceType, Selection, SortDirection, SortInput,
+};
+use crate::graphql::relay::{self, PageArgs};
+use crate::startup::AppState;
+
+const STATUSES: &[&str] = &[
+    "ACTIVE",
+    "PENDING",
+    "INACTIVE",
+    "MAINTENANCE",
+    "DECOMMISSIONED",
+    "ONLINE",
+    "OFFLINE",
+    "PENDING_DELETION",
+    "DELETED",
+    "ARCHIVED",
+];
+const TYPES: &[&str] = &[
+    "DESKTOP",
+    "LAPTOP",
+    "SERVER",
+    "MOBILE_DEVICE",
+    "TABLET",
+    "NETWORK_DEVICE",
+    "IOT_DEVICE",
+    "VIRTUAL_MACHINE",
+    "CONTAINER_HOST",
+    "OTHER",
+];
+const FILTERS: &[&str] = &[
+    "statuses",
+    "deviceTypes",
+    "osTypes",
+    "organizationIds",
+    "tagKeys",
+    "tagValues",
+    "search",
+];
+
+/// The filter and search parameters (shared by the list and its facets).
+fn selection(params: &Params) -> Result<Selection, ApiError> {
+    let filter = DeviceFilterInput {
+        statuses: params.enums::<DeviceStatus>("statuses", STATUSES)?,
+        device_types: params.enums::<DeviceType>("deviceTypes", TYPES)?,
+        os_types: params.list("osTypes").map(|types| {
+            types
+                .into_iter()
+                .map(|os| os.to_ascii_uppercase())
+                .collect()
+        }),
+        organization_ids: params.list("organizationIds"),
+        tag_keys: params.list("tagKeys"),
+        tag_values: params.list("tagValues"),
+    };
+    Selection::new(Some(filter), params.one("search")?).map_err(|error| match error {
+        // GraphQL's argument path, in the external API's parameter name.
+        ApiError::InvalidInput(message) => {
+            ApiError::InvalidInput(message.replacen("filter.", "", 1))
+        }
+        other => other,
+    })
+}
+
+/// `GET /devices?statuses&deviceTypes&osTypes&organizationIds&tagKeys&tagValues&search
+/// &includeTags&limit&cursor&sortField&sortDirection` → `{devices, pageInfo, filteredCount}`;
+/// newest activity first unless sorted otherwise (`sortField` default `lastSeen`,
+/// `sortDirection` default `DESC`).
+pub(super) async fn list(
+    State(state): State<AppState>,
+    caller: KeyCaller,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let mut known = FILTERS.to_vec();
+    known.extend([
+        "includeTags",
+        "limit",
+        "cursor",
+        "sortField",
+        "sortDirection",
+    ]);
+    let params = Params::parse(query.as_deref(), &known)?;
+    let selection = selection(&params)?;
+    let field = params
+        .one("sortField")?
+        .unwrap_or_else(|| "lastSeen".to_owned());
+    if !devices::SORT_FIELDS.contains(&field.as_str()) {
+        return Err(ApiError::InvalidInput(format!(
+            "sortField: {field:?} is not sortable (one of {})",
+            devices::SORT_FIELDS.join(", ")
+        )));
+    }
+    let sort = SortInput {
+        field: Some(field),
+        direction: Some(if params.ascending(false)? {
+            SortDirection::Asc
+        } else {
+            SortDirection::Desc
+        }),
+    };
+    let args = PageArgs {
+        first: Some(params.limit()?),
+        after: params.cursor()?,
+        ..PageArgs::default()
+    };
+    let include_tags = params.flag("includeTags")?;
+    let page =
+        devices::page_of_devices(&state, caller.tenant(), &selection, Some(sort), &args).await?;
+    let rows: Vec<serde_json::Value> = page
+        .rows
+        .iter()
+        .map(|(_, device)| device.to_json(include_tags))
+        .collect();
+    Ok(Json(serde_json::json!({
+        "devices": rows,
+        "pageInfo": page_info(&page.info),
+        "filteredCount": page.filtered_count,
+    }))
+    .into_response())
+}
+
+/// `GET /devices/filters` (the list's filter parameters) → the facets with counts.
+pub(super) async fn filters(
+    State(state): State<AppState>,
+    caller: KeyCaller,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(query.as_deref(), FILTERS)?;
+    let selection = selection(&params)?;
+    let facets = devices::facets(&state, caller.tenant(), &selection).await?;
+    Ok(Json(facets).into_response())
+}
+
+/// `GET /devices/{machineId}?includeTags`.
+pub(super) async fn get(
+    State(state): State<AppState>,
+    caller: KeyCaller,
+    Path(machine_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(query.as_deref(), &["includeTags"])?;
+    let device = devices::device_of(&state, caller.tenant(), &machine_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("machineId: no device {machine_id:?}")))?;
+    Ok(Json(device.to_json(params.flag("includeTags")?)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NicknameRequest {
+    #[serde(default)]
+    nickname: Option<String>,
+}
+
+/// `PATCH /devices/{machineId}/nickname` with `{nickname}` (null or "" clears it).
+pub(super) async fn set_nickname(
+    State(state): State<AppState>,
+    caller: KeyCaller,
+    Path(machine_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: NicknameRequest = crate::api::json_body(&headers, &body)?;
+    let (before, machine) =
+        devices::set_nickname(&state, caller.tenant(), &machine_id, request.nickname).await?;
+    let device = devices::device_of(&state, caller.tenant(), &machine_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("machineId: no device {machine_id:?}")))?;
+    Ok(AuditChange {
+        target_type: "Machine",
+        target_id: machine_id,
+        before: Some(serde_json::json!({ "nickname": before })),
+        after: Some(serde_json::json!({ "nickname": machine.nickname })),
+    }
+    .on(Json(device.to_json(false)).into_response()))
+}
+
+/// `GET /organizations?search&status&limit&cursor` → `{organizations, pageInfo,
+/// filteredCount}`, by name.
+pub(super) async fn organizations(
+    State(state): State<AppState>,
+    caller: CallerTenant,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let params = Params::parse(query.as_deref(), &["search", "status", "limit", "cursor"])?;
+    let search = relay::search_text(params.one("search")?)
+        .map_err(|error| ApiError::InvalidInput(error.message))?;
+    let status = match params
+        .one("status")?
+        .map(|status| status.to_ascii_uppercase())
+    {
+        Some(status) if status != "ACTIVE" && status != "ARCHIVED" => {
+            return Err(ApiError::InvalidInput(format!(
+                "status: {status:?} must be ACTIVE or ARCHIVED"
+            )));
+        }
+        status => status,
+    };
+    let args = PageArgs {
+        first: Some(params.limit()?),
+        after: params.cursor()?,
+        ..PageArgs::default()
+    };
+    let page = state
+        .inventory
+        .view(&caller.0, |_, organizations| {
+            let mut sorted: Vec<(String, serde_json::Value)> = organizations
+                .values()
+                .filter(|org| status.as_ref().is_none_or(|status| &org.status == status))
+                .filter(|org| {
+                    search
+                        .as_ref()
+                        .is_none_or(|text| org.name.to_lowercase().contains(text))
+                })
+                .map(|org| {
+                    (
+                        relay::text_key(&org.name, &org.organization_id),
+                        serde_json::to_value(org).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            relay::paginate(sorted, true, &args)
+        })
+        .await?
+        .map_err(|error| ApiError::InvalidInput(error.message))?;
+    let rows: Vec<serde_json::Value> = page.rows.into_iter().map(|(_, row)| row).collect();
+    Ok(Json(serde_json::json!({
+        "organizations": rows,
+        "pageInfo": page_info(&page.info),
+        "filteredCount": page.filtered_count,
+    }))
+    .into_response())
+}

@@ -1,0 +1,3 @@
+//! The public API for integrators (`/external-api/api/v1`) with API keys and their scopes.
+
+mod devices;
