@@ -24,7 +24,7 @@ use openframe_storage::TenantId;
 /// Device statuses that no longer count as in use.
 const RETIRED: [&str; 3] = ["ARCHIVED", "DELETED", "DECOMMISSIONED"];
 /// OpenFrame's `DeviceStatus`.
-const DEVICE_STATUSES: [&str; 10] = [
+pub(crate) const DEVICE_STATUSES: [&str; 10] = [
     "ACTIVE",
     "PENDING",
     "INACTIVE",

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::params::{Params, page_info};
-use crate::api::CallerTenant;
+use crate::api::{CallerTenant, organizations};
 use crate::audit::AuditChange;
 use crate::error::ApiError;
 use crate::gateway::api_keys::KeyCaller;
@@ -19,32 +19,9 @@ use crate::graphql::devices::{
     self, DeviceFilterInput, DeviceStatus, DeviceType, Selection, SortDirection, SortInput,
 };
 use crate::graphql::relay::{self, PageArgs};
+use crate::management::agents::DEVICE_TYPES;
 use crate::startup::AppState;
 
-const STATUSES: &[&str] = &[
-    "ACTIVE",
-    "PENDING",
-    "INACTIVE",
-    "MAINTENANCE",
-    "DECOMMISSIONED",
-    "ONLINE",
-    "OFFLINE",
-    "PENDING_DELETION",
-    "DELETED",
-    "ARCHIVED",
-];
-const TYPES: &[&str] = &[
-    "DESKTOP",
-    "LAPTOP",
-    "SERVER",
-    "MOBILE_DEVICE",
-    "TABLET",
-    "NETWORK_DEVICE",
-    "IOT_DEVICE",
-    "VIRTUAL_MACHINE",
-    "CONTAINER_HOST",
-    "OTHER",
-];
 const FILTERS: &[&str] = &[
     "statuses",
     "deviceTypes",
@@ -58,8 +35,8 @@ const FILTERS: &[&str] = &[
 /// The filter and search parameters (shared by the list and its facets).
 fn selection(params: &Params) -> Result<Selection, ApiError> {
     let filter = DeviceFilterInput {
-        statuses: params.enums::<DeviceStatus>("statuses", STATUSES)?,
-        device_types: params.enums::<DeviceType>("deviceTypes", TYPES)?,
+        statuses: params.enums::<DeviceStatus>("statuses", &organizations::DEVICE_STATUSES)?,
+        device_types: params.enums::<DeviceType>("deviceTypes", &DEVICE_TYPES)?,
         os_types: params.list("osTypes").map(|types| {
             types
                 .into_iter()
