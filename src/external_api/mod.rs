@@ -3,10 +3,12 @@
 //! and see only the key's tenant.
 //!
 //! So far: devices (list, get, filters, status, nickname), organizations (list, get, by
-//! organization id, create, update, can-archive, status) and tools. Logs, events, the OpenAPI
-//! document and webhooks arrive with the rest of the public-API issue.
+//! organization id, create, update, can-archive, status), events (list, filters, get, create,
+//! update) and tools. Logs, the OpenAPI document and webhooks arrive with the rest of the
+//! public-API issue.
 
 mod devices;
+mod events;
 mod params;
 
 use axum::Router;
@@ -56,6 +58,15 @@ pub fn router() -> Router<AppState> {
         .route(
             "/external-api/api/v1/organizations/{id}/status",
             patch(organizations::set_status),
+        )
+        .route(
+            "/external-api/api/v1/events",
+            get(events::list).post(events::create),
+        )
+        .route("/external-api/api/v1/events/filters", get(events::filters))
+        .route(
+            "/external-api/api/v1/events/{id}",
+            get(events::get).put(events::update),
         )
 }
 

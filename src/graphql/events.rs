@@ -68,7 +68,8 @@ pub struct EventFilterInput {
     pub end_date: Option<String>,
 }
 
-#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EventSortField {
     Timestamp,
     Type,
@@ -82,7 +83,8 @@ pub struct EventSortInput {
 }
 
 /// The facets of the filtered event list, with counts.
-#[derive(SimpleObject, Debug)]
+#[derive(SimpleObject, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct EventFilters {
     pub user_ids: Vec<DeviceFilterOption>,
     pub event_types: Vec<DeviceFilterOption>,
@@ -107,7 +109,7 @@ pub struct UpdateEventInput {
 }
 
 /// A checked filter and search.
-struct Selection {
+pub(crate) struct Selection {
     user_ids: Option<Vec<String>>,
     event_types: Option<Vec<String>>,
     from: Option<i64>,
@@ -116,7 +118,10 @@ struct Selection {
 }
 
 impl Selection {
-    fn new(filter: Option<EventFilterInput>, search: Option<String>) -> GqlResult<Selection> {
+    pub(crate) fn new(
+        filter: Option<EventFilterInput>,
+        search: Option<String>,
+    ) -> GqlResult<Selection> {
         let filter = filter.unwrap_or_default();
         let from = filter
             .start_date
@@ -216,33 +221,28 @@ impl EventQuery {
             .unwrap_or(SortDirection::Asc)
             == SortDirection::Asc;
         let request = request(ctx);
-        request
-            .state
-            .events
-            .view(&request.admin.tenant, |events| {
-                let mut sorted: Vec<(String, &Event)> = events
-                    .filter(|event| selection.keeps(event))
-                    .map(|event| (sort_key(event, field), event))
-                    .collect();
-                sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                if !ascending {
-                    sorted.reverse();
-                }
-                relay::paginate(sorted, ascending, &args).map(|page| EventConnection {
-                    edges: page
-                        .rows
-                        .into_iter()
-                        .map(|(cursor, event)| EventEdge {
-                            node: EventNode(event.clone()),
-                            cursor,
-                        })
-                        .collect(),
-                    page_info: page.info,
-                    filtered_count: page.filtered_count,
+        let page = page_of_events(
+            request.state,
+            &request.admin.tenant,
+            &selection,
+            field,
+            ascending,
+            &args,
+        )
+        .await
+        .map_err(gql_error)?;
+        Ok(EventConnection {
+            edges: page
+                .rows
+                .into_iter()
+                .map(|(cursor, event)| EventEdge {
+                    node: EventNode(event),
+                    cursor,
                 })
-            })
-            .await
-            .map_err(|error| gql_error(error.into()))?
+                .collect(),
+            page_info: page.info,
+            filtered_count: page.filtered_count,
+        })
     }
 
     /// One event by its global id; null when the tenant has none such.
@@ -263,28 +263,81 @@ impl EventQuery {
     ) -> GqlResult<EventFilters> {
         let selection = Selection::new(filter, search)?;
         let request = request(ctx);
-        request
-            .state
-            .events
-            .view(&request.admin.tenant, |events| {
-                let mut users = BTreeMap::<String, i32>::new();
-                let mut types = BTreeMap::<String, i32>::new();
-                let mut filtered = 0;
-                for event in events.filter(|event| selection.keeps(event)) {
-                    filtered += 1;
-                    *users.entry(event.user_id.clone()).or_default() += 1;
-                    *types.entry(event.event_type.clone()).or_default() += 1;
-                }
-                let options = DeviceFilterOption::counted;
-                EventFilters {
-                    user_ids: options(users),
-                    event_types: options(types),
-                    filtered_count: filtered,
-                }
-            })
+        event_facets(request.state, &request.admin.tenant, &selection)
             .await
-            .map_err(|error| gql_error(error.into()))
+            .map_err(gql_error)
     }
+}
+
+/// One page of events, with the cursors of its rows.
+pub(crate) struct EventPage {
+    pub rows: Vec<(String, Event)>,
+    pub info: PageInfo,
+    pub filtered_count: i32,
+}
+
+/// The tenant's events `selection` keeps, sorted and paged: GraphQL's `events` and the
+/// external API's list.
+pub(crate) async fn page_of_events(
+    state: &crate::startup::AppState,
+    tenant: &openframe_storage::TenantId,
+    selection: &Selection,
+    field: EventSortField,
+    ascending: bool,
+    args: &PageArgs,
+) -> Result<EventPage, ApiError> {
+    state
+        .events
+        .view(tenant, |events| {
+            let mut sorted: Vec<(String, &Event)> = events
+                .filter(|event| selection.keeps(event))
+                .map(|event| (sort_key(event, field), event))
+                .collect();
+            sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            if !ascending {
+                sorted.reverse();
+            }
+            relay::paginate(sorted, ascending, args)
+                .map(|page| EventPage {
+                    rows: page
+                        .rows
+                        .into_iter()
+                        .map(|(cursor, event)| (cursor, event.clone()))
+                        .collect(),
+                    info: page.info,
+                    filtered_count: page.filtered_count,
+                })
+                .map_err(|error| ApiError::InvalidInput(error.message))
+        })
+        .await?
+}
+
+/// User ids and event types of the events `selection` keeps, with counts that add up to
+/// `filteredCount`.
+pub(crate) async fn event_facets(
+    state: &crate::startup::AppState,
+    tenant: &openframe_storage::TenantId,
+    selection: &Selection,
+) -> Result<EventFilters, ApiError> {
+    Ok(state
+        .events
+        .view(tenant, |events| {
+            let mut users = BTreeMap::<String, i32>::new();
+            let mut types = BTreeMap::<String, i32>::new();
+            let mut filtered = 0;
+            for event in events.filter(|event| selection.keeps(event)) {
+                filtered += 1;
+                *users.entry(event.user_id.clone()).or_default() += 1;
+                *types.entry(event.event_type.clone()).or_default() += 1;
+            }
+            let options = DeviceFilterOption::counted;
+            EventFilters {
+                user_ids: options(users),
+                event_types: options(types),
+                filtered_count: filtered,
+            }
+        })
+        .await?)
 }
 
 #[derive(Default, Debug)]

@@ -13,7 +13,7 @@ use crate::helpers::{TestApp, spawn_app};
 const V1: &str = "/external-api/api/v1";
 
 /// `method path` with an API key; the status and the JSON answer.
-async fn with_key(
+pub(super) async fn with_key(
     app: &TestApp,
     key: &str,
     method: Method,

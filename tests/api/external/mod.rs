@@ -1,3 +1,4 @@
 //! The public API for integrators (`/external-api/api/v1`) with API keys and their scopes.
 
 mod devices;
+mod events;
