@@ -47,13 +47,18 @@ pub fn collect(hostname: String) -> InventoryReport {
             })
         })
         .collect();
+    // One-line fields the appliance stores as they are: at most 255 characters, no control
+    // characters (firmware strings are not always either).
+    let line = |value: Option<String>| {
+        value.filter(|value| value.chars().count() <= 255 && !value.chars().any(char::is_control))
+    };
     let dmi = |field: &str| {
-        read(format!("/sys/class/dmi/id/{field}")).filter(|value| meaningful_dmi(value))
+        line(read(format!("/sys/class/dmi/id/{field}"))).filter(|value| meaningful_dmi(value))
     };
     InventoryReport {
         hostname,
         os_type: OS_TYPE.to_owned(),
-        os_version: read("/etc/os-release").and_then(|text| pretty_name(&text)),
+        os_version: line(read("/etc/os-release").and_then(|text| pretty_name(&text))),
         hardware: Hardware {
             kernel: read("/proc/sys/kernel/osrelease"),
             architecture: Some(std::env::consts::ARCH.to_owned()),
@@ -68,8 +73,8 @@ pub fn collect(hostname: String) -> InventoryReport {
         serial_number: dmi("product_serial"),
         manufacturer: dmi("sys_vendor"),
         model: dmi("product_name"),
-        os_uuid: dmi("product_uuid").or_else(|| read("/etc/machine-id")),
-        timezone: timezone(),
+        os_uuid: dmi("product_uuid").or_else(|| line(read("/etc/machine-id"))),
+        timezone: line(timezone()),
     }
 }
 
