@@ -6,31 +6,10 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use super::{V1, refuses_naming, with_key};
 use crate::gateway::support::{create_key, two_tenants};
 use crate::graphql::support::{machine, put_machine, put_org};
-use crate::helpers::{TestApp, spawn_app};
-
-const V1: &str = "/external-api/api/v1";
-
-/// `method path` with an API key; the status and the JSON answer.
-pub(super) async fn with_key(
-    app: &TestApp,
-    key: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = app
-        .client
-        .request(method, app.https_url(&format!("{V1}{path}")))
-        .header("x-api-key", key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
+use crate::helpers::spawn_app;
 
 fn hostnames(answer: &Value) -> Vec<&str> {
     answer["devices"]
@@ -259,31 +238,25 @@ async fn devices_page_filter_and_change_with_the_right_scopes_and_only_in_their_
     assert!(trail.contains("api key "), "{trail}");
 
     // Bad parameters: 400, the code, and the parameter named first.
-    for (path, parameter) in [
-        ("/devices?limit=0", "limit"),
-        ("/devices?limit=1000", "limit"),
-        ("/devices?cursor=%25%25%25", "cursor"),
-        ("/devices?statuses=SLEEPING", "statuses"),
-        ("/devices?deviceTypes=TOASTER", "deviceTypes"),
-        ("/devices?osTypes=BEOS", "osTypes"),
-        ("/devices?sortField=color", "sortField"),
-        ("/devices?sortDirection=SIDEWAYS", "sortDirection"),
-        ("/devices?includeTags=perhaps", "includeTags"),
-        ("/devices?page=2", "page"),
-        ("/devices/filters?limit=5", "limit"),
-        ("/organizations?status=GONE", "status"),
-    ] {
-        let (status, error) = with_key(&app, &full, Method::GET, path, None).await;
-        assert_eq!(
-            (status, error["code"].clone()),
-            (400, json!("invalid_input")),
-            "{path}: {error}"
-        );
-        assert!(
-            error["message"].as_str().unwrap().starts_with(parameter),
-            "{path}: {error}"
-        );
-    }
+    refuses_naming(
+        &app,
+        &full,
+        &[
+            ("/devices?limit=0", "limit"),
+            ("/devices?limit=1000", "limit"),
+            ("/devices?cursor=%25%25%25", "cursor"),
+            ("/devices?statuses=SLEEPING", "statuses"),
+            ("/devices?deviceTypes=TOASTER", "deviceTypes"),
+            ("/devices?osTypes=BEOS", "osTypes"),
+            ("/devices?sortField=color", "sortField"),
+            ("/devices?sortDirection=SIDEWAYS", "sortDirection"),
+            ("/devices?includeTags=perhaps", "includeTags"),
+            ("/devices?page=2", "page"),
+            ("/devices/filters?limit=5", "limit"),
+            ("/organizations?status=GONE", "status"),
+        ],
+    )
+    .await;
     let wrong_type = app
         .client
         .patch(app.https_url(&format!("{V1}/devices/m-1/nickname")))

@@ -2,3 +2,47 @@
 
 mod devices;
 mod events;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+pub(crate) const V1: &str = "/external-api/api/v1";
+
+/// `method path` with an API key; the status and the JSON answer.
+pub(crate) async fn with_key(
+    app: &TestApp,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = app
+        .client
+        .request(method, app.https_url(&format!("{V1}{path}")))
+        .header("x-api-key", key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Each `GET path` is refused with 400 `invalid_input` and a message that starts with the
+/// parameter at fault.
+pub(crate) async fn refuses_naming(app: &TestApp, key: &str, cases: &[(&str, &str)]) {
+    for (path, parameter) in cases {
+        let (status, error) = with_key(app, key, Method::GET, path, None).await;
+        assert_eq!(
+            (status, error["code"].clone()),
+            (400, json!("invalid_input")),
+            "{path}: {error}"
+        );
+        assert!(
+            error["message"].as_str().unwrap().starts_with(parameter),
+            "{path}: {error}"
+        );
+    }
+}
