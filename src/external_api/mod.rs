@@ -4,8 +4,8 @@
 //!
 //! So far: devices (list, get, filters, status, nickname), organizations (list, get, by
 //! organization id, create, update, can-archive, status), events (list, filters, get, create,
-//! update) and tools. Logs, the OpenAPI document and webhooks arrive with the rest of the
-//! public-API issue.
+//! update) and tools (list, filters). Logs, the OpenAPI document and webhooks arrive with the
+//! rest of the public-API issue.
 
 mod devices;
 mod events;
@@ -26,6 +26,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/external-api/api/v1/me", get(me))
         .route("/external-api/api/v1/tools", get(tools))
+        .route("/external-api/api/v1/tools/filters", get(tool_filters))
         .route("/external-api/api/v1/devices", get(devices::list))
         .route(
             "/external-api/api/v1/devices/filters",
@@ -123,4 +124,14 @@ async fn tools(State(state): State<AppState>, caller: KeyCaller) -> Result<Respo
         })
         .collect();
     Ok(axum::Json(serde_json::json!({ "tools": tools })).into_response())
+}
+
+/// `GET /external-api/api/v1/tools/filters` (scope `tools:read`): the types and categories of
+/// the tenant's tools, as GraphQL's `toolFilters`.
+async fn tool_filters(
+    State(state): State<AppState>,
+    caller: KeyCaller,
+) -> Result<Response, ApiError> {
+    let tools = state.gateway.tools.list(caller.tenant()).await?;
+    Ok(axum::Json(crate::graphql::tools::ToolFilters::of(&tools)).into_response())
 }

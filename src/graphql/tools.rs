@@ -150,11 +150,29 @@ pub struct ToolList {
 }
 
 /// OpenFrame's `ToolFilters`: the values the filter can take.
-#[derive(SimpleObject, Debug)]
+#[derive(SimpleObject, Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ToolFilters {
     pub types: Vec<String>,
     pub categories: Vec<String>,
     pub platform_categories: Vec<String>,
+}
+
+impl ToolFilters {
+    /// The types, categories and platform categories of these tools (GraphQL's `toolFilters`
+    /// and the external API's `GET /tools/filters`).
+    pub(crate) fn of(tools: &[ToolRecord]) -> ToolFilters {
+        let types: BTreeSet<String> = tools.iter().map(|tool| tool.tool_type.clone()).collect();
+        let present = !tools.is_empty();
+        ToolFilters {
+            types: types.into_iter().collect(),
+            categories: present.then(|| CATEGORY.to_owned()).into_iter().collect(),
+            platform_categories: present
+                .then(|| PLATFORM_CATEGORY.to_owned())
+                .into_iter()
+                .collect(),
+        }
+    }
 }
 
 async fn registered(ctx: &Context<'_>) -> GqlResult<Vec<ToolRecord>> {
@@ -237,16 +255,6 @@ impl ToolQuery {
 
     /// The types, categories and platform categories of the tenant's tools.
     async fn tool_filters(&self, ctx: &Context<'_>) -> GqlResult<ToolFilters> {
-        let tools = registered(ctx).await?;
-        let types: BTreeSet<String> = tools.iter().map(|tool| tool.tool_type.clone()).collect();
-        let present = !tools.is_empty();
-        Ok(ToolFilters {
-            types: types.into_iter().collect(),
-            categories: present.then(|| CATEGORY.to_owned()).into_iter().collect(),
-            platform_categories: present
-                .then(|| PLATFORM_CATEGORY.to_owned())
-                .into_iter()
-                .collect(),
-        })
+        Ok(ToolFilters::of(&registered(ctx).await?))
     }
 }

@@ -2,6 +2,7 @@
 
 mod devices;
 mod events;
+mod tools;
 
 use reqwest::Method;
 use serde_json::{Value, json};
