@@ -6,18 +6,13 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{V1, refuses_naming, with_key};
+use super::{V1, listed, refuses_naming, with_key};
 use crate::gateway::support::{create_key, two_tenants};
 use crate::graphql::support::{machine, put_machine, put_org};
 use crate::helpers::spawn_app;
 
 fn hostnames(answer: &Value) -> Vec<&str> {
-    answer["devices"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|device| device["hostname"].as_str().unwrap())
-        .collect()
+    listed(answer, "devices", "hostname")
 }
 
 #[tokio::test]

@@ -6,17 +6,12 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{refuses_naming, with_key};
+use super::{listed, refuses_naming, with_key};
 use crate::gateway::support::{create_key, two_tenants};
 use crate::helpers::spawn_app;
 
 fn types(answer: &Value) -> Vec<&str> {
-    answer["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|event| event["type"].as_str().unwrap())
-        .collect()
+    listed(answer, "events", "type")
 }
 
 #[tokio::test]

@@ -47,3 +47,17 @@ pub(crate) async fn refuses_naming(app: &TestApp, key: &str, cases: &[(&str, &st
         );
     }
 }
+
+/// One text field of each row of a list answer (`{devices: [...]}` and the like), in order.
+pub(crate) fn listed<'a>(answer: &'a Value, list: &str, field: &str) -> Vec<&'a str> {
+    answer[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {list} in {answer}"))
+        .iter()
+        .map(|row| {
+            row[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {field} in {row}"))
+        })
+        .collect()
+}
