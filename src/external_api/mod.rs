@@ -4,11 +4,12 @@
 //!
 //! So far: devices (list, get, filters, status, nickname), organizations (list, get, by
 //! organization id, create, update, can-archive, status), events (list, filters, get, create,
-//! update) and tools (list, filters). Logs, the OpenAPI document and webhooks arrive with the
-//! rest of the public-API issue.
+//! update), logs (list, filters, details) and tools (list, filters). The OpenAPI document and
+//! webhooks arrive with the rest of the public-API issue.
 
 mod devices;
 mod events;
+mod logs;
 mod params;
 
 use axum::Router;
@@ -65,6 +66,9 @@ pub fn router() -> Router<AppState> {
             get(events::list).post(events::create),
         )
         .route("/external-api/api/v1/events/filters", get(events::filters))
+        .route("/external-api/api/v1/logs", get(logs::list))
+        .route("/external-api/api/v1/logs/filters", get(logs::filters))
+        .route("/external-api/api/v1/logs/details", get(logs::details))
         .route(
             "/external-api/api/v1/events/{id}",
             get(events::get).put(events::update),

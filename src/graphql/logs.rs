@@ -6,6 +6,7 @@
 //! `"{epochMillis}_{toolEventId}"`, so a page costs the same at any depth.
 
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use openframe_storage::TenantId;
 use openframe_storage::analytics::{LogCursor, LogFacet, LogFilter, LogRow};
 use openframe_storage::details::LogKey;
 use openframe_storage::search::{DocumentKind, MAX_HITS, SearchQuery};
@@ -15,6 +16,7 @@ use super::devices::SortDirection;
 use super::relay::{self, DEFAULT_PAGE, PageArgs, PageInfo};
 use super::{GqlResult, gql_error, invalid, request};
 use crate::error::ApiError;
+use crate::startup::AppState;
 
 /// OpenFrame's `LogFilterInput`. Dates are `yyyy-MM-dd` (UTC days, both ends included);
 /// instants are RFC 3339 (`timestampTo` excluded).
@@ -54,6 +56,34 @@ impl From<LogRow> for LogEvent {
 
 fn log_id(timestamp: i64, tool_event_id: &str) -> String {
     format!("{timestamp}_{tool_event_id}")
+}
+
+impl LogEvent {
+    /// The row as the external API returns it: the GraphQL type's fields, with the log id
+    /// (`"{epochMillis}_{toolEventId}"`) as `id`.
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        let row = &self.0;
+        serde_json::json!({
+            "id": log_id(row.event_timestamp, &row.tool_event_id),
+            "toolEventId": row.tool_event_id,
+            "eventType": row.event_type,
+            "ingestDay": row.ingest_day,
+            "toolType": row.tool_type,
+            "severity": row.severity,
+            "userId": row.user_id,
+            "deviceId": row.device_id,
+            "hostname": row.hostname,
+            "organizationId": row.organization_id,
+            "organizationName": row.organization_name,
+            "summary": row.summary,
+            "timestamp": crate::api::iso(row.event_timestamp),
+        })
+    }
+
+    /// OpenFrame's cursor of this row.
+    pub(crate) fn cursor(&self) -> String {
+        relay::encode_cursor(&log_id(self.0.event_timestamp, &self.0.tool_event_id))
+    }
 }
 
 #[Object]
@@ -117,14 +147,16 @@ pub struct LogConnection {
     pub filtered_count: i32,
 }
 
-#[derive(SimpleObject, Debug, Clone)]
+#[derive(SimpleObject, serde::Serialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
 pub struct LogOrganizationOption {
     pub id: String,
     pub name: String,
 }
 
 /// How many log rows of the filtered list have a value.
-#[derive(SimpleObject, Debug, Clone)]
+#[derive(SimpleObject, serde::Serialize, Debug, Clone)]
+#[serde(rename_all = "camelCase")]
 pub struct LogFacetCount {
     /// `TOOL_TYPE`, `EVENT_TYPE`, `SEVERITY` or `ORGANIZATION`.
     pub facet: String,
@@ -133,7 +165,8 @@ pub struct LogFacetCount {
 }
 
 /// OpenFrame's `LogFilters` (the values present in the filtered list), with their counts.
-#[derive(SimpleObject, Debug)]
+#[derive(SimpleObject, serde::Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
 pub struct LogFilters {
     pub tool_types: Vec<String>,
     pub event_types: Vec<String>,
@@ -144,7 +177,8 @@ pub struct LogFilters {
 }
 
 /// One log entry in full (type `LogDetails`): the row, the tool's message and its details.
-#[derive(SimpleObject, Debug)]
+#[derive(SimpleObject, serde::Serialize, Debug)]
+#[serde(rename_all = "camelCase")]
 pub struct LogDetails {
     pub id: ID,
     pub tool_event_id: String,
@@ -164,13 +198,18 @@ pub struct LogDetails {
     pub details: Option<String>,
 }
 
-fn unavailable(error: impl std::fmt::Display) -> async_graphql::Error {
-    gql_error(ApiError::StoreUnavailable(error.to_string()))
+fn unavailable(error: impl std::fmt::Display) -> ApiError {
+    ApiError::StoreUnavailable(error.to_string())
+}
+
+/// A parse error of an argument, for callers outside GraphQL (the message names it).
+fn input(error: async_graphql::Error) -> ApiError {
+    ApiError::InvalidInput(error.message)
 }
 
 pub(super) const DAY_MS: i64 = 86_400_000;
 
-pub(super) fn parse_instant(argument: &str, text: &str) -> GqlResult<i64> {
+pub(crate) fn parse_instant(argument: &str, text: &str) -> GqlResult<i64> {
     time::OffsetDateTime::parse(text, &Rfc3339)
         .ok()
         .and_then(|at| i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok())
@@ -194,26 +233,27 @@ const MAX_SEARCH: usize = 200;
 
 /// The storage filter for a GraphQL filter and search (the search becomes the set of matching
 /// event ids; a search with more than [`MAX_HITS`] hits keeps the newest of them).
-async fn storage_filter(
-    ctx: &Context<'_>,
+pub(crate) async fn storage_filter(
+    state: &AppState,
+    tenant: &TenantId,
     filter: Option<LogFilterInput>,
     search: Option<String>,
-) -> GqlResult<LogFilter> {
+) -> Result<LogFilter, ApiError> {
     let filter = filter.unwrap_or_default();
     let mut from = None;
     let mut to = None;
     if let Some(day) = &filter.start_date {
-        from = Some(parse_day("filter.startDate", day)?);
+        from = Some(parse_day("filter.startDate", day).map_err(input)?);
     }
     if let Some(day) = &filter.end_date {
-        to = Some(parse_day("filter.endDate", day)? + DAY_MS);
+        to = Some(parse_day("filter.endDate", day).map_err(input)? + DAY_MS);
     }
     if let Some(at) = &filter.timestamp_from {
-        let at = parse_instant("filter.timestampFrom", at)?;
+        let at = parse_instant("filter.timestampFrom", at).map_err(input)?;
         from = Some(from.map_or(at, |from: i64| from.max(at)));
     }
     if let Some(at) = &filter.timestamp_to {
-        let at = parse_instant("filter.timestampTo", at)?;
+        let at = parse_instant("filter.timestampTo", at).map_err(input)?;
         to = Some(to.map_or(at, |to: i64| to.min(at)));
     }
     let mut storage = LogFilter {
@@ -231,15 +271,15 @@ async fn storage_filter(
         .filter(|text| !text.is_empty());
     if let Some(text) = search {
         if text.chars().count() > MAX_SEARCH {
-            return Err(invalid(format!("search: at most {MAX_SEARCH} characters")));
+            return Err(ApiError::InvalidInput(format!(
+                "search: at most {MAX_SEARCH} characters"
+            )));
         }
-        let request = request(ctx);
-        let hits = request
-            .state
+        let hits = state
             .storage
             .search
             .search(
-                &request.admin.tenant,
+                tenant,
                 &SearchQuery {
                     text,
                     kind: Some(DocumentKind::Log),
@@ -306,10 +346,11 @@ impl LogQuery {
                 "after, before: give one of them (after pages forward, before backward)",
             ));
         }
-        let filter = storage_filter(ctx, filter, search).await?;
         let request = request(ctx);
-        let analytics = &request.state.storage.analytics;
         let tenant = &request.admin.tenant;
+        let filter = storage_filter(request.state, tenant, filter, search)
+            .await
+            .map_err(gql_error)?;
         // `last`/`before` page backward: read the other way from the cursor and turn the page
         // round, so it is in the list's order.
         let backward = args.last.is_some() || before.is_some();
@@ -319,26 +360,16 @@ impl LogQuery {
         } else {
             after.as_ref()
         };
-        let read_newest_first = newest_first != backward;
-        let (rows, total) = tokio::join!(
-            async {
-                if read_newest_first {
-                    analytics
-                        .query_logs(tenant, &filter, cursor, limit + 1)
-                        .await
-                } else {
-                    analytics
-                        .query_logs_oldest_first(tenant, &filter, cursor, limit + 1)
-                        .await
-                }
-            },
-            analytics.count_logs(tenant, &filter),
-        );
-        let mut rows = rows.map_err(unavailable)?;
-        let total = total.map_err(unavailable)?;
-
-        let more = rows.len() > limit;
-        rows.truncate(limit);
+        let (mut rows, more, total) = read_logs(
+            request.state,
+            tenant,
+            &filter,
+            cursor,
+            newest_first != backward,
+            limit,
+        )
+        .await
+        .map_err(gql_error)?;
         if backward {
             rows.reverse();
         }
@@ -349,9 +380,12 @@ impl LogQuery {
         };
         let edges: Vec<LogEdge> = rows
             .into_iter()
-            .map(|row| LogEdge {
-                cursor: relay::encode_cursor(&log_id(row.event_timestamp, &row.tool_event_id)),
-                node: LogEvent(row),
+            .map(|row| {
+                let node = LogEvent(row);
+                LogEdge {
+                    cursor: node.cursor(),
+                    node,
+                }
             })
             .collect();
         Ok(LogConnection {
@@ -375,71 +409,14 @@ impl LogQuery {
         filter: Option<LogFilterInput>,
         search: Option<String>,
     ) -> GqlResult<LogFilters> {
-        let filter = storage_filter(ctx, filter, search).await?;
         let request = request(ctx);
-        let analytics = &request.state.storage.analytics;
         let tenant = &request.admin.tenant;
-        let (mut found, total) = analytics
-            .log_facets_and_count(
-                tenant,
-                &filter,
-                &[
-                    LogFacet::ToolType,
-                    LogFacet::EventType,
-                    LogFacet::Severity,
-                    LogFacet::OrganizationId,
-                ],
-            )
+        let filter = storage_filter(request.state, tenant, filter, search)
             .await
-            .map_err(unavailable)?;
-        let mut take = |index: usize| std::mem::take(&mut found[index]);
-        let facets = [
-            ("TOOL_TYPE", take(0)),
-            ("EVENT_TYPE", take(1)),
-            ("SEVERITY", take(2)),
-            ("ORGANIZATION", take(3)),
-        ];
-        let values = |index: usize| -> Vec<String> {
-            facets[index]
-                .1
-                .iter()
-                .map(|facet| facet.value.clone())
-                .collect()
-        };
-        let organization_ids = values(3);
-        let organizations = request
-            .state
-            .inventory
-            .view(tenant, |_, known| {
-                organization_ids
-                    .iter()
-                    .map(|id| LogOrganizationOption {
-                        id: id.clone(),
-                        name: known
-                            .get(id)
-                            .map_or_else(|| id.clone(), |org| org.name.clone()),
-                    })
-                    .collect()
-            })
+            .map_err(gql_error)?;
+        log_filters_of(request.state, tenant, &filter)
             .await
-            .map_err(|error| gql_error(error.into()))?;
-        Ok(LogFilters {
-            tool_types: values(0),
-            event_types: values(1),
-            severities: values(2),
-            organizations,
-            counts: facets
-                .iter()
-                .flat_map(|(facet, counts)| {
-                    counts.iter().map(|value| LogFacetCount {
-                        facet: (*facet).to_owned(),
-                        value: value.value.clone(),
-                        count: count(value.count),
-                    })
-                })
-                .collect(),
-            filtered_count: count(total),
-        })
+            .map_err(gql_error)
     }
 
     /// One log entry in full, by the fields of its key (as OpenFrame's Cassandra table);
@@ -455,56 +432,190 @@ impl LogQuery {
     ) -> GqlResult<Option<LogDetails>> {
         let at = parse_instant("timestamp", &timestamp)?;
         let request = request(ctx);
-        let found = request
-            .state
-            .storage
-            .details
-            .get(
-                &request.admin.tenant,
-                &LogKey {
-                    timestamp: at,
-                    tool_event_id: tool_event_id.clone(),
-                },
-            )
-            .await
-            .map_err(unavailable)?;
-        let Some(bytes) = found else {
-            return Ok(None);
-        };
-        let record: serde_json::Value = serde_json::from_slice(&bytes).map_err(unavailable)?;
-        let text = |name: &str| record[name].as_str().map(str::to_owned);
-        // The other key fields must agree, as they would in OpenFrame's primary key.
-        if text("ingestDay").as_deref() != Some(ingest_day.as_str())
-            || text("toolType").as_deref() != Some(tool_type.as_str())
-            || text("eventType").as_deref() != Some(event_type.as_str())
-        {
-            return Ok(None);
-        }
-        Ok(Some(LogDetails {
-            id: relay::global_id("LogDetails", &log_id(at, &tool_event_id)),
-            tool_event_id,
-            event_type,
+        let key = DetailsKey {
             ingest_day,
             tool_type,
-            severity: text("severity").unwrap_or_default(),
-            user_id: text("userId"),
-            device_id: text("deviceId"),
-            hostname: text("hostname"),
-            organization_id: text("organizationId"),
-            organization_name: text("organizationName"),
-            summary: text("summary").unwrap_or_default(),
-            timestamp: crate::api::iso(at),
-            message: text("message").unwrap_or_default(),
-            details: record
-                .get("details")
-                .filter(|details| !details.is_null())
-                .map(|details| details.to_string()),
-        }))
+            event_type,
+            timestamp: at,
+            tool_event_id,
+        };
+        details_of(request.state, &request.admin.tenant, key)
+            .await
+            .map_err(gql_error)
     }
 }
 
+/// Up to `limit` rows of the filtered log from `cursor` on (not included) in either order,
+/// whether more follow, and how many rows the filter matches in all.
+pub(crate) async fn read_logs(
+    state: &AppState,
+    tenant: &TenantId,
+    filter: &LogFilter,
+    cursor: Option<&LogCursor>,
+    newest_first: bool,
+    limit: usize,
+) -> Result<(Vec<LogRow>, bool, u64), ApiError> {
+    let analytics = &state.storage.analytics;
+    let (rows, total) = tokio::join!(
+        async {
+            if newest_first {
+                analytics
+                    .query_logs(tenant, filter, cursor, limit + 1)
+                    .await
+            } else {
+                analytics
+                    .query_logs_oldest_first(tenant, filter, cursor, limit + 1)
+                    .await
+            }
+        },
+        analytics.count_logs(tenant, filter),
+    );
+    let mut rows = rows.map_err(unavailable)?;
+    let total = total.map_err(unavailable)?;
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    Ok((rows, more, total))
+}
+
+/// The facets of the filtered log (GraphQL's `logFilters`, the external API's `/logs/filters`).
+pub(crate) async fn log_filters_of(
+    state: &AppState,
+    tenant: &TenantId,
+    filter: &LogFilter,
+) -> Result<LogFilters, ApiError> {
+    let analytics = &state.storage.analytics;
+    let (mut found, total) = analytics
+        .log_facets_and_count(
+            tenant,
+            filter,
+            &[
+                LogFacet::ToolType,
+                LogFacet::EventType,
+                LogFacet::Severity,
+                LogFacet::OrganizationId,
+            ],
+        )
+        .await
+        .map_err(unavailable)?;
+    let mut take = |index: usize| std::mem::take(&mut found[index]);
+    let facets = [
+        ("TOOL_TYPE", take(0)),
+        ("EVENT_TYPE", take(1)),
+        ("SEVERITY", take(2)),
+        ("ORGANIZATION", take(3)),
+    ];
+    let values = |index: usize| -> Vec<String> {
+        facets[index]
+            .1
+            .iter()
+            .map(|facet| facet.value.clone())
+            .collect()
+    };
+    let organization_ids = values(3);
+    let organizations = state
+        .inventory
+        .view(tenant, |_, known| {
+            organization_ids
+                .iter()
+                .map(|id| LogOrganizationOption {
+                    id: id.clone(),
+                    name: known
+                        .get(id)
+                        .map_or_else(|| id.clone(), |org| org.name.clone()),
+                })
+                .collect()
+        })
+        .await?;
+    Ok(LogFilters {
+        tool_types: values(0),
+        event_types: values(1),
+        severities: values(2),
+        organizations,
+        counts: facets
+            .iter()
+            .flat_map(|(facet, counts)| {
+                counts.iter().map(|value| LogFacetCount {
+                    facet: (*facet).to_owned(),
+                    value: value.value.clone(),
+                    count: count(value.count),
+                })
+            })
+            .collect(),
+        filtered_count: count(total),
+    })
+}
+
+/// The fields of a log entry's key, as OpenFrame's Cassandra table has them.
+#[derive(Debug, Clone)]
+pub(crate) struct DetailsKey {
+    pub(crate) ingest_day: String,
+    pub(crate) tool_type: String,
+    pub(crate) event_type: String,
+    pub(crate) timestamp: i64,
+    pub(crate) tool_event_id: String,
+}
+
+/// One log entry in full; `None` when the tenant has no entry with this key.
+pub(crate) async fn details_of(
+    state: &AppState,
+    tenant: &TenantId,
+    key: DetailsKey,
+) -> Result<Option<LogDetails>, ApiError> {
+    let DetailsKey {
+        ingest_day,
+        tool_type,
+        event_type,
+        timestamp: at,
+        tool_event_id,
+    } = key;
+    let found = state
+        .storage
+        .details
+        .get(
+            tenant,
+            &LogKey {
+                timestamp: at,
+                tool_event_id: tool_event_id.clone(),
+            },
+        )
+        .await
+        .map_err(unavailable)?;
+    let Some(bytes) = found else {
+        return Ok(None);
+    };
+    let record: serde_json::Value = serde_json::from_slice(&bytes).map_err(unavailable)?;
+    let text = |name: &str| record[name].as_str().map(str::to_owned);
+    // The other key fields must agree, as they would in OpenFrame's primary key.
+    if text("ingestDay").as_deref() != Some(ingest_day.as_str())
+        || text("toolType").as_deref() != Some(tool_type.as_str())
+        || text("eventType").as_deref() != Some(event_type.as_str())
+    {
+        return Ok(None);
+    }
+    Ok(Some(LogDetails {
+        id: relay::global_id("LogDetails", &log_id(at, &tool_event_id)),
+        tool_event_id,
+        event_type,
+        ingest_day,
+        tool_type,
+        severity: text("severity").unwrap_or_default(),
+        user_id: text("userId"),
+        device_id: text("deviceId"),
+        hostname: text("hostname"),
+        organization_id: text("organizationId"),
+        organization_name: text("organizationName"),
+        summary: text("summary").unwrap_or_default(),
+        timestamp: crate::api::iso(at),
+        message: text("message").unwrap_or_default(),
+        details: record
+            .get("details")
+            .filter(|details| !details.is_null())
+            .map(|details| details.to_string()),
+    }))
+}
+
 /// A log cursor is OpenFrame's log id, `"{epochMillis}_{toolEventId}"`.
-fn decode_cursor(argument: &str, cursor: &str) -> GqlResult<LogCursor> {
+pub(crate) fn decode_cursor(argument: &str, cursor: &str) -> GqlResult<LogCursor> {
     let key = relay::decode_cursor(argument, cursor)?;
     key.split_once('_')
         .and_then(|(at, id)| {

@@ -2,6 +2,7 @@
 
 mod devices;
 mod events;
+mod logs;
 mod tools;
 
 use reqwest::Method;

@@ -9,7 +9,7 @@ mod events;
 mod independent;
 mod isolation;
 mod live;
-mod logs;
+pub(crate) mod logs;
 mod schedules;
 mod schema;
 mod scripts;
