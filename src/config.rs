@@ -29,6 +29,7 @@ pub struct Config {
     pub agents: AgentsSection,
     pub api: ApiSection,
     pub audit: AuditSection,
+    pub webhooks: WebhookConfig,
     pub log: LogConfig,
 }
 
@@ -446,6 +447,36 @@ impl AuditSection {
             ));
         }
         Ok(Some((transport, address.to_owned())))
+    }
+}
+
+/// Webhooks of the public API: how deliveries are sent and retried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Allow `http://` targets and targets on loopback, private, link-local and other internal
+    /// addresses. Off, a subscription can only make the appliance call public `https://` URLs
+    /// (checked when subscribing and again, on the resolved address, at every delivery).
+    pub allow_private_targets: bool,
+    /// Attempts per delivery, the first included; after the last failed one it is `failed`.
+    pub max_attempts: u64,
+    /// The wait after the first failed attempt; it doubles after each further failure...
+    pub backoff_base_ms: u64,
+    /// ... up to this.
+    pub backoff_max_ms: u64,
+    /// One attempt (connect, send, answer) may take this long before it counts as failed.
+    pub timeout_ms: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            allow_private_targets: false,
+            max_attempts: 8,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 15 * 60 * 1000,
+            timeout_ms: 10_000,
+        }
     }
 }
 
@@ -932,7 +963,24 @@ impl Config {
                 36_500,
             ),
         ];
-        for (key, value, low, high) in stream_limits {
+        let webhooks = &self.webhooks;
+        let webhook_limits = [
+            ("webhooks.max_attempts", webhooks.max_attempts, 1, 50),
+            (
+                "webhooks.backoff_base_ms",
+                webhooks.backoff_base_ms,
+                10,
+                3_600_000,
+            ),
+            (
+                "webhooks.backoff_max_ms",
+                webhooks.backoff_max_ms,
+                webhooks.backoff_base_ms,
+                86_400_000,
+            ),
+            ("webhooks.timeout_ms", webhooks.timeout_ms, 100, 120_000),
+        ];
+        for (key, value, low, high) in stream_limits.into_iter().chain(webhook_limits) {
             if !(low..=high).contains(&value) {
                 return Err(invalid(
                     key,

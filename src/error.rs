@@ -89,9 +89,12 @@ impl ApiError {
 }
 
 /// The JSON body of every error response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
 pub struct ErrorBody {
+    /// A stable, machine-readable code (`invalid_input`, `not_found`, `forbidden`, …).
     pub code: &'static str,
+    /// What went wrong and what to fix, naming the parameter or field at fault.
     pub message: String,
 }
 

@@ -18,7 +18,7 @@ pub const MAX_EVENTS: usize = 100_000;
 /// The largest `data`, in bytes.
 pub const MAX_DATA: usize = 64 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
     pub id: String,

@@ -24,7 +24,7 @@ const MACHINES: &str = "machines";
 const TOOL_CONNECTIONS: &str = "tool_connections";
 
 /// A customer of the MSP (OpenFrame's organization).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Organization {
     pub organization_id: String,
@@ -43,6 +43,7 @@ pub struct Organization {
     /// OpenFrame's `contactInformation{contacts, physicalAddress, mailingAddress, …}`, kept as
     /// given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub contact_information: Option<serde_json::Value>,
     /// A decimal, as text (no floating point for money).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,7 +89,7 @@ impl Organization {
 
 /// A managed device (OpenFrame's `machines` document; the optional fields are what its agent
 /// reports at registration).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Machine {
     pub machine_id: String,
@@ -144,7 +145,7 @@ pub struct Machine {
 }
 
 /// One mounted disk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Disk {
     pub mount_point: String,
@@ -155,7 +156,7 @@ pub struct Disk {
 }
 
 /// One network interface and its addresses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkInterface {
     pub name: String,
@@ -166,7 +167,7 @@ pub struct NetworkInterface {
 }
 
 /// A machine's hardware and kernel, as its agent reports them.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Hardware {
     #[serde(default, skip_serializing_if = "Option::is_none")]

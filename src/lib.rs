@@ -13,7 +13,8 @@
 //!   [`admin`]: health and metrics on loopback.
 //! - [`inventory`]: organizations, machines and tool connections, with the in-memory directory
 //!   enrichment reads; [`stream`]: the event pipeline (ingest, per-tool mappers, the worker);
-//!   [`management`]: the supervised `nats-server`.
+//!   [`management`]: the supervised `nats-server`; [`webhooks`]: unified events pushed to
+//!   integrators' URLs, signed and retried.
 //! - [`error`]: the one table mapping errors to HTTP; [`metrics`], [`telemetry`]: observability.
 //! - [`ops`]: `doctor` and `healthcheck`.
 //!
@@ -43,3 +44,4 @@ pub mod stream;
 pub mod tags;
 pub mod telemetry;
 pub mod tls;
+pub mod webhooks;

@@ -46,6 +46,13 @@ pub struct StreamEventLabels {
     pub outcome: &'static str,
 }
 
+/// What became of a webhook delivery attempt: `delivered`, `retried` (failed, tried again
+/// later) or `failed` (failed for the last time).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookOutcomeLabels {
+    pub outcome: &'static str,
+}
+
 /// A document-store call, by operation (`get`, `list`, `insert`, …).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DocumentCallLabels {
@@ -74,6 +81,8 @@ pub struct Metrics {
     pub agents_online: Gauge,
     /// Calls to the document store (how a list that costs a query per row shows itself).
     pub document_calls: Family<DocumentCallLabels, Counter>,
+    /// Webhook delivery attempts by outcome.
+    pub webhook_attempts: Family<WebhookOutcomeLabels, Counter>,
 }
 
 impl Metrics {
@@ -161,8 +170,15 @@ impl Metrics {
             "Calls to the document store by operation",
             document_calls.clone(),
         );
+        let webhook_attempts = Family::<WebhookOutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_attempts",
+            "Webhook delivery attempts by outcome (delivered, retried, failed)",
+            webhook_attempts.clone(),
+        );
         Arc::new(Metrics {
             registry,
+            webhook_attempts,
             document_calls,
             agent_sessions,
             agents_online,

@@ -38,6 +38,7 @@ use crate::stream::Stream;
 use crate::stream::mappings::Mappings;
 use crate::tags::Tags;
 use crate::tls::CertificateFiles;
+use crate::webhooks::Webhooks;
 
 /// What every handler may need. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -65,6 +66,9 @@ pub struct AppState {
     pub events: Arc<Events>,
     /// The technicians' audit trail.
     pub audit: Arc<Audit>,
+    /// Integrators' webhooks: subscriptions, and the tasks spawned by `run_until_stopped` that
+    /// deliver unified events to them.
+    pub webhooks: Arc<Webhooks>,
 }
 
 /// A built appliance: listeners bound, stores open, not yet serving.
@@ -270,9 +274,24 @@ impl Application {
             }
         };
 
+        let webhooks = match Webhooks::new(
+            storage.clone(),
+            identity.master_key(),
+            identity.clock.clone(),
+            config.webhooks.clone(),
+            metrics.clone(),
+        ) {
+            Ok(webhooks) => Arc::new(webhooks),
+            Err(error) => {
+                let _ = storage.close().await;
+                return Err(error.context("cannot start webhooks"));
+            }
+        };
+
         Ok(Application {
             state: AppState {
                 audit,
+                webhooks,
                 tags,
                 events,
                 storage,
@@ -407,6 +426,9 @@ impl Application {
         // The event pipeline runs until the last request is drained, then checkpoints.
         let stream_stop = CancellationToken::new();
         let stream_worker = state.stream.spawn_worker(stream_stop.clone());
+        // Webhooks read what the pipeline writes to `unified.events`; stopped before it.
+        let webhooks_stop = CancellationToken::new();
+        let webhooks_task = state.webhooks.spawn(webhooks_stop.clone());
         // NATS outlives everything that uses it: stopped last.
         let nats_stop = CancellationToken::new();
         let cdc_stop = CancellationToken::new();
@@ -614,6 +636,10 @@ impl Application {
         let _ = presence_task.await;
         let _ = watchdog_task.await;
         let _ = health_task.await;
+        webhooks_stop.cancel();
+        if let Err(error) = webhooks_task.await {
+            tracing::warn!(%error, "the webhook task failed");
+        }
         stream_stop.cancel();
         if let Err(error) = stream_worker.await {
             tracing::warn!(%error, "the event pipeline task failed");

@@ -120,6 +120,12 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
             "send the body as JSON (Content-Type: application/json)".into(),
         ));
     }
+    // Every body is an object: serde would also fill a struct from an array (`[null, null]`).
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::InvalidInput(
+            "the JSON body must be an object ({\"field\": value, …})".into(),
+        ));
+    }
     serde_json::from_slice(body)
         .map_err(|error| ApiError::InvalidInput(format!("the JSON body is not valid: {error}")))
 }

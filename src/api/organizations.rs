@@ -40,27 +40,45 @@ pub(crate) const DEVICE_STATUSES: [&str; 10] = [
 const MAX_CONTACTS_BYTES: usize = 16 * 1024;
 
 /// OpenFrame's `CreateOrganizationRequest` (also the body of `PUT`, which replaces every field).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct OrganizationRequest {
+pub(crate) struct OrganizationRequest {
+    /// Unique in the tenant, 1 to 200 characters.
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     #[serde(default)]
     category: Option<String>,
     #[serde(default)]
+    #[schema(format = Int64, minimum = 0, maximum = 4294967295_u64)]
     number_of_employees: Option<u32>,
     #[serde(default)]
     website_url: Option<String>,
     #[serde(default)]
     notes: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     contact_information: Option<serde_json::Value>,
     /// A number or a decimal string.
     #[serde(default)]
+    #[schema(schema_with = decimal_schema)]
     monthly_revenue: Option<serde_json::Value>,
     #[serde(default)]
     contract_start_date: Option<String>,
     #[serde(default)]
     contract_end_date: Option<String>,
+}
+
+/// A decimal as a JSON number or a string, or null.
+fn decimal_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([
+            Type::Number,
+            Type::String,
+            Type::Null,
+        ]))
+        .build()
+        .into()
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
@@ -123,8 +141,9 @@ fn money(value: Option<serde_json::Value>) -> Result<Option<String>, ApiError> {
 
 /// Checks a request and applies it to `organization` (every field replaced).
 fn apply(request: OrganizationRequest, organization: &mut Organization) -> Result<(), ApiError> {
+    // The limit counts what was sent, as the API's document states it; the name kept is trimmed.
     let name = request.name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+    if name.is_empty() || request.name.chars().count() > 200 || name.chars().any(char::is_control) {
         return Err(invalid("name: must be 1 to 200 printable characters"));
     }
     let website_url = text("websiteUrl", request.website_url, 500)?;
@@ -205,6 +224,18 @@ async fn check_unique_name(
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/external-api/api/v1/organizations",
+    tag = "organizations",
+    operation_id = "createOrganization",
+    request_body = OrganizationRequest,
+    responses(
+        (status = 201, description = "The organization", body = crate::inventory::Organization),
+        (status = 409, description = "An organization has this name", body = crate::error::ErrorBody),
+    ),
+    security(("ApiKeyAuth" = ["organizations:write"])),
+)]
 /// `POST /api/organizations` → 201 with the organization.
 pub(crate) async fn create(
     State(state): State<AppState>,
@@ -232,6 +263,15 @@ pub(crate) async fn create(
     .on((StatusCode::CREATED, Json(&organization)).into_response()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/external-api/api/v1/organizations/{id}",
+    tag = "organizations",
+    operation_id = "getOrganization",
+    params(("id" = String, Path, description = "The organization's id")),
+    responses((status = 200, description = "The organization", body = crate::inventory::Organization)),
+    security(("ApiKeyAuth" = ["organizations:read"])),
+)]
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: CallerTenant,
@@ -240,6 +280,19 @@ pub(crate) async fn get(
     Ok(Json(existing(&state, &caller.0, &id).await?).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/external-api/api/v1/organizations/{id}",
+    tag = "organizations",
+    operation_id = "updateOrganization",
+    params(("id" = String, Path)),
+    request_body = OrganizationRequest,
+    responses(
+        (status = 200, description = "The organization", body = crate::inventory::Organization),
+        (status = 409, description = "Another organization has this name", body = crate::error::ErrorBody),
+    ),
+    security(("ApiKeyAuth" = ["organizations:write"])),
+)]
 /// `PUT /api/organizations/{id}`: every editable field replaced by the body's.
 pub(crate) async fn update(
     State(state): State<AppState>,
@@ -281,6 +334,24 @@ async fn devices_in_use(state: &AppState, tenant: &TenantId, id: &str) -> Result
         .await?)
 }
 
+/// Whether an organization can be archived.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct CanArchive {
+    can_archive: bool,
+    /// Devices of the organization still in use (archiving waits for none).
+    devices_in_use: usize,
+}
+
+#[utoipa::path(
+    get,
+    path = "/external-api/api/v1/organizations/{id}/can-archive",
+    tag = "organizations",
+    operation_id = "canArchiveOrganization",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "Whether it can be archived", body = CanArchive)),
+    security(("ApiKeyAuth" = ["organizations:read"])),
+)]
 /// `GET /api/organizations/{id}/can-archive` → `{canArchive, devicesInUse}`.
 pub(crate) async fn can_archive(
     State(state): State<AppState>,
@@ -289,20 +360,34 @@ pub(crate) async fn can_archive(
 ) -> Result<Response, ApiError> {
     existing(&state, &caller.0, &id).await?;
     let in_use = devices_in_use(&state, &caller.0, &id).await?;
-    Ok(Json(serde_json::json!({
-        "canArchive": in_use == 0,
-        "devicesInUse": in_use,
-    }))
+    Ok(Json(CanArchive {
+        can_archive: in_use == 0,
+        devices_in_use: in_use,
+    })
     .into_response())
 }
 
 /// `{status}`, for organizations and devices.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StatusRequest {
+pub(crate) struct StatusRequest {
+    /// An organization's `ACTIVE` or `ARCHIVED`; a device's `DeviceStatus`.
     status: String,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/external-api/api/v1/organizations/{id}/status",
+    tag = "organizations",
+    operation_id = "setOrganizationStatus",
+    params(("id" = String, Path)),
+    request_body = StatusRequest,
+    responses(
+        (status = 200, description = "The organization", body = crate::inventory::Organization),
+        (status = 409, description = "Devices of the organization are still in use", body = crate::error::ErrorBody),
+    ),
+    security(("ApiKeyAuth" = ["organizations:write"])),
+)]
 /// `PATCH /api/organizations/{id}/status` with `{status: ACTIVE | ARCHIVED}`.
 pub(crate) async fn set_status(
     State(state): State<AppState>,
@@ -348,6 +433,16 @@ pub(crate) async fn set_status(
     .on(Json(&organization).into_response()))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/external-api/api/v1/devices/{machineId}",
+    tag = "devices",
+    operation_id = "setDeviceStatus",
+    params(("machineId" = String, Path)),
+    request_body = StatusRequest,
+    responses((status = 200, description = "The machine", body = crate::inventory::Machine)),
+    security(("ApiKeyAuth" = ["devices:write"])),
+)]
 /// `PATCH /api/devices/{machineId}` with `{status}` (OpenFrame's `DeviceStatus`). `DELETED`
 /// also revokes the agent's credential.
 pub(crate) async fn set_device_status(

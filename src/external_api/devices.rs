@@ -10,13 +10,15 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::params::{Params, page_info};
+use super::openapi::{DevicePage, OrganizationPage, page_info};
+use super::params::Params;
 use crate::api::{CallerTenant, organizations};
 use crate::audit::AuditChange;
 use crate::error::ApiError;
 use crate::gateway::api_keys::KeyCaller;
 use crate::graphql::devices::{
-    self, DeviceFilterInput, DeviceStatus, DeviceType, Selection, SortDirection, SortInput,
+    self, DeviceFilterInput, DeviceFilters, DeviceStatus, DeviceType, Selection, SortDirection,
+    SortInput,
 };
 use crate::graphql::relay::{self, PageArgs};
 use crate::management::agents::DEVICE_TYPES;
@@ -37,15 +39,15 @@ fn selection(params: &Params) -> Result<Selection, ApiError> {
     let filter = DeviceFilterInput {
         statuses: params.enums::<DeviceStatus>("statuses", &organizations::DEVICE_STATUSES)?,
         device_types: params.enums::<DeviceType>("deviceTypes", &DEVICE_TYPES)?,
-        os_types: params.list("osTypes").map(|types| {
+        os_types: params.list("osTypes")?.map(|types| {
             types
                 .into_iter()
                 .map(|os| os.to_ascii_uppercase())
                 .collect()
         }),
-        organization_ids: params.list("organizationIds"),
-        tag_keys: params.list("tagKeys"),
-        tag_values: params.list("tagValues"),
+        organization_ids: params.list("organizationIds")?,
+        tag_keys: params.list("tagKeys")?,
+        tag_values: params.list("tagValues")?,
     };
     Selection::new(Some(filter), params.one("search")?).map_err(|error| match error {
         // GraphQL's argument path, in the external API's parameter name.
@@ -56,6 +58,22 @@ fn selection(params: &Params) -> Result<Selection, ApiError> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/external-api/api/v1/devices",
+    tag = "devices",
+    operation_id = "listDevices",
+    params(
+        super::openapi::DeviceFilterParams,
+        ("includeTags" = Option<bool>, Query),
+        ("limit" = Option<i32>, Query, minimum = 1, maximum = 100, description = "Rows a page (default 20)"),
+        ("cursor" = Option<String>, Query, description = "A page's `pageInfo.endCursor`"),
+        ("sortField" = Option<super::openapi::DeviceSortField>, Query, description = "Default `lastSeen`"),
+        ("sortDirection" = Option<super::openapi::SortDirection>, Query, description = "Default `DESC`"),
+    ),
+    responses((status = 200, description = "A page of devices", body = DevicePage)),
+    security(("ApiKeyAuth" = ["devices:read"])),
+)]
 /// `GET /devices?statuses&deviceTypes&osTypes&organizationIds&tagKeys&tagValues&search
 /// &includeTags&limit&cursor&sortField&sortDirection` → `{devices, pageInfo, filteredCount}`;
 /// newest activity first unless sorted otherwise (`sortField` default `lastSeen`,
@@ -105,14 +123,25 @@ pub(super) async fn list(
         .iter()
         .map(|(_, device)| device.to_json(include_tags))
         .collect();
-    Ok(Json(serde_json::json!({
-        "devices": rows,
-        "pageInfo": page_info(&page.info),
-        "filteredCount": page.filtered_count,
-    }))
+    Ok(Json(DevicePage {
+        devices: rows,
+        page_info: page_info(&page.info),
+        filtered_count: page.filtered_count,
+    })
     .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/external-api/api/v1/devices/filters",
+    tag = "devices",
+    operation_id = "deviceFilters",
+    params(
+        super::openapi::DeviceFilterParams,
+    ),
+    responses((status = 200, description = "Every facet of the filtered list, with counts", body = DeviceFilters)),
+    security(("ApiKeyAuth" = ["devices:read"])),
+)]
 /// `GET /devices/filters` (the list's filter parameters) → the facets with counts.
 pub(super) async fn filters(
     State(state): State<AppState>,
@@ -125,6 +154,15 @@ pub(super) async fn filters(
     Ok(Json(facets).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/external-api/api/v1/devices/{machineId}",
+    tag = "devices",
+    operation_id = "getDevice",
+    params(("machineId" = String, Path), ("includeTags" = Option<bool>, Query)),
+    responses((status = 200, description = "The device", body = super::openapi::DeviceView)),
+    security(("ApiKeyAuth" = ["devices:read"])),
+)]
 /// `GET /devices/{machineId}?includeTags`.
 pub(super) async fn get(
     State(state): State<AppState>,
@@ -139,13 +177,24 @@ pub(super) async fn get(
     Ok(Json(device.to_json(params.flag("includeTags")?)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NicknameRequest {
+pub(super) struct NicknameRequest {
+    /// Up to 100 characters; null or "" clears it.
     #[serde(default)]
     nickname: Option<String>,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/external-api/api/v1/devices/{machineId}/nickname",
+    tag = "devices",
+    operation_id = "setDeviceNickname",
+    params(("machineId" = String, Path)),
+    request_body = NicknameRequest,
+    responses((status = 200, description = "The device", body = super::openapi::DeviceView)),
+    security(("ApiKeyAuth" = ["devices:write"])),
+)]
 /// `PATCH /devices/{machineId}/nickname` with `{nickname}` (null or "" clears it).
 pub(super) async fn set_nickname(
     State(state): State<AppState>,
@@ -169,6 +218,20 @@ pub(super) async fn set_nickname(
     .on(Json(device.to_json(false)).into_response()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/external-api/api/v1/organizations",
+    tag = "organizations",
+    operation_id = "listOrganizations",
+    params(
+        ("search" = Option<String>, Query, max_length = 200, description = "Part of the name"),
+        ("status" = Option<super::openapi::OrganizationStatus>, Query),
+        ("limit" = Option<i32>, Query, minimum = 1, maximum = 100),
+        ("cursor" = Option<String>, Query),
+    ),
+    responses((status = 200, description = "A page of organizations, by name", body = OrganizationPage)),
+    security(("ApiKeyAuth" = ["organizations:read"])),
+)]
 /// `GET /organizations?search&status&limit&cursor` → `{organizations, pageInfo,
 /// filteredCount}`, by name.
 pub(super) async fn organizations(
@@ -219,10 +282,29 @@ pub(super) async fn organizations(
         .await?
         .map_err(|error| ApiError::InvalidInput(error.message))?;
     let rows: Vec<serde_json::Value> = page.rows.into_iter().map(|(_, row)| row).collect();
-    Ok(Json(serde_json::json!({
-        "organizations": rows,
-        "pageInfo": page_info(&page.info),
-        "filteredCount": page.filtered_count,
-    }))
+    Ok(Json(OrganizationPage {
+        organizations: rows,
+        page_info: page_info(&page.info),
+        filtered_count: page.filtered_count,
+    })
     .into_response())
+}
+
+#[utoipa::path(
+    get,
+    path = "/external-api/api/v1/organizations/by-organization-id/{organizationId}",
+    tag = "organizations",
+    operation_id = "getOrganizationByOrganizationId",
+    params(("organizationId" = String, Path)),
+    responses((status = 200, description = "The organization", body = crate::inventory::Organization)),
+    security(("ApiKeyAuth" = ["organizations:read"])),
+)]
+/// `GET /organizations/by-organization-id/{organizationId}`: OpenFrame's lookup by its
+/// business id, which is this appliance's only id.
+pub(super) async fn organization_by_id(
+    state: State<AppState>,
+    caller: CallerTenant,
+    id: Path<String>,
+) -> Result<Response, ApiError> {
+    organizations::get(state, caller, id).await
 }

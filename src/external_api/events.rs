@@ -9,7 +9,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::params::{Params, page_info};
+use super::openapi::{EventPage, page_info};
+use super::params::Params;
 use crate::audit::AuditChange;
 use crate::error::ApiError;
 use crate::events::EventInput;
@@ -22,8 +23,8 @@ const FILTERS: &[&str] = &["userIds", "eventTypes", "startDate", "endDate", "sea
 
 fn selection(params: &Params) -> Result<Selection, ApiError> {
     let filter = EventFilterInput {
-        user_ids: params.list("userIds"),
-        event_types: params.list("eventTypes"),
+        user_ids: params.list("userIds")?,
+        event_types: params.list("eventTypes")?,
         start_date: params.one("startDate")?,
         end_date: params.one("endDate")?,
     };
@@ -32,6 +33,21 @@ fn selection(params: &Params) -> Result<Selection, ApiError> {
         .map_err(|error| ApiError::InvalidInput(error.message.replace("filter.", "")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/external-api/api/v1/events",
+    tag = "events",
+    operation_id = "listEvents",
+    params(
+        super::openapi::EventFilterParams,
+        ("limit" = Option<i32>, Query, minimum = 1, maximum = 100),
+        ("cursor" = Option<String>, Query),
+        ("sortField" = Option<EventSortField>, Query),
+        ("sortDirection" = Option<super::openapi::SortDirection>, Query, description = "Default `ASC`"),
+    ),
+    responses((status = 200, description = "A page of events", body = EventPage)),
+    security(("ApiKeyAuth" = ["events:read"])),
+)]
 /// `GET /events?userIds&eventTypes&startDate&endDate&search&limit&cursor&sortField
 /// &sortDirection` → `{events, pageInfo, filteredCount}`; oldest first unless sorted otherwise
 /// (`sortField` `TIMESTAMP`, `TYPE` or `USER_ID`; `sortDirection` default `ASC`, as OpenFrame).
@@ -70,15 +86,25 @@ pub(super) async fn list(
         &args,
     )
     .await?;
-    let rows: Vec<&crate::events::Event> = page.rows.iter().map(|(_, event)| event).collect();
-    Ok(Json(serde_json::json!({
-        "events": rows,
-        "pageInfo": page_info(&page.info),
-        "filteredCount": page.filtered_count,
-    }))
+    Ok(Json(EventPage {
+        events: page.rows.iter().map(|(_, event)| event).collect(),
+        page_info: page_info(&page.info),
+        filtered_count: page.filtered_count,
+    })
     .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/external-api/api/v1/events/filters",
+    tag = "events",
+    operation_id = "eventFilters",
+    params(
+        super::openapi::EventFilterParams,
+    ),
+    responses((status = 200, description = "User ids and event types, with counts", body = events::EventFilters)),
+    security(("ApiKeyAuth" = ["events:read"])),
+)]
 /// `GET /events/filters` (the list's filters) → user ids and event types with counts.
 pub(super) async fn filters(
     State(state): State<AppState>,
@@ -90,6 +116,15 @@ pub(super) async fn filters(
     Ok(Json(events::event_facets(&state, caller.tenant(), &selection).await?).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/external-api/api/v1/events/{id}",
+    tag = "events",
+    operation_id = "getEvent",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "The event", body = crate::events::Event)),
+    security(("ApiKeyAuth" = ["events:read"])),
+)]
 /// `GET /events/{id}`.
 pub(super) async fn get(
     State(state): State<AppState>,
@@ -105,10 +140,12 @@ pub(super) async fn get(
 }
 
 /// `POST /events` and `PUT /events/{id}`: `{type, data, userId}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct EventRequest {
+pub(super) struct EventRequest {
+    /// Required on create: letters, digits, `_`, `-`, `.` or `:`, up to 100 characters.
     #[serde(rename = "type", default)]
+    #[schema(pattern = "^[A-Za-z0-9_.:-]{1,100}$")]
     event_type: Option<String>,
     #[serde(default)]
     data: Option<String>,
@@ -126,6 +163,15 @@ impl From<EventRequest> for EventInput {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/external-api/api/v1/events",
+    tag = "events",
+    operation_id = "createEvent",
+    request_body = EventRequest,
+    responses((status = 201, description = "The event", body = crate::events::Event)),
+    security(("ApiKeyAuth" = ["events:write"])),
+)]
 /// `POST /events` → 201 with the event, recorded now.
 pub(super) async fn create(
     State(state): State<AppState>,
@@ -147,6 +193,16 @@ pub(super) async fn create(
     .on((StatusCode::CREATED, Json(&event)).into_response()))
 }
 
+#[utoipa::path(
+    put,
+    path = "/external-api/api/v1/events/{id}",
+    tag = "events",
+    operation_id = "updateEvent",
+    params(("id" = String, Path)),
+    request_body = EventRequest,
+    responses((status = 200, description = "The event", body = crate::events::Event)),
+    security(("ApiKeyAuth" = ["events:write"])),
+)]
 /// `PUT /events/{id}`: the fields given replace the stored ones.
 pub(super) async fn update(
     State(state): State<AppState>,

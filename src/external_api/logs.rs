@@ -6,10 +6,12 @@ use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 
+use super::openapi::LogPage;
 use super::params::Params;
 use crate::error::ApiError;
 use crate::gateway::api_keys::KeyCaller;
-use crate::graphql::logs::{self, DetailsKey, LogEvent, LogFilterInput};
+use crate::graphql::logs::{self, DetailsKey, LogDetails, LogEvent, LogFilterInput, LogFilters};
+use crate::graphql::relay::PageInfo;
 use crate::startup::AppState;
 
 const FILTERS: &[&str] = &[
@@ -33,10 +35,10 @@ fn filter(params: &Params) -> Result<LogFilterInput, ApiError> {
         end_date: params.one("endDate")?,
         timestamp_from: None,
         timestamp_to: None,
-        event_types: params.list("eventTypes"),
-        tool_types: params.list("toolTypes"),
-        severities: params.list("severities"),
-        organization_ids: params.list("organizationIds"),
+        event_types: params.list("eventTypes")?,
+        tool_types: params.list("toolTypes")?,
+        severities: params.list("severities")?,
+        organization_ids: params.list("organizationIds")?,
         device_id: params.one("deviceId")?,
     })
 }
@@ -63,6 +65,21 @@ async fn storage_filter(
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/external-api/api/v1/logs",
+    tag = "logs",
+    operation_id = "listLogs",
+    params(
+        super::openapi::LogFilterParams,
+        ("limit" = Option<i32>, Query, minimum = 1, maximum = 100, description = "Rows a page (default 20)"),
+        ("cursor" = Option<String>, Query, description = "A page's `pageInfo.endCursor`"),
+        ("sortField" = Option<super::openapi::LogSortField>, Query),
+        ("sortDirection" = Option<super::openapi::SortDirection>, Query, description = "Default `DESC`, newest first"),
+    ),
+    responses((status = 200, description = "A page of the log", body = LogPage)),
+    security(("ApiKeyAuth" = ["logs:read"])),
+)]
 /// `GET /logs?startDate&endDate&toolTypes&eventTypes&severities&organizationIds&deviceId
 /// &search&limit&cursor&sortField&sortDirection` → `{logs, pageInfo, filteredCount}`; newest
 /// first unless `sortDirection=ASC`. Dates are UTC days (`yyyy-MM-dd`, both ends included).
@@ -100,21 +117,31 @@ pub(super) async fn list(
     )
     .await?;
     let rows: Vec<LogEvent> = rows.into_iter().map(LogEvent::from).collect();
-    let start = rows.first().map(LogEvent::cursor);
-    let end = rows.last().map(LogEvent::cursor);
-    Ok(Json(serde_json::json!({
-        "logs": rows.iter().map(LogEvent::to_json).collect::<Vec<_>>(),
-        "pageInfo": {
-            "hasNextPage": more,
-            "hasPreviousPage": cursor.is_some(),
-            "startCursor": start,
-            "endCursor": end,
-        },
-        "filteredCount": total,
-    }))
+    let page_info = PageInfo {
+        has_next_page: more,
+        has_previous_page: cursor.is_some(),
+        start_cursor: rows.first().map(LogEvent::cursor),
+        end_cursor: rows.last().map(LogEvent::cursor),
+    };
+    Ok(Json(LogPage {
+        logs: rows.into_iter().map(LogEvent::into_json).collect(),
+        page_info,
+        filtered_count: total,
+    })
     .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/external-api/api/v1/logs/filters",
+    tag = "logs",
+    operation_id = "logFilters",
+    params(
+        super::openapi::LogFilterParams,
+    ),
+    responses((status = 200, description = "The values present, with counts", body = LogFilters)),
+    security(("ApiKeyAuth" = ["logs:read"])),
+)]
 /// `GET /logs/filters` (the list's filter parameters) → the values present, with counts.
 pub(super) async fn filters(
     State(state): State<AppState>,
@@ -127,6 +154,24 @@ pub(super) async fn filters(
     Ok(Json(facets).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/external-api/api/v1/logs/details",
+    tag = "logs",
+    operation_id = "logDetails",
+    params(
+        ("ingestDay" = String, Query, format = Date, min_length = 1),
+        ("toolType" = String, Query, min_length = 1),
+        ("eventType" = String, Query, min_length = 1),
+        ("timestamp" = String, Query, min_length = 1, description = "RFC 3339, or epoch milliseconds"),
+        ("toolEventId" = String, Query, min_length = 1),
+    ),
+    responses(
+        (status = 200, description = "The entry in full", body = LogDetails),
+        (status = 404, description = "No entry of the tenant has this key", body = crate::error::ErrorBody),
+    ),
+    security(("ApiKeyAuth" = ["logs:read"])),
+)]
 /// `GET /logs/details?ingestDay&toolType&eventType&timestamp&toolEventId` → one entry in full
 /// (its message and the tool's details). `timestamp` is RFC 3339 or epoch milliseconds (the
 /// first half of a log id); an entry the key does not name is a 404.

@@ -48,18 +48,23 @@ impl Params {
         }
     }
 
-    /// A list parameter (repeated or comma-separated); `None` when absent.
-    pub(super) fn list(&self, name: &str) -> Option<Vec<String>> {
-        let values: Vec<String> = self
-            .0
-            .get(name)?
+    /// A list parameter (repeated or comma-separated); `None` when absent. An empty item
+    /// (`statuses=` or `statuses=A,,B`) is refused: it is a mistake, not a filter.
+    pub(super) fn list(&self, name: &str) -> Result<Option<Vec<String>>, ApiError> {
+        let Some(given) = self.0.get(name) else {
+            return Ok(None);
+        };
+        let values: Vec<String> = given
             .iter()
             .flat_map(|value| value.split(','))
-            .map(str::trim)
-            .filter(|value| !value.is_empty())
-            .map(str::to_owned)
+            .map(|value| value.trim().to_owned())
             .collect();
-        Some(values)
+        if values.iter().any(String::is_empty) {
+            return Err(invalid(format!(
+                "{name}: an empty value; give values, or leave the parameter out"
+            )));
+        }
+        Ok(Some(values))
     }
 
     /// A list of enum values, each checked.
@@ -68,7 +73,7 @@ impl Params {
         name: &str,
         allowed: &[&str],
     ) -> Result<Option<Vec<T>>, ApiError> {
-        let Some(values) = self.list(name) else {
+        let Some(values) = self.list(name)? else {
             return Ok(None);
         };
         values
@@ -140,16 +145,6 @@ impl Params {
     }
 }
 
-/// OpenFrame's `pageInfo`.
-pub(super) fn page_info(info: &crate::graphql::relay::PageInfo) -> serde_json::Value {
-    serde_json::json!({
-        "hasNextPage": info.has_next_page,
-        "hasPreviousPage": info.has_previous_page,
-        "startCursor": info.start_cursor,
-        "endCursor": info.end_cursor,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,7 +164,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            params.list("statuses").unwrap(),
+            params.list("statuses").unwrap().unwrap(),
             vec!["ONLINE", "offline", "PENDING"]
         );
         assert_eq!(params.limit().unwrap(), 5);
@@ -191,5 +186,13 @@ mod tests {
         assert!(error("includeTags=maybe").starts_with("includeTags:"));
         assert!(error("sortDirection=UP").starts_with("sortDirection:"));
         assert!(error("page=2").starts_with("page:"));
+        let empty = |query: &str| match Params::parse(Some(query), &known)
+            .and_then(|params| params.list("statuses"))
+        {
+            Err(ApiError::InvalidInput(message)) => message,
+            other => panic!("{query}: {other:?}"),
+        };
+        assert!(empty("statuses=").starts_with("statuses:"));
+        assert!(empty("statuses=ONLINE,,OFFLINE").starts_with("statuses:"));
     }
 }

@@ -43,6 +43,8 @@ pub const SCOPES: &[&str] = &[
     "events:read",
     "events:write",
     "tools:read",
+    "webhooks:read",
+    "webhooks:write",
     "ingest",
 ];
 
@@ -53,6 +55,7 @@ pub const DEFAULT_SCOPES: &[&str] = &[
     "logs:read",
     "events:read",
     "tools:read",
+    "webhooks:read",
 ];
 
 const KEY_ID_HEX: usize = 16;

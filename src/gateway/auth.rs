@@ -107,6 +107,8 @@ pub fn access_for(method: &Method, path: &str) -> Access {
             "events" if read => "events:read",
             "events" => "events:write",
             "tools" if read => "tools:read",
+            "webhooks" if read => "webhooks:read",
+            "webhooks" => "webhooks:write",
             // Any valid key may ask about itself.
             "me" if read => ANY_SCOPE,
             // No key holds this: unknown resources and writes to read-only ones are refused.
@@ -748,6 +750,20 @@ mod tests {
                 &get,
                 "/external-api/api/v1/logs",
                 Access::ApiKey { scope: "logs:read" },
+            ),
+            (
+                &post,
+                "/external-api/api/v1/webhooks/wh_1/test",
+                Access::ApiKey {
+                    scope: "webhooks:write",
+                },
+            ),
+            (
+                &get,
+                "/external-api/api/v1/webhooks/wh_1/deliveries",
+                Access::ApiKey {
+                    scope: "webhooks:read",
+                },
             ),
             (&get, "/external-api/api-docs", Access::Open),
             (

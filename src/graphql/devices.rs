@@ -16,7 +16,7 @@ use crate::inventory::{Machine, Organization};
 use crate::tags::device_tag_key as tag_key;
 
 /// OpenFrame's `DeviceStatus`.
-#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DeviceStatus {
     Active,
@@ -32,7 +32,7 @@ pub enum DeviceStatus {
 }
 
 /// OpenFrame's `DeviceType`.
-#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DeviceType {
     Desktop,
@@ -404,7 +404,7 @@ pub struct DeviceConnection {
 }
 
 /// One facet value and how many devices of the filtered list have it.
-#[derive(SimpleObject, Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(SimpleObject, Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceFilterOption {
     pub value: String,
@@ -426,7 +426,7 @@ impl DeviceFilterOption {
     }
 }
 
-#[derive(SimpleObject, Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(SimpleObject, Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TagFilterOption {
     pub key: String,
@@ -435,7 +435,7 @@ pub struct TagFilterOption {
 }
 
 /// OpenFrame's `DeviceFilters`: every facet of the filtered list, with counts.
-#[derive(SimpleObject, Debug, serde::Serialize)]
+#[derive(SimpleObject, Debug, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceFilters {
     pub statuses: Vec<DeviceFilterOption>,

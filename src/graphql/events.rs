@@ -68,7 +68,7 @@ pub struct EventFilterInput {
     pub end_date: Option<String>,
 }
 
-#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EventSortField {
     Timestamp,
@@ -83,7 +83,7 @@ pub struct EventSortInput {
 }
 
 /// The facets of the filtered event list, with counts.
-#[derive(SimpleObject, Debug, serde::Serialize)]
+#[derive(SimpleObject, Debug, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EventFilters {
     pub user_ids: Vec<DeviceFilterOption>,

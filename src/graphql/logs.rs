@@ -58,26 +58,48 @@ fn log_id(timestamp: i64, tool_event_id: &str) -> String {
     format!("{timestamp}_{tool_event_id}")
 }
 
+/// A row of the unified log as the external API returns it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct LogRowJson {
+    /// OpenFrame's log id, `"{epochMillis}_{toolEventId}"`.
+    id: String,
+    tool_event_id: String,
+    event_type: String,
+    /// The UTC day the event was ingested, `yyyy-MM-dd`.
+    ingest_day: String,
+    tool_type: String,
+    severity: String,
+    user_id: Option<String>,
+    device_id: Option<String>,
+    hostname: Option<String>,
+    organization_id: Option<String>,
+    organization_name: Option<String>,
+    summary: String,
+    /// When the event happened (RFC 3339).
+    timestamp: String,
+}
+
 impl LogEvent {
     /// The row as the external API returns it: the GraphQL type's fields, with the log id
     /// (`"{epochMillis}_{toolEventId}"`) as `id`.
-    pub(crate) fn to_json(&self) -> serde_json::Value {
-        let row = &self.0;
-        serde_json::json!({
-            "id": log_id(row.event_timestamp, &row.tool_event_id),
-            "toolEventId": row.tool_event_id,
-            "eventType": row.event_type,
-            "ingestDay": row.ingest_day,
-            "toolType": row.tool_type,
-            "severity": row.severity,
-            "userId": row.user_id,
-            "deviceId": row.device_id,
-            "hostname": row.hostname,
-            "organizationId": row.organization_id,
-            "organizationName": row.organization_name,
-            "summary": row.summary,
-            "timestamp": crate::api::iso(row.event_timestamp),
-        })
+    pub(crate) fn into_json(self) -> LogRowJson {
+        let row = self.0;
+        LogRowJson {
+            id: log_id(row.event_timestamp, &row.tool_event_id),
+            timestamp: crate::api::iso(row.event_timestamp),
+            tool_event_id: row.tool_event_id,
+            event_type: row.event_type,
+            ingest_day: row.ingest_day,
+            tool_type: row.tool_type,
+            severity: row.severity,
+            user_id: row.user_id,
+            device_id: row.device_id,
+            hostname: row.hostname,
+            organization_id: row.organization_id,
+            organization_name: row.organization_name,
+            summary: row.summary,
+        }
     }
 
     /// OpenFrame's cursor of this row.
@@ -147,7 +169,7 @@ pub struct LogConnection {
     pub filtered_count: i32,
 }
 
-#[derive(SimpleObject, serde::Serialize, Debug, Clone)]
+#[derive(SimpleObject, serde::Serialize, utoipa::ToSchema, Debug, Clone)]
 #[serde(rename_all = "camelCase")]
 pub struct LogOrganizationOption {
     pub id: String,
@@ -155,7 +177,7 @@ pub struct LogOrganizationOption {
 }
 
 /// How many log rows of the filtered list have a value.
-#[derive(SimpleObject, serde::Serialize, Debug, Clone)]
+#[derive(SimpleObject, serde::Serialize, utoipa::ToSchema, Debug, Clone)]
 #[serde(rename_all = "camelCase")]
 pub struct LogFacetCount {
     /// `TOOL_TYPE`, `EVENT_TYPE`, `SEVERITY` or `ORGANIZATION`.
@@ -165,7 +187,7 @@ pub struct LogFacetCount {
 }
 
 /// OpenFrame's `LogFilters` (the values present in the filtered list), with their counts.
-#[derive(SimpleObject, serde::Serialize, Debug)]
+#[derive(SimpleObject, serde::Serialize, utoipa::ToSchema, Debug)]
 #[serde(rename_all = "camelCase")]
 pub struct LogFilters {
     pub tool_types: Vec<String>,
@@ -177,9 +199,10 @@ pub struct LogFilters {
 }
 
 /// One log entry in full (type `LogDetails`): the row, the tool's message and its details.
-#[derive(SimpleObject, serde::Serialize, Debug)]
+#[derive(SimpleObject, serde::Serialize, utoipa::ToSchema, Debug)]
 #[serde(rename_all = "camelCase")]
 pub struct LogDetails {
+    #[schema(value_type = String)]
     pub id: ID,
     pub tool_event_id: String,
     pub event_type: String,

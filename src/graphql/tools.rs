@@ -150,7 +150,7 @@ pub struct ToolList {
 }
 
 /// OpenFrame's `ToolFilters`: the values the filter can take.
-#[derive(SimpleObject, Debug, serde::Serialize)]
+#[derive(SimpleObject, Debug, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ToolFilters {
     pub types: Vec<String>,

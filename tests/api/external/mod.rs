@@ -1,9 +1,13 @@
 //! The public API for integrators (`/external-api/api/v1`) with API keys and their scopes.
 
 mod devices;
+mod docs;
 mod events;
 mod logs;
+mod scopes;
+mod spec;
 mod tools;
+mod webhooks;
 
 use reqwest::Method;
 use serde_json::{Value, json};
