@@ -262,6 +262,41 @@ async fn devices_page_filter_and_change_with_the_right_scopes_and_only_in_their_
         .await
         .unwrap();
     assert_eq!(wrong_type.status(), 400);
+    let wrong_type: Value = wrong_type.json().await.unwrap();
+    assert_eq!(wrong_type["code"], "invalid_input");
+    assert!(
+        wrong_type["message"]
+            .as_str()
+            .unwrap()
+            .contains("Content-Type: application/json"),
+        "{wrong_type}"
+    );
+    // A body that is not an object, and one over the gateway's limit (10 MiB by default).
+    let (status, error) = with_key(
+        &app,
+        &full,
+        Method::PATCH,
+        "/devices/m-1/nickname",
+        Some(json!(["x"])),
+    )
+    .await;
+    assert_eq!(
+        (status, &error["code"]),
+        (400, &json!("invalid_input")),
+        "{error}"
+    );
+    let oversize = app
+        .client
+        .patch(app.https_url(&format!("{V1}/devices/m-1/nickname")))
+        .header("x-api-key", &full)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 10 * 1024 * 1024 + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(oversize.status(), 413);
+    let oversize: Value = oversize.json().await.unwrap();
+    assert_eq!(oversize["code"], "payload_too_large");
     let (status, error) = with_key(
         &app,
         &full,
