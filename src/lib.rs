@@ -16,7 +16,7 @@
 //!   [`management`]: the supervised `nats-server`; [`webhooks`]: unified events pushed to
 //!   integrators' URLs, signed and retried.
 //! - [`error`]: the one table mapping errors to HTTP; [`metrics`], [`telemetry`]: observability.
-//! - [`ops`]: `doctor` and `healthcheck`.
+//! - [`ops`]: `doctor` and `healthcheck`; [`systemd`]: readiness for a `Type=notify` unit.
 //!
 //! Storage lives in the `openframe-storage` crate; nothing here names an engine.
 
@@ -41,6 +41,7 @@ pub mod metrics;
 pub mod ops;
 pub mod startup;
 pub mod stream;
+pub mod systemd;
 pub mod tags;
 pub mod telemetry;
 pub mod tls;

@@ -553,6 +553,11 @@ impl Application {
             signal_stop.cancel();
         });
 
+        // Under systemd (`Type=notify`) the unit is started from here: requests are accepted.
+        crate::systemd::notify(&format!(
+            "READY=1\nSTATUS=serving {}",
+            state.config.public_url()
+        ));
         loop {
             let accepted = tokio::select! {
                 () = stop.cancelled() => break,
@@ -611,6 +616,7 @@ impl Application {
         }
 
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        crate::systemd::notify("STOPPING=1\nSTATUS=finishing in-flight requests");
         state.stopping.store(true, Ordering::SeqCst);
         // Agents' NATS sessions are long-lived: end them now; they reconnect to whoever serves next.
         state.management.sessions.close_all();

@@ -29,15 +29,21 @@ pub(crate) struct Served {
 /// `openframe serve` without NATS (a killed `serve` would leave its nats-server behind until the
 /// next start on the same data dir); [`serve_with_nats`] runs the default.
 pub(crate) fn serve(data_dir: &Path) -> Served {
-    serve_with(data_dir, "off")
+    serve_with(data_dir, "off", None)
 }
 
 pub(crate) fn serve_with_nats(data_dir: &Path) -> Served {
-    serve_with(data_dir, "embedded")
+    serve_with(data_dir, "embedded", None)
 }
 
-fn serve_with(data_dir: &Path, nats: &str) -> Served {
-    let mut child = Command::new(BIN)
+/// `notify`: the socket systemd would pass in `NOTIFY_SOCKET`.
+fn serve_with(data_dir: &Path, nats: &str, notify: Option<&Path>) -> Served {
+    let mut command = Command::new(BIN);
+    match notify {
+        Some(socket) => command.env("NOTIFY_SOCKET", socket),
+        None => command.env_remove("NOTIFY_SOCKET"),
+    };
+    let mut child = command
         .args([
             "serve",
             "--listen",
@@ -146,6 +152,45 @@ async fn serve_stops_cleanly_on_sigterm_and_sigint_and_restarts_on_the_same_data
         // The supervised nats-server was stopped with it (its pid file goes when it does).
         assert!(!data.join("nats/nats.pid").exists(), "SIG{signal}");
     }
+}
+
+#[tokio::test]
+async fn serve_tells_systemd_it_is_ready_once_it_accepts_requests_and_when_it_stops() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let socket = dir.path().join("notify.sock");
+    let manager = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    manager
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let mut served = serve_with(&data, "off", Some(&socket));
+    let mut message = [0u8; 512];
+    let read = manager.recv(&mut message).unwrap();
+    let ready = String::from_utf8_lossy(&message[..read]).into_owned();
+    assert!(
+        ready.starts_with("READY=1\nSTATUS=serving https://"),
+        "{ready}"
+    );
+    // Ready means ready: the HTTPS listener answers and the stores report ready.
+    let https_port = served.https.rsplit(':').next().unwrap().to_owned();
+    let client = crate::helpers::trusting_client(&data.join("tls/cert.pem"));
+    let page = client
+        .get(format!("https://localhost:{https_port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let health = reqwest::get(format!("http://{}/health/ready", served.admin))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    served.signal("TERM");
+    let read = manager.recv(&mut message).unwrap();
+    let stopping = String::from_utf8_lossy(&message[..read]).into_owned();
+    assert!(stopping.starts_with("STOPPING=1\n"), "{stopping}");
+    let (status, log) = served.wait();
+    assert_eq!(status.code(), Some(0), "{log:?}");
 }
 
 #[test]
