@@ -106,6 +106,22 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .metrics
         .agents_online
         .set(gauge(management.presence.online()));
+    if let Some(nats) = &state.nats {
+        use crate::management::nats::NatsState;
+        let up = matches!(nats.state(), NatsState::Up { .. } | NatsState::External);
+        state.metrics.nats_up.set(i64::from(up));
+        state.metrics.nats_restarts.set(i64::from(nats.restarts()));
+    }
+    let data_dir = state.config.storage.data_dir.clone();
+    if let Ok(sizes) = tokio::task::spawn_blocking(move || store_sizes(&data_dir)).await {
+        for (store, bytes) in sizes {
+            state
+                .metrics
+                .store_bytes
+                .get_or_create(&crate::metrics::StoreFileLabels { store })
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+    }
     match state.metrics.render() {
         Ok(text) => (
             [(
@@ -117,4 +133,38 @@ async fn metrics(State(state): State<AppState>) -> Response {
             .into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+/// Each store's bytes on disk: its file with the engine's side files (`-wal`, `.wal`), or its
+/// directory's files.
+fn store_sizes(data_dir: &std::path::Path) -> Vec<(&'static str, u64)> {
+    use openframe_storage::files;
+    fn size_of(path: &std::path::Path) -> u64 {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_dir() => std::fs::read_dir(path)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|entry| size_of(&entry.path()))
+                .sum(),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        }
+    }
+    let with_side_files = |name: &str| -> u64 {
+        std::fs::read_dir(data_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with(name))
+            .map(|entry| size_of(&entry.path()))
+            .sum()
+    };
+    vec![
+        ("tenancy", with_side_files(files::TENANCY)),
+        ("events", with_side_files(files::EVENTS)),
+        ("analytics", with_side_files(files::ANALYTICS)),
+        ("search", size_of(&data_dir.join(files::SEARCH))),
+        ("nats", size_of(&data_dir.join("nats"))),
+    ]
 }

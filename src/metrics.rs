@@ -53,6 +53,12 @@ pub struct WebhookOutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// A store's files on disk: `tenancy`, `events`, `analytics`, `search`, `nats`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StoreFileLabels {
+    pub store: &'static str,
+}
+
 /// A document-store call, by operation (`get`, `list`, `insert`, …).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DocumentCallLabels {
@@ -66,6 +72,10 @@ pub struct Metrics {
     pub http_requests: Family<RequestLabels, Counter>,
     pub http_duration: Family<RequestLabels, Histogram>,
     pub store_up: Family<StoreLabels, Gauge>,
+    /// Each store's size on disk, set when `/metrics` is scraped.
+    pub store_bytes: Family<StoreFileLabels, Gauge>,
+    pub nats_up: Gauge,
+    pub nats_restarts: Gauge,
     pub tls_handshake_failures: Counter,
     pub open_connections: Gauge,
     pub identity_events: Family<IdentityEventLabels, Counter>,
@@ -176,8 +186,29 @@ impl Metrics {
             "Webhook delivery attempts by outcome (delivered, retried, failed)",
             webhook_attempts.clone(),
         );
+        let store_bytes = Family::<StoreFileLabels, Gauge>::default();
+        registry.register(
+            "store_bytes",
+            "Bytes each store holds on disk (tenancy, events, analytics, search, nats), read at scrape time",
+            store_bytes.clone(),
+        );
+        let nats_up = Gauge::default();
+        registry.register(
+            "nats_up",
+            "1 when NATS (the supervised nats-server, or the external one) is up, 0 otherwise",
+            nats_up.clone(),
+        );
+        let nats_restarts = Gauge::default();
+        registry.register(
+            "nats_restarts",
+            "Times the supervisor restarted nats-server since the appliance started",
+            nats_restarts.clone(),
+        );
         Arc::new(Metrics {
             registry,
+            store_bytes,
+            nats_up,
+            nats_restarts,
             webhook_attempts,
             document_calls,
             agent_sessions,

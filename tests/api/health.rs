@@ -151,6 +151,20 @@ async fn metrics_count_requests_by_route_and_report_store_health() {
         "{text}"
     );
     assert!(!text.contains("abc123"), "{text}");
+    // Each store's size on disk, as the files are now.
+    let bytes = |store: &str| -> u64 {
+        let prefix = format!("openframe_store_bytes{{store=\"{store}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix}in {text}"))
+            .parse()
+            .unwrap()
+    };
+    let on_disk = std::fs::metadata(app.data_dir.join("tenancy.sqlite"))
+        .unwrap()
+        .len();
+    assert!(bytes("tenancy") >= on_disk, "{text}");
+    assert!(bytes("events") > 0 && bytes("analytics") > 0 && bytes("search") > 0);
 }
 
 #[tokio::test]
