@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::openapi::{DevicePage, OrganizationPage, page_info};
+use super::openapi::{DevicePage, OrganizationPage};
 use super::params::Params;
 use crate::api::{CallerTenant, organizations};
 use crate::audit::AuditChange;
@@ -125,7 +125,7 @@ pub(super) async fn list(
         .collect();
     Ok(Json(DevicePage {
         devices: rows,
-        page_info: page_info(&page.info),
+        page_info: page.info,
         filtered_count: page.filtered_count,
     })
     .into_response())
@@ -284,7 +284,7 @@ pub(super) async fn organizations(
     let rows: Vec<serde_json::Value> = page.rows.into_iter().map(|(_, row)| row).collect();
     Ok(Json(OrganizationPage {
         organizations: rows,
-        page_info: page_info(&page.info),
+        page_info: page.info,
         filtered_count: page.filtered_count,
     })
     .into_response())

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use super::openapi::{EventPage, page_info};
+use super::openapi::EventPage;
 use super::params::Params;
 use crate::audit::AuditChange;
 use crate::error::ApiError;
@@ -88,7 +88,7 @@ pub(super) async fn list(
     .await?;
     Ok(Json(EventPage {
         events: page.rows.iter().map(|(_, event)| event).collect(),
-        page_info: page_info(&page.info),
+        page_info: page.info,
         filtered_count: page.filtered_count,
     })
     .into_response())

@@ -73,13 +73,13 @@ pub fn router() -> Router<AppState> {
             get(events::list).post(events::create),
         )
         .route("/external-api/api/v1/events/filters", get(events::filters))
-        .route("/external-api/api/v1/logs", get(logs::list))
-        .route("/external-api/api/v1/logs/filters", get(logs::filters))
-        .route("/external-api/api/v1/logs/details", get(logs::details))
         .route(
             "/external-api/api/v1/events/{id}",
             get(events::get).put(events::update),
         )
+        .route("/external-api/api/v1/logs", get(logs::list))
+        .route("/external-api/api/v1/logs/filters", get(logs::filters))
+        .route("/external-api/api/v1/logs/details", get(logs::details))
         .merge(webhooks::routes())
 }
 

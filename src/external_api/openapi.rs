@@ -213,11 +213,6 @@ fn conventions(operation: &mut Operation, has_path_parameters: bool) {
     }
 }
 
-/// OpenFrame's `pageInfo`.
-pub(super) fn page_info(info: &PageInfo) -> PageInfo {
-    info.clone()
-}
-
 /// A device as the external API returns it: the machine's fields (`tags` only with
 /// `includeTags=true`) and its organization. Described here, built by `Device::to_json`
 /// (which leaves `tags` out); the spec test checks the two agree.
