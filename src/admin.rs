@@ -1,6 +1,8 @@
 //! The admin listener (plain HTTP, loopback by default): liveness, readiness and metrics for
-//! systemd, load balancers and Prometheus. It serves no tenant data, so it needs no auth, and it
-//! must never be exposed beyond the machine.
+//! systemd, load balancers and Prometheus, which serve no tenant data and need no auth; and
+//! `POST /backup` for `openframe backup`, which streams every store and so requires the bearer
+//! token `serve` writes to `<data_dir>/admin.token` (readable only by the data dir's owner).
+//! The listener must never be exposed beyond the machine.
 
 use std::sync::atomic::Ordering;
 
@@ -9,18 +11,179 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Map, Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::metrics::StoreLabels;
 use crate::startup::AppState;
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, token: &BackupToken) -> Router {
+    let backups = Router::new()
+        .route("/backup", post(backup))
+        .with_state(BackupEndpoint {
+            state: state.clone(),
+            secret: token.secret.clone(),
+        });
     Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .merge(backups)
+}
+
+/// The secret `POST /backup` requires, and the file that hands it to `openframe backup`.
+#[derive(Debug)]
+pub struct BackupToken {
+    secret: Arc<str>,
+    path: PathBuf,
+}
+
+impl BackupToken {
+    /// A fresh token in `<data_dir>/admin.token` (0600), replacing one a crashed run left, whose
+    /// interrupted backups' scratch dirs go too. The caller holds the data dir's lock.
+    pub fn create(data_dir: &Path) -> anyhow::Result<BackupToken> {
+        use anyhow::Context;
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        crate::backup::remove_stale_scratch(data_dir);
+        let secret = crate::identity::crypto::random_token()?;
+        let path = data_dir.join(crate::backup::TOKEN_FILE);
+        let staging = data_dir.join(format!("{}.new", crate::backup::TOKEN_FILE));
+        let _ = std::fs::remove_file(&staging);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&staging)
+            .with_context(|| format!("cannot create {}", staging.display()))?;
+        file.write_all(secret.as_bytes())
+            .and_then(|()| file.sync_all())
+            .and_then(|()| std::fs::rename(&staging, &path))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(BackupToken {
+            secret: secret.into(),
+            path,
+        })
+    }
+
+    /// Removes the file at a clean stop: the token dies with the process that accepts it.
+    pub fn remove(&self) {
+        if let Err(error) = std::fs::remove_file(&self.path)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), %error, "cannot remove the admin token");
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct BackupEndpoint {
+    state: AppState,
+    secret: Arc<str>,
+}
+
+/// An error as every other answer has it: `{code, message}`.
+fn backup_error(status: StatusCode, message: String) -> Response {
+    let code = match status {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::SERVICE_UNAVAILABLE => "stopping",
+        _ => "backup_failed",
+    };
+    let mut response = (
+        status,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(json!({ "code": code, "message": message })),
+    )
+        .into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    response
+}
+
+/// A consistent snapshot of every store of record, as a tar archive (see [`crate::backup`]).
+/// Built in a scratch dir inside the data dir, then streamed from an unlinked file, so nothing
+/// is left behind whether the client reads it all or not.
+async fn backup(
+    State(endpoint): State<BackupEndpoint>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    let authorized = presented.is_some_and(|presented| {
+        crate::identity::crypto::constant_time_eq(presented.as_bytes(), endpoint.secret.as_bytes())
+    });
+    if !authorized {
+        return backup_error(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "a backup needs the token in {} of the data dir",
+                crate::backup::TOKEN_FILE
+            ),
+        );
+    }
+    let state = &endpoint.state;
+    if state.stopping.load(Ordering::SeqCst) {
+        return backup_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the appliance is stopping".to_owned(),
+        );
+    }
+    let data_dir = state.config.storage.data_dir.clone();
+    let started = std::time::Instant::now();
+    let built = async {
+        let work = crate::backup::ScratchDir::create(&data_dir, ".backup-")?;
+        let archive = work.path().join("backup.tar");
+        let manifest = crate::backup::create_archive(
+            &state.storage.records(),
+            &data_dir,
+            work.path(),
+            &archive,
+            &mut |step| tracing::info!(step, "backup"),
+        )
+        .await?;
+        // Open, then remove the scratch dir: the open file stays readable until it is sent.
+        let file = tokio::fs::File::open(&archive).await?;
+        let bytes = file.metadata().await?.len();
+        drop(work);
+        anyhow::Ok((manifest, file, bytes))
+    }
+    .await;
+    match built {
+        Ok((manifest, file, bytes)) => {
+            tracing::info!(
+                bytes,
+                files = manifest.files.len(),
+                tenants = manifest.tenants.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "backup taken; sending it"
+            );
+            let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file));
+            (
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/x-tar"),
+                    ),
+                    (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+                    (header::CONTENT_LENGTH, HeaderValue::from(bytes)),
+                ],
+                body,
+            )
+                .into_response()
+        }
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "backup failed");
+            backup_error(StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}"))
+        }
+    }
 }
 
 /// The process is up and its runtime answers.

@@ -16,7 +16,8 @@
 //!   [`management`]: the supervised `nats-server`; [`webhooks`]: unified events pushed to
 //!   integrators' URLs, signed and retried.
 //! - [`error`]: the one table mapping errors to HTTP; [`metrics`], [`telemetry`]: observability.
-//! - [`ops`]: `doctor` and `healthcheck`; [`systemd`]: readiness for a `Type=notify` unit.
+//! - [`ops`]: `doctor` and `healthcheck`; [`backup`]: `openframe backup` and `restore`;
+//!   [`systemd`]: readiness for a `Type=notify` unit.
 //!
 //! Storage lives in the `openframe-storage` crate; nothing here names an engine.
 
@@ -24,6 +25,7 @@ pub mod admin;
 pub mod agent;
 pub mod api;
 pub mod audit;
+pub mod backup;
 pub mod catalog;
 pub mod config;
 pub mod datadir;

@@ -95,8 +95,40 @@ enum Command {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Write a consistent backup of the stores of record, keys and certificate to one archive.
+    /// Asks the appliance serving the data dir, or opens the stores itself when none runs.
+    Backup(BackupArgs),
+    /// Restore a backup into an absent or empty data dir, rebuilding analytics and search.
+    /// The appliance must not be running on that data dir.
+    Restore(RestoreArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Args)]
+struct BackupArgs {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The archive to write (a tar file); it must not exist.
+    #[arg(long)]
+    out: PathBuf,
+    /// The running appliance's admin listener (default: from `server.admin_listen`).
+    #[arg(long)]
+    admin_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct RestoreArgs {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where to restore: absent or empty (default: the configured data dir).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The archive `openframe backup` wrote.
+    #[arg(long)]
+    from: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -629,6 +661,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tool { command } => tool_command(command),
         Command::Apikey { command } => apikey_command(command),
         Command::Reindex { tenancy, tenant } => reindex_command(&tenancy, tenant.as_deref()),
+        Command::Backup(args) => backup_command(&args),
+        Command::Restore(args) => restore_command(&args),
         Command::Org {
             command:
                 OrgCommand::Create {
@@ -790,6 +824,91 @@ fn reindex_command(args: &TenancyArgs, only: Option<&str>) -> anyhow::Result<Exi
             );
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `openframe backup`: through the running appliance when the data dir is locked, else directly.
+fn backup_command(args: &BackupArgs) -> anyhow::Result<ExitCode> {
+    let flags = CliOverrides {
+        data_dir: args.data_dir.clone(),
+        ..CliOverrides::default()
+    };
+    let config = Config::load(args.config.as_deref(), std::env::vars(), &flags)?;
+    let data_dir = config.storage.data_dir.clone();
+    let partial = openframe::backup::prepare_out(&args.out)?;
+    let started = std::time::Instant::now();
+    let mut progress = |line: &str| eprintln!("backup: {line}");
+    let runtime = tokio::runtime::Runtime::new()?;
+    let written = match openframe::datadir::lock_holder(&data_dir) {
+        Some(_) => {
+            let token_path = data_dir.join(openframe::backup::TOKEN_FILE);
+            let token = std::fs::read_to_string(&token_path).map_err(|error| {
+                anyhow::anyhow!(
+                    "the appliance is running, and its admin token {} cannot be read ({error}); run the backup as the user that runs openframe",
+                    token_path.display()
+                )
+            })?;
+            let admin_url = args.admin_url.clone().unwrap_or_else(|| {
+                let mut address = config.server.admin_listen;
+                if address.ip().is_unspecified() {
+                    address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                format!("http://{address}")
+            });
+            runtime.block_on(openframe::backup::backup_remote(
+                &admin_url,
+                token.trim(),
+                &partial,
+                &mut progress,
+            ))
+        }
+        None => {
+            openframe::telemetry::init(&config.log);
+            progress("nothing serves the data dir; reading the stores directly");
+            runtime.block_on(openframe::backup::backup_local(
+                &config,
+                &partial,
+                &mut progress,
+            ))
+        }
+    };
+    let manifest = openframe::backup::finish_archive(&partial, &args.out, written)?;
+    let bytes = std::fs::metadata(&args.out).map_or(0, |metadata| metadata.len());
+    println!(
+        "backup written to {}: {} files, {} tenants, {} in {:.1} s",
+        args.out.display(),
+        manifest.files.len(),
+        manifest.tenants.len(),
+        openframe::backup::human_bytes(bytes),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `openframe restore`: into an absent or empty data dir nothing serves.
+fn restore_command(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
+    let flags = CliOverrides {
+        data_dir: args.data_dir.clone(),
+        ..CliOverrides::default()
+    };
+    let config = Config::load(args.config.as_deref(), std::env::vars(), &flags)?;
+    openframe::telemetry::init(&config.log);
+    let started = std::time::Instant::now();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let manifest = runtime.block_on(openframe::backup::restore(
+        &args.from,
+        &config,
+        &mut |line| eprintln!("restore: {line}"),
+    ))?;
+    println!(
+        "restored {} tenants from {} (openframe {}, {}) into {} in {:.1} s",
+        manifest.tenants.len(),
+        args.from.display(),
+        manifest.appliance_version,
+        manifest.created_at,
+        config.storage.data_dir.display(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

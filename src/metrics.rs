@@ -290,6 +290,10 @@ impl Engine for CountedDocuments {
     async fn close(&self) -> Result<(), EngineFailure> {
         self.inner.close().await
     }
+
+    async fn snapshot(&self, into: &std::path::Path) -> Result<Vec<String>, EngineFailure> {
+        self.inner.snapshot(into).await
+    }
 }
 
 #[async_trait::async_trait]

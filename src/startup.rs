@@ -354,7 +354,15 @@ impl Application {
         let admin_addr = admin
             .local_addr()
             .map_or_else(|_| "?".into(), |a| a.to_string());
-        let admin_router = crate::admin::router(state.clone());
+        // `openframe backup` proves it may read the data dir by presenting this token.
+        let backup_token = match crate::admin::BackupToken::create(lock.path()) {
+            Ok(token) => token,
+            Err(error) => {
+                let _ = state.storage.close().await;
+                return Err(error.context("cannot write the admin token"));
+            }
+        };
+        let admin_router = crate::admin::router(state.clone(), &backup_token);
         let admin_token = admin_stop.clone();
         let admin_task = tokio::spawn(async move {
             axum::serve(admin, admin_router)
@@ -663,6 +671,7 @@ impl Application {
             Ok(Err(error)) => tracing::warn!(%error, "admin listener ended with an error"),
             Err(error) => tracing::warn!(%error, "admin listener task failed"),
         }
+        backup_token.remove();
         state.storage.close().await.context("closing the stores")?;
         drop(lock);
         tracing::info!("stopped cleanly");

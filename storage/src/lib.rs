@@ -41,6 +41,8 @@ pub mod conformance;
 
 mod blocking;
 mod magic;
+#[cfg(test)]
+mod snapshot_tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -67,6 +69,18 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// Flushes everything pending and releases files. Later calls fail with an [`EngineFailure`].
     /// Closing twice is harmless.
     async fn close(&self) -> Result<(), EngineFailure>;
+
+    /// Writes a consistent copy of the engine's files into `into` (an existing directory) while
+    /// the engine keeps serving, and returns the names of the files written, relative to `into`.
+    /// The copy is one point in time: every write acknowledged before the call is in it, and no
+    /// write is half in it. Each file is flushed to disk before this returns.
+    ///
+    /// The default copies nothing: for engines whose data is derived from others (analytics,
+    /// search: `openframe reindex` rebuilds them) or lives outside the data dir.
+    async fn snapshot(&self, into: &Path) -> Result<Vec<String>, EngineFailure> {
+        let _ = into;
+        Ok(Vec::new())
+    }
 }
 
 /// Which engine holds tenancy and documents.
@@ -214,19 +228,7 @@ impl Storage {
     ) -> Result<Storage, OpenError> {
         let documents = open_documents(config, clock.clone()).await?;
         opened.push(documents.clone());
-        let events = match &config.events {
-            EventBackend::Redb => {
-                let path = config.data_dir.join(files::EVENTS);
-                let cache_bytes = config.event_log_cache_mb.saturating_mul(1024 * 1024);
-                Arc::new(
-                    blocking::run_open(move || {
-                        redb_log::RedbLog::open_with_cache(&path, clock, cache_bytes)
-                    })
-                    .await?,
-                )
-            }
-            EventBackend::Kafka { .. } => return Err(not_compiled("events", "kafka")),
-        };
+        let events = open_events(config, clock).await?;
         opened.push(events.clone());
         let analytics = open_analytics(&config.data_dir, &config.analytics).await?;
         opened.push(analytics.clone());
@@ -270,6 +272,24 @@ impl Storage {
         report
     }
 
+    /// Writes a consistent copy of every engine that holds data of its own into `into` (an
+    /// existing directory), each engine once, and returns the files written, relative to `into`.
+    /// Tenants and documents are one engine; so are the event log and the log details.
+    /// Engines are copied one after the other, each at its own point in time.
+    pub async fn snapshot(&self, into: &Path) -> Result<Vec<String>, EngineFailure> {
+        let engines: [&dyn Engine; 4] = [
+            &*self.documents,
+            &*self.events,
+            &*self.analytics,
+            &*self.search,
+        ];
+        let mut written = Vec::new();
+        for engine in engines {
+            written.extend(engine.snapshot(into).await?);
+        }
+        Ok(written)
+    }
+
     /// Flushes and closes every engine, reporting the first failure after trying them all.
     pub async fn close(&self) -> Result<(), EngineFailure> {
         let mut first_failure = None;
@@ -287,6 +307,76 @@ impl Storage {
         }
         first_failure.map_or(Ok(()), Err)
     }
+}
+
+/// The stores of record alone: tenancy and documents, the event log and the log details, without
+/// the stores derived from them (analytics, search). What a backup holds.
+#[derive(Debug, Clone)]
+pub struct Records {
+    pub tenants: Arc<dyn TenantStore>,
+    pub documents: Arc<dyn DocumentStore>,
+    pub events: Arc<dyn EventLog>,
+    pub details: Arc<dyn LogDetails>,
+}
+
+impl Storage {
+    /// Opens (creating if needed) only the stores of record, e.g. to read a snapshot's copies.
+    pub async fn open_records(
+        config: &StorageConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Records, OpenError> {
+        let documents = open_documents(config, clock.clone()).await?;
+        let events = match open_events(config, clock).await {
+            Ok(events) => events,
+            Err(error) => {
+                let _ = documents.close().await;
+                return Err(error);
+            }
+        };
+        Ok(Records {
+            tenants: documents.clone(),
+            documents,
+            details: events.clone(),
+            events,
+        })
+    }
+}
+
+impl Storage {
+    /// The stores of record of these stores (the same engines, shared).
+    pub fn records(&self) -> Records {
+        Records {
+            tenants: self.tenants.clone(),
+            documents: self.documents.clone(),
+            events: self.events.clone(),
+            details: self.details.clone(),
+        }
+    }
+}
+
+impl Records {
+    /// [`Storage::snapshot`] of these stores: each engine once, into `into`.
+    pub async fn snapshot(&self, into: &Path) -> Result<Vec<String>, EngineFailure> {
+        let mut written = self.documents.snapshot(into).await?;
+        written.extend(self.events.snapshot(into).await?);
+        Ok(written)
+    }
+
+    /// Closes both engines, reporting the first failure after trying both.
+    pub async fn close(&self) -> Result<(), EngineFailure> {
+        let events = self.events.close().await;
+        let documents = self.documents.close().await;
+        events.and(documents)
+    }
+}
+
+/// The schema (format) version of each store of record this build writes and reads, by role:
+/// a backup records them, so a restore can refuse the files of a newer release.
+pub fn schema_versions() -> [(&'static str, i64); 2] {
+    [
+        ("tenancy", sqlite::schema_version()),
+        ("events", redb_log::format_version()),
+    ]
 }
 
 /// The tenancy engine alone, for processes that must not hold the whole data dir.
@@ -314,6 +404,25 @@ async fn open_documents(
             ))
         }
         DocumentBackend::Mongo { .. } => Err(not_compiled("documents", "mongo")),
+    }
+}
+
+async fn open_events(
+    config: &StorageConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<redb_log::RedbLog>, OpenError> {
+    match &config.events {
+        EventBackend::Redb => {
+            let path = config.data_dir.join(files::EVENTS);
+            let cache_bytes = config.event_log_cache_mb.saturating_mul(1024 * 1024);
+            Ok(Arc::new(
+                blocking::run_open(move || {
+                    redb_log::RedbLog::open_with_cache(&path, clock, cache_bytes)
+                })
+                .await?,
+            ))
+        }
+        EventBackend::Kafka { .. } => Err(not_compiled("events", "kafka")),
     }
 }
 

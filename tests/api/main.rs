@@ -7,6 +7,7 @@
 mod helpers;
 
 mod agents;
+mod backup;
 mod cli;
 mod config;
 mod data_dir;

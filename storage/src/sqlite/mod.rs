@@ -121,6 +121,11 @@ impl SqliteStore {
     }
 }
 
+/// The schema version (`PRAGMA user_version`) this build migrates tenancy databases to.
+pub fn schema_version() -> i64 {
+    migrations::latest()
+}
+
 fn closed(operation: &'static str) -> EngineFailure {
     EngineFailure::new(ENGINE, operation, "the store is closed")
 }
@@ -341,6 +346,43 @@ impl Engine for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    /// `VACUUM INTO` on a reader connection: one read transaction, so writers go on meanwhile
+    /// (WAL) and the copy is a compact, self-contained database without a WAL of its own.
+    async fn snapshot(&self, into: &Path) -> Result<Vec<String>, EngineFailure> {
+        let name = self
+            .inner
+            .path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or(crate::files::TENANCY)
+            .to_owned();
+        let target = into.join(&name);
+        let copied = self
+            .read("snapshot", move |connection| {
+                let target_text = target.to_str().ok_or_else(|| {
+                    DocumentError::Unavailable(EngineFailure::new(
+                        ENGINE,
+                        "snapshot",
+                        format!("{} is not valid UTF-8", target.display()),
+                    ))
+                })?;
+                connection
+                    .execute("VACUUM INTO ?1", params![target_text])
+                    .map_err(failure("snapshot"))?;
+                std::fs::File::open(&target)
+                    .and_then(|file| file.sync_all())
+                    .map_err(|error| {
+                        DocumentError::Unavailable(EngineFailure::new(ENGINE, "snapshot", error))
+                    })
+            })
+            .await;
+        match copied {
+            Ok(()) => Ok(vec![name]),
+            Err(DocumentError::Unavailable(failure)) => Err(failure),
+            Err(other) => Err(EngineFailure::new(ENGINE, "snapshot", other)),
+        }
     }
 }
 
