@@ -158,6 +158,10 @@ async fn backup(
     .await;
     match built {
         Ok((manifest, file, bytes)) => {
+            state
+                .metrics
+                .backup_last_success
+                .set(crate::backup::unix_now());
             tracing::info!(
                 bytes,
                 files = manifest.files.len(),
@@ -275,6 +279,13 @@ async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.nats_up.set(i64::from(up));
         state.metrics.nats_restarts.set(i64::from(nats.restarts()));
     }
+    let last_backup = state.metrics.backup_last_success.get();
+    let age = if last_backup > 0 {
+        crate::backup::unix_now().saturating_sub(last_backup)
+    } else {
+        -1
+    };
+    state.metrics.backup_age.set(age);
     let data_dir = state.config.storage.data_dir.clone();
     if let Ok(sizes) = tokio::task::spawn_blocking(move || store_sizes(&data_dir)).await {
         for (store, bytes) in sizes {

@@ -879,6 +879,152 @@ pub fn human_bytes(bytes: u64) -> String {
     }
 }
 
+// ---- scheduled backups ---------------------------------------------------------------------
+
+/// Scheduled archives are `openframe-<UTC yyyymmddThhmmss.mmmZ>.tar`: their names sort by age.
+const SCHEDULED_PREFIX: &str = "openframe-";
+
+/// The scheduled archives in `dir`, oldest first.
+fn scheduled_archives(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with(SCHEDULED_PREFIX) && name.ends_with(".tar"))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// When the newest archive in `dir` was written (Unix seconds), if there is one.
+pub fn newest_archive_time(dir: &Path) -> Option<i64> {
+    let newest = scheduled_archives(dir).pop()?;
+    let written = std::fs::metadata(newest).ok()?.modified().ok()?;
+    let seconds = written
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    i64::try_from(seconds).ok()
+}
+
+/// Deletes all but the newest `keep` scheduled archives in `dir`; the ones deleted.
+pub fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
+    let archives = scheduled_archives(dir);
+    let excess = archives.len().saturating_sub(keep);
+    let mut removed = Vec::new();
+    for old in archives.into_iter().take(excess) {
+        match std::fs::remove_file(&old) {
+            Ok(()) => removed.push(old),
+            Err(error) => {
+                tracing::warn!(path = %old.display(), %error, "cannot delete an old backup");
+            }
+        }
+    }
+    removed
+}
+
+/// One scheduled backup of the serving appliance into the configured directory, then the
+/// retention; the archive written.
+pub async fn take_scheduled(state: &crate::startup::AppState) -> anyhow::Result<PathBuf> {
+    let config = &state.config;
+    let data_dir = config.storage.data_dir.clone();
+    let dir = config.backup.directory(&data_dir);
+    create_private_dir(&dir)?;
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second].[subsecond digits:3]Z"
+        ))
+        .context("formatting the archive's name")?;
+    let out = dir.join(format!("{SCHEDULED_PREFIX}{stamp}.tar"));
+    let partial = prepare_out(&out)?;
+    let written = match ScratchDir::create(&data_dir, ".backup-") {
+        Ok(work) => create_archive(
+            &state.storage.records(),
+            &data_dir,
+            work.path(),
+            &partial,
+            &mut |step| tracing::debug!(step, "scheduled backup"),
+        )
+        .await
+        .map(drop),
+        Err(error) => Err(error),
+    };
+    let (partial_path, out_path) = (partial.clone(), out.clone());
+    tokio::task::spawn_blocking(move || finish_archive(&partial_path, &out_path, written))
+        .await
+        .context("the backup check failed to run")??;
+    state.metrics.backup_last_success.set(unix_now());
+    let keep = usize::try_from(config.backup.keep).unwrap_or(usize::MAX);
+    for removed in prune(&dir, keep) {
+        tracing::info!(path = %removed.display(), "deleted an old backup (backup.keep)");
+    }
+    Ok(out)
+}
+
+/// Takes a backup every `backup.interval_hours`, the first that long after the newest archive
+/// (or after start); `None` when scheduled backups are off. A failed one is logged and tried
+/// again an hour later (or at the next interval, if that is sooner).
+pub fn spawn_schedule(
+    state: crate::startup::AppState,
+    stop: tokio_util::sync::CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let hours = state.config.backup.interval_hours;
+    if hours == 0 {
+        return None;
+    }
+    let interval = std::time::Duration::from_secs(hours.saturating_mul(3600));
+    let dir = state
+        .config
+        .backup
+        .directory(&state.config.storage.data_dir);
+    if let Some(at) = newest_archive_time(&dir) {
+        state.metrics.backup_last_success.set(at);
+    }
+    Some(tokio::spawn(async move {
+        let first_wait = match newest_archive_time(&dir) {
+            Some(at) => {
+                let age = u64::try_from(unix_now().saturating_sub(at)).unwrap_or(0);
+                interval.saturating_sub(std::time::Duration::from_secs(age))
+            }
+            None => interval,
+        };
+        let mut wait = first_wait;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            let started = std::time::Instant::now();
+            match take_scheduled(&state).await {
+                Ok(out) => {
+                    tracing::info!(
+                        path = %out.display(),
+                        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                        "scheduled backup written"
+                    );
+                    wait = interval;
+                }
+                Err(error) => {
+                    tracing::error!(error = format!("{error:#}"), "scheduled backup failed");
+                    wait = interval.min(std::time::Duration::from_secs(3600));
+                }
+            }
+        }
+    }))
+}
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |now| i64::try_from(now.as_secs()).unwrap_or(i64::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

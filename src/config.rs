@@ -30,6 +30,7 @@ pub struct Config {
     pub api: ApiSection,
     pub audit: AuditSection,
     pub webhooks: WebhookConfig,
+    pub backup: BackupSection,
     pub log: LogConfig,
 }
 
@@ -447,6 +448,40 @@ impl AuditSection {
             ));
         }
         Ok(Some((transport, address.to_owned())))
+    }
+}
+
+/// Scheduled backups: the serving appliance writes one archive (as `openframe backup` does) every
+/// `interval_hours` into `dir`, keeping the newest `keep`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupSection {
+    /// Hours between scheduled backups; 0 turns them off.
+    pub interval_hours: u64,
+    /// Archives kept; older ones are deleted after each new one.
+    pub keep: u64,
+    /// Where archives go; empty means `<data_dir>/backups`.
+    pub dir: String,
+}
+
+impl Default for BackupSection {
+    fn default() -> Self {
+        Self {
+            interval_hours: 24,
+            keep: 7,
+            dir: String::new(),
+        }
+    }
+}
+
+impl BackupSection {
+    /// The directory archives go to.
+    pub fn directory(&self, data_dir: &std::path::Path) -> std::path::PathBuf {
+        if self.dir.trim().is_empty() {
+            data_dir.join("backups")
+        } else {
+            std::path::PathBuf::from(self.dir.trim())
+        }
     }
 }
 
@@ -979,6 +1014,13 @@ impl Config {
                 86_400_000,
             ),
             ("webhooks.timeout_ms", webhooks.timeout_ms, 100, 120_000),
+            (
+                "backup.interval_hours",
+                self.backup.interval_hours,
+                0,
+                24 * 366,
+            ),
+            ("backup.keep", self.backup.keep, 1, 1000),
         ];
         for (key, value, low, high) in stream_limits.into_iter().chain(webhook_limits) {
             if !(low..=high).contains(&value) {

@@ -76,6 +76,11 @@ pub struct Metrics {
     pub store_bytes: Family<StoreFileLabels, Gauge>,
     pub nats_up: Gauge,
     pub nats_restarts: Gauge,
+    /// When the last backup this process took (scheduled, or for `openframe backup`) or the
+    /// newest scheduled archive at start was written, Unix seconds; 0 when none is known.
+    pub backup_last_success: Gauge,
+    /// Seconds since then, set at scrape time (absent while none is known).
+    pub backup_age: Gauge,
     pub tls_handshake_failures: Counter,
     pub open_connections: Gauge,
     pub identity_events: Family<IdentityEventLabels, Counter>,
@@ -204,8 +209,22 @@ impl Metrics {
             "Times the supervisor restarted nats-server since the appliance started",
             nats_restarts.clone(),
         );
+        let backup_last_success = Gauge::default();
+        registry.register(
+            "backup_last_success_timestamp_seconds",
+            "When the last successful backup was written (Unix seconds); 0 when none is known",
+            backup_last_success.clone(),
+        );
+        let backup_age = Gauge::default();
+        registry.register(
+            "backup_age_seconds",
+            "Seconds since the last successful backup, set at scrape time; -1 when none is known",
+            backup_age.clone(),
+        );
         Arc::new(Metrics {
             registry,
+            backup_last_success,
+            backup_age,
             store_bytes,
             nats_up,
             nats_restarts,

@@ -512,6 +512,9 @@ impl Application {
         // The watchdog, the schedules' clock, DEVICE_ONLINE schedules, and expired token verdicts.
         let health_task =
             crate::gateway::health::spawn(state.clone(), Duration::from_secs(2), cdc_stop.clone());
+        // Scheduled backups ([backup]); one in progress at shutdown is finished before the
+        // stores close.
+        let backup_task = crate::backup::spawn_schedule(state.clone(), cdc_stop.clone());
         let watchdog_task = {
             let (management, stop) = (state.management.clone(), cdc_stop.clone());
             let (gateway, clock) = (state.gateway.clone(), state.identity.clock.clone());
@@ -650,6 +653,9 @@ impl Application {
         let _ = presence_task.await;
         let _ = watchdog_task.await;
         let _ = health_task.await;
+        if let Some(task) = backup_task {
+            let _ = task.await;
+        }
         webhooks_stop.cancel();
         if let Err(error) = webhooks_task.await {
             tracing::warn!(%error, "the webhook task failed");

@@ -626,3 +626,64 @@ async fn restore_refuses_a_running_instance_a_non_empty_dir_damaged_or_newer_arc
     assert_eq!(tenants.len(), 1);
     assert_eq!(tenants[0].id.as_str(), "acme");
 }
+
+/// The `openframe_backup_*` gauge `name` on `/metrics`.
+async fn backup_gauge(app: &crate::helpers::TestApp, name: &str) -> i64 {
+    let text = app
+        .plain
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("openframe_backup_{name} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix}in {text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn scheduled_backups_keep_the_newest_archives_and_report_their_age() {
+    let dir = TempDir::new().unwrap();
+    let archives = dir.path().join("archives");
+    let mut config = crate::helpers::test_config(&dir.path().join("data"));
+    config.backup.keep = 2;
+    config.backup.dir = archives.display().to_string();
+    let app = crate::helpers::spawn_with(config).await;
+    two_tenants(&app).await;
+    assert_eq!(backup_gauge(&app, "age_seconds").await, -1, "none yet");
+    assert_eq!(
+        backup_gauge(&app, "last_success_timestamp_seconds").await,
+        0
+    );
+
+    let mut written = Vec::new();
+    for _ in 0..3 {
+        written.push(openframe::backup::take_scheduled(&app.state).await.unwrap());
+    }
+    // The two newest are kept, named so that they sort by age; each reads back whole.
+    let mut kept: Vec<PathBuf> = std::fs::read_dir(&archives)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, written[1..]);
+    for archive in &kept {
+        let name = archive.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.starts_with("openframe-") && name.ends_with("Z.tar"),
+            "{name}"
+        );
+        assert_eq!(mode(archive), 0o600, "{name}");
+        let manifest: Manifest = openframe::backup::unpack(archive, None, &mut |_| {}).unwrap();
+        let ids: Vec<&str> = manifest.tenants.iter().map(|t| t.id.as_str()).collect();
+        assert!(ids.contains(&"acme") && ids.contains(&"globex"), "{ids:?}");
+    }
+    assert_eq!(mode(&archives), 0o700);
+    let age = backup_gauge(&app, "age_seconds").await;
+    assert!((0..60).contains(&age), "{age}");
+}
