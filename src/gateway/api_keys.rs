@@ -49,13 +49,14 @@ pub const SCOPES: &[&str] = &[
 ];
 
 /// What a key gets when its creator names no scopes: read access, nothing that changes data.
+/// Not `webhooks:read`: a receiver's URL is often itself a credential (chat webhooks), so a key
+/// sees them only when its creator asks for it.
 pub const DEFAULT_SCOPES: &[&str] = &[
     "devices:read",
     "organizations:read",
     "logs:read",
     "events:read",
     "tools:read",
-    "webhooks:read",
 ];
 
 const KEY_ID_HEX: usize = 16;

@@ -568,18 +568,34 @@ async fn webhooks_refuse_internal_targets_unknown_types_and_keys_without_the_sco
             .contains("webhooks:write"),
         "{denied}"
     );
-    let (status, listed) = with_key(&app, &reader, Method::GET, "/webhooks", None).await;
+    // The default scopes do not read webhooks: their URLs are often credentials themselves.
+    let (status, denied) = with_key(&app, &reader, Method::GET, "/webhooks", None).await;
+    assert_eq!(status, 403, "{denied}");
+    assert!(
+        denied["message"]
+            .as_str()
+            .unwrap()
+            .contains("webhooks:read"),
+        "{denied}"
+    );
+    let (_, lister, _) = create_key(
+        &app,
+        &tenants.admin_a,
+        json!({"name": "lister", "scopes": ["webhooks:read"]}),
+    )
+    .await;
+    let (status, listed) = with_key(&app, &lister, Method::GET, "/webhooks", None).await;
     assert_eq!((status, listed), (200, json!({"webhooks": []})));
     let (status, error) = with_key(
         &app,
-        &reader,
+        &lister,
         Method::GET,
         "/webhooks/wh_0000000000000000",
         None,
     )
     .await;
     assert_eq!((status, error["code"].clone()), (404, json!("not_found")));
-    refuses_naming(&app, &reader, &[("/webhooks?limit=5", "limit")]).await;
+    refuses_naming(&app, &lister, &[("/webhooks?limit=5", "limit")]).await;
 }
 
 #[tokio::test]
