@@ -120,7 +120,39 @@ pub struct Audit {
     documents: Arc<dyn DocumentStore>,
     collection: Collection,
     clock: Arc<dyn Clock>,
-    syslog: Option<mpsc::Sender<(TenantId, AuditRecord)>>,
+    syslog: Option<SyslogSink>,
+}
+
+/// The way into the syslog forwarder: messages formatted here, sent by [`Forwarder`].
+#[derive(Debug, Clone)]
+pub struct SyslogSink {
+    sender: mpsc::Sender<String>,
+    hostname: String,
+}
+
+impl SyslogSink {
+    fn send(&self, message: String, what: &str) {
+        if self.sender.try_send(message).is_err() {
+            tracing::warn!(
+                what,
+                "the syslog forwarder is behind; this message is not forwarded"
+            );
+        }
+    }
+
+    /// A security event as RFC 5424: facility authpriv (10), severity warning (4).
+    pub fn security(
+        &self,
+        at: i64,
+        kind: &str,
+        tenant: Option<&TenantId>,
+        details: &[(&'static str, String)],
+    ) {
+        self.send(
+            security_rfc5424(&self.hostname, at, kind, tenant, details),
+            "security event",
+        );
+    }
 }
 
 impl Audit {
@@ -138,12 +170,14 @@ impl Audit {
             Some((transport, address)) => {
                 let (sender, receiver) = mpsc::channel(4096);
                 (
-                    Some(sender),
+                    Some(SyslogSink {
+                        sender,
+                        hostname: hostname(),
+                    }),
                     Some(Forwarder {
                         transport,
                         address,
                         receiver,
-                        hostname: hostname(),
                     }),
                 )
             }
@@ -159,6 +193,11 @@ impl Audit {
             },
             forwarder,
         ))
+    }
+
+    /// The syslog sink, when `[audit] syslog` is set: security events go there too.
+    pub fn syslog_sink(&self) -> Option<SyslogSink> {
+        self.syslog.clone()
     }
 
     /// Stores a record (durable when this returns) and queues it for syslog.
@@ -190,14 +229,11 @@ impl Audit {
         self.documents
             .insert(&actor.tenant, &self.collection, &id, &body)
             .await?;
-        if let Some(syslog) = &self.syslog
-            && syslog
-                .try_send((actor.tenant.clone(), record.clone()))
-                .is_err()
-        {
-            tracing::warn!(
-                record = %record.id,
-                "the syslog forwarder is behind; this audit record is stored but not forwarded"
+        if let Some(syslog) = &self.syslog {
+            // Stored either way; a collector that falls behind loses the forwarded copy only.
+            syslog.send(
+                rfc5424(&syslog.hostname, &actor.tenant, &record),
+                "audit record",
             );
         }
         Ok(record)
@@ -336,13 +372,12 @@ pub async fn record_rest(State(state): State<AppState>, request: Request, next: 
     response
 }
 
-/// Sends audit records to a syslog collector, one RFC 5424 message each.
+/// Sends audit records and security events to a syslog collector, one RFC 5424 message each.
 #[derive(Debug)]
 pub struct Forwarder {
     transport: SyslogTransport,
     address: String,
-    receiver: mpsc::Receiver<(TenantId, AuditRecord)>,
-    hostname: String,
+    receiver: mpsc::Receiver<String>,
 }
 
 impl Forwarder {
@@ -360,8 +395,7 @@ impl Forwarder {
             },
             SyslogTransport::Tcp => None,
         };
-        while let Some((tenant, record)) = self.receiver.recv().await {
-            let message = rfc5424(&self.hostname, &tenant, &record);
+        while let Some(message) = self.receiver.recv().await {
             let sent = match (&udp, self.transport) {
                 (Some(socket), _) => socket
                     .send_to(message.as_bytes(), &self.address)
@@ -389,7 +423,7 @@ impl Forwarder {
                 }
             };
             if let Err(error) = sent {
-                tracing::warn!(%error, address = %self.address, record = %record.id, "an audit record was not forwarded to syslog");
+                tracing::warn!(%error, address = %self.address, "a message was not forwarded to syslog");
             }
         }
     }
@@ -436,6 +470,29 @@ pub fn rfc5424(hostname: &str, tenant: &TenantId, record: &AuditRecord) -> Strin
     )
 }
 
+/// A security event as an RFC 5424 message: facility authpriv (10), severity warning (4), the
+/// event in structured data.
+pub fn security_rfc5424(
+    hostname: &str,
+    at: i64,
+    kind: &str,
+    tenant: Option<&TenantId>,
+    details: &[(&'static str, String)],
+) -> String {
+    let mut parameters = format!("event=\"{}\"", sd_value(kind));
+    if let Some(tenant) = tenant {
+        parameters.push_str(&format!(" tenant=\"{}\"", sd_value(tenant.as_str())));
+    }
+    for (name, value) in details {
+        parameters.push_str(&format!(" {name}=\"{}\"", sd_value(value)));
+    }
+    format!(
+        "<{pri}>1 {timestamp} {hostname} openframe - {kind} [security@32473 {parameters}] security event {kind}",
+        pri = 10 * 8 + 4,
+        timestamp = crate::api::iso(at),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,6 +510,22 @@ mod tests {
             after: Some(serde_json::json!({"status": "ARCHIVED"})),
             status: 200,
         }
+    }
+
+    #[test]
+    fn security_events_are_authpriv_warnings_with_escaped_details() {
+        let tenant = TenantId::parse("acme").unwrap();
+        let message = security_rfc5424(
+            "host-1",
+            1_795_168_800_000,
+            "client_auth_failed",
+            Some(&tenant),
+            &[("client_id", "app \"x\"]".to_owned())],
+        );
+        assert_eq!(
+            message,
+            "<84>1 2026-11-20T10:00:00Z host-1 openframe - client_auth_failed [security@32473 event=\"client_auth_failed\" tenant=\"acme\" client_id=\"app \\\"x\\\"\\]\"] security event client_auth_failed"
+        );
     }
 
     #[test]

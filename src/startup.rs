@@ -266,6 +266,9 @@ impl Application {
                 if let Some(forwarder) = forwarder {
                     tokio::spawn(forwarder.run());
                 }
+                if let Some(sink) = audit.syslog_sink() {
+                    identity.set_security_sink(sink);
+                }
                 Arc::new(audit)
             }
             Err(error) => {

@@ -1084,7 +1084,11 @@ pub async fn authenticate(
     let known = match verdict {
         Ok(found) => found,
         Err(rejected) => {
-            state.identity.count("api_key_rejected");
+            state.identity.security_event(
+                "api_key_rejected",
+                None,
+                &[("reason", rejected.to_string())],
+            );
             return ApiError::Unauthorized(rejected.to_string()).into_response();
         }
     };

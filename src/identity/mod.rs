@@ -81,6 +81,8 @@ pub struct Identity {
         crate::metrics::IdentityEventLabels,
         prometheus_client::metrics::counter::Counter,
     >,
+    /// Where security events also go when `[audit] syslog` is set (see [`Identity::security_event`]).
+    security_sink: std::sync::OnceLock<crate::audit::SyslogSink>,
 }
 
 /// Failures of identity operations that a caller can act on, plus the unexpected.
@@ -221,6 +223,7 @@ impl Identity {
             ),
             mailer,
             events: Default::default(),
+            security_sink: std::sync::OnceLock::new(),
             sso_metadata: Default::default(),
             passwords: password::Passwords::new(
                 std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get),
@@ -248,6 +251,27 @@ impl Identity {
         self.events
             .get_or_create(&crate::metrics::IdentityEventLabels { event })
             .inc();
+    }
+
+    /// Sends security events to the audit trail's syslog collector from now on.
+    pub fn set_security_sink(&self, sink: crate::audit::SyslogSink) {
+        let _ = self.security_sink.set(sink);
+    }
+
+    /// A security event (`signin_failed`, `signin_throttled`, `client_auth_failed`,
+    /// `code_replayed`, `refresh_reused`, `api_key_rejected`): counted for the metrics and, with
+    /// `[audit] syslog`, sent to the collector as RFC 5424 (authpriv, warning) with the tenant and
+    /// `details` (addresses, client ids; never a secret or a password).
+    pub fn security_event(
+        &self,
+        kind: &'static str,
+        tenant: Option<&TenantId>,
+        details: &[(&'static str, String)],
+    ) {
+        self.count(kind);
+        if let Some(sink) = self.security_sink.get() {
+            sink.security(self.clock.now_ms(), kind, tenant, details);
+        }
     }
 
     pub fn public_url(&self) -> &str {

@@ -224,7 +224,11 @@ impl Identity {
                 &stored.record.user_id,
             )
             .await?;
-            self.count("code_replayed");
+            self.security_event(
+                "code_replayed",
+                Some(tenant),
+                &[("client_id", client.client_id.clone())],
+            );
             tracing::warn!(
                 tenant = tenant.as_str(),
                 client_id = %client.client_id,
@@ -460,7 +464,11 @@ impl Identity {
         {
             return error;
         }
-        self.count("refresh_reused");
+        self.security_event(
+            "refresh_reused",
+            Some(tenant),
+            &[("client_id", client.client_id.clone())],
+        );
         tracing::warn!(
             tenant = tenant.as_str(),
             client_id = %client.client_id,

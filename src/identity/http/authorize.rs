@@ -448,7 +448,11 @@ pub(super) async fn login_submit(
     let account = format!("{}/{}", tenant.id.as_str(), email.as_str());
     let address = peer_ip(peer.as_ref().map(|Extension(peer)| peer));
     if let Err(wait) = identity.throttle.check(&account, address) {
-        identity.count("signin_throttled");
+        identity.security_event(
+            "signin_throttled",
+            Some(&tenant.id),
+            &[("address", address.to_string())],
+        );
         tracing::warn!(tenant = tenant.id.as_str(), %address, "sign-in refused: too many failed attempts");
         let minutes = wait.0.div_ceil(60);
         let mut response = render_login(
@@ -492,7 +496,11 @@ pub(super) async fn login_submit(
         Some(user) if matches && user.is_active() => user,
         _ => {
             identity.throttle.record_failure(&account, address);
-            identity.count("signin_failed");
+            identity.security_event(
+                "signin_failed",
+                Some(&tenant.id),
+                &[("address", address.to_string())],
+            );
             tracing::info!(tenant = tenant.id.as_str(), %address, "sign-in failed");
             return render_login(
                 identity,

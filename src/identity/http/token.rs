@@ -97,7 +97,11 @@ async fn authenticate_client(
                 stored.as_bytes(),
                 sha256_hex(presented.as_bytes()).as_bytes(),
             ) {
-                identity.count("client_auth_failed");
+                identity.security_event(
+                    "client_auth_failed",
+                    Some(&tenant.id),
+                    &[("client_id", client.client_id.clone())],
+                );
                 tracing::warn!(tenant = tenant.id.as_str(), client_id = %client.client_id, "wrong client secret");
                 return Err(refuse(unknown));
             }

@@ -229,6 +229,41 @@ async fn records_are_forwarded_to_syslog_as_rfc_5424() {
 }
 
 #[tokio::test]
+async fn security_events_go_to_the_same_collector_as_authpriv_warnings() {
+    let collector = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut config = test_config(&dir.path().join("data"));
+    config.audit.syslog = format!("udp://{}", collector.local_addr().unwrap());
+    let app = spawn_with(config).await;
+    let refused = app
+        .client
+        .get(app.https_url("/external-api/api/v1/me"))
+        .header(
+            "x-api-key",
+            "ak_0000000000000000.sk_00000000000000000000000000000000",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+
+    let mut buffer = vec![0u8; 65_536];
+    let (length, _) = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        collector.recv_from(&mut buffer),
+    )
+    .await
+    .expect("a syslog datagram arrives")
+    .unwrap();
+    let message = std::str::from_utf8(&buffer[..length]).unwrap();
+    assert!(message.starts_with("<84>1 "), "{message}");
+    assert!(
+        message.ends_with(" openframe - api_key_rejected [security@32473 event=\"api_key_rejected\" reason=\"the API key is not valid\"] security event api_key_rejected"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn a_bad_syslog_target_stops_the_start_with_a_clear_message() {
     let dir = tempfile::TempDir::new().unwrap();
     let mut config = test_config(&dir.path().join("data"));
