@@ -192,6 +192,19 @@ async fn every_change_is_recorded_paged_exported_and_kept_per_tenant() {
     assert_eq!(theirs, "");
 }
 
+/// The next message the collector receives, within 10 s.
+async fn next_datagram(collector: &tokio::net::UdpSocket) -> String {
+    let mut buffer = vec![0u8; 65_536];
+    let (length, _) = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        collector.recv_from(&mut buffer),
+    )
+    .await
+    .expect("a syslog datagram arrives")
+    .unwrap();
+    String::from_utf8(buffer[..length].to_vec()).unwrap()
+}
+
 #[tokio::test]
 async fn records_are_forwarded_to_syslog_as_rfc_5424() {
     let collector = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -209,15 +222,8 @@ async fn records_are_forwarded_to_syslog_as_rfc_5424() {
     )
     .await;
 
-    let mut buffer = vec![0u8; 65_536];
-    let (length, _) = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        collector.recv_from(&mut buffer),
-    )
-    .await
-    .expect("a syslog datagram arrives")
-    .unwrap();
-    let message = std::str::from_utf8(&buffer[..length]).unwrap();
+    let message = next_datagram(&collector).await;
+    let message = message.as_str();
     assert!(message.starts_with("<109>1 "), "{message}");
     assert!(
         message.contains(" openframe - audit [audit@32473 tenant=\"acme\" actor=\"owner@acme.example.com\" action=\"POST /api/organizations\" targetType=\"Organization\""),
@@ -247,15 +253,8 @@ async fn security_events_go_to_the_same_collector_as_authpriv_warnings() {
         .unwrap();
     assert_eq!(refused.status(), 401);
 
-    let mut buffer = vec![0u8; 65_536];
-    let (length, _) = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        collector.recv_from(&mut buffer),
-    )
-    .await
-    .expect("a syslog datagram arrives")
-    .unwrap();
-    let message = std::str::from_utf8(&buffer[..length]).unwrap();
+    let message = next_datagram(&collector).await;
+    let message = message.as_str();
     assert!(message.starts_with("<84>1 "), "{message}");
     assert!(
         message.ends_with(" openframe - api_key_rejected [security@32473 event=\"api_key_rejected\" reason=\"the API key is not valid\"] security event api_key_rejected"),
