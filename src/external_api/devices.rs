@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::openapi::{DevicePage, OrganizationPage};
-use super::params::Params;
+use super::params::{Params, as_parameter};
 use crate::api::{CallerTenant, organizations};
 use crate::audit::AuditChange;
 use crate::error::ApiError;
@@ -49,13 +49,7 @@ fn selection(params: &Params) -> Result<Selection, ApiError> {
         tag_keys: params.list("tagKeys")?,
         tag_values: params.list("tagValues")?,
     };
-    Selection::new(Some(filter), params.one("search")?).map_err(|error| match error {
-        // GraphQL's argument path, in the external API's parameter name.
-        ApiError::InvalidInput(message) => {
-            ApiError::InvalidInput(message.replacen("filter.", "", 1))
-        }
-        other => other,
-    })
+    Selection::new(Some(filter), params.one("search")?).map_err(as_parameter)
 }
 
 #[utoipa::path(

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::openapi::EventPage;
-use super::params::Params;
+use super::params::{Params, as_parameter};
 use crate::audit::AuditChange;
 use crate::error::ApiError;
 use crate::events::EventInput;
@@ -29,8 +29,7 @@ fn selection(params: &Params) -> Result<Selection, ApiError> {
         end_date: params.one("endDate")?,
     };
     Selection::new(Some(filter), params.one("search")?)
-        // GraphQL's argument path, in the external API's parameter name.
-        .map_err(|error| ApiError::InvalidInput(error.message.replace("filter.", "")))
+        .map_err(|error| as_parameter(ApiError::InvalidInput(error.message)))
 }
 
 #[utoipa::path(

@@ -7,7 +7,7 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 
 use super::openapi::LogPage;
-use super::params::Params;
+use super::params::{Params, as_parameter};
 use crate::error::ApiError;
 use crate::gateway::api_keys::KeyCaller;
 use crate::graphql::logs::{self, DetailsKey, LogDetails, LogEvent, LogFilterInput, LogFilters};
@@ -57,12 +57,7 @@ async fn storage_filter(
         params.one("search")?,
     )
     .await
-    .map_err(|error| match error {
-        ApiError::InvalidInput(message) => {
-            ApiError::InvalidInput(message.replacen("filter.", "", 1))
-        }
-        other => other,
-    })
+    .map_err(as_parameter)
 }
 
 #[utoipa::path(

@@ -145,6 +145,17 @@ impl Params {
     }
 }
 
+/// An error of the technician API's shared checks, with GraphQL's argument path
+/// (`filter.startDate: …`) turned into the external API's parameter name (`startDate: …`).
+pub(super) fn as_parameter(error: ApiError) -> ApiError {
+    match error {
+        ApiError::InvalidInput(message) => {
+            ApiError::InvalidInput(message.replacen("filter.", "", 1))
+        }
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
