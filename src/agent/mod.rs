@@ -10,9 +10,9 @@
 //! - **Trust**: with `--ca-file` only that certificate (bundle) is trusted for the server;
 //!   without it, the system's roots.
 //! - **Results** go through a durable outbox: written to the state dir before they are sent,
-//!   removed once nats-server has them (a request that comes back "no responders" proves the
-//!   hub passed everything before it on), and sent again after a reconnect or a restart. The
-//!   server takes one result per execution and machine, so a repeat changes nothing.
+//!   sent as requests, removed once the appliance answers that it stored them, and sent again
+//!   at the next heartbeat, reconnect or restart until then. The server takes one result per
+//!   execution and machine, so a repeat changes nothing.
 //! - It runs only what is addressed to it: it subscribes to its own subjects, and drops a
 //!   message naming another machine.
 //! - A revoked credential (the server answers 401 to the token grant) ends the agent with an
@@ -360,22 +360,23 @@ pub async fn run(options: AgentOptions, stop: CancellationToken) -> Result<(), A
     Ok(())
 }
 
-/// Sends what the outbox holds; each entry is removed once nats-server has it.
-async fn drain_outbox(client: &async_nats::Client, state: &StateDir, machine_id: &str) {
+/// Sends what the outbox holds, as requests: an entry is removed once the appliance answers
+/// that it stored (or refused for good) the result. Without an answer (no responders while the
+/// appliance is starting, a timeout, a lost connection) it stays and goes again at the next
+/// heartbeat or reconnect. nats-server having a message is not enough: core NATS drops what no
+/// subscriber is listening for.
+async fn drain_outbox(client: &async_nats::Client, state: &StateDir) {
     for (key, entry) in state.outbox() {
-        if client
-            .publish(entry.subject.clone(), entry.payload.clone().into())
-            .await
-            .is_err()
-        {
+        let answered = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.request(entry.subject.clone(), entry.payload.clone().into()),
+        )
+        .await;
+        if !matches!(answered, Ok(Ok(_))) {
             return;
         }
-        if delivered(client, machine_id).await {
-            if let Err(error) = state.outbox_remove(&key) {
-                tracing::warn!(%error, key, "a delivered result could not be removed from the outbox");
-            }
-        } else {
-            return;
+        if let Err(error) = state.outbox_remove(&key) {
+            tracing::warn!(%error, key, "a delivered result could not be removed from the outbox");
         }
     }
 }
@@ -482,7 +483,7 @@ async fn session(link: &Link<'_>, until: Duration, stop: &CancellationToken) -> 
     tracing::info!(machine_id, "connected");
     let mut reported = None;
     report_machine(&client, options, &machine_id, &mut reported).await?;
-    drain_outbox(&client, state, &machine_id).await;
+    drain_outbox(&client, state).await;
     // Tool messages come through a JetStream consumer; trouble there leaves scripts running.
     let session_over = stop.child_token();
     let _ends_with_session = session_over.clone().drop_guard();
@@ -507,6 +508,11 @@ async fn session(link: &Link<'_>, until: Duration, stop: &CancellationToken) -> 
                 client.publish(format!("machine.{machine_id}.heartbeat"), "{}".into()).await?;
                 if client.connection_state() != async_nats::connection::State::Connected {
                     anyhow::bail!("the connection to NATS is down");
+                }
+                // Results the appliance has not answered yet go again (a repeat changes nothing).
+                if !state.outbox().is_empty() {
+                    let (client, state) = (client.clone(), state.clone());
+                    tokio::spawn(async move { drain_outbox(&client, &state).await });
                 }
                 continue;
             }
@@ -575,7 +581,7 @@ async fn session(link: &Link<'_>, until: Duration, stop: &CancellationToken) -> 
             if let Err(error) = state.outbox_put(&key, &entry) {
                 tracing::error!(%error, "a result could not be kept in the outbox");
             }
-            drain_outbox(&client, &state, &machine_id).await;
+            drain_outbox(&client, &state).await;
         });
     }
 }

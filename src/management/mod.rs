@@ -183,6 +183,7 @@ async fn follow(
                     anyhow::bail!("the result subscriptions ended");
                 };
                 let subject = result.subject.as_str();
+                // Err((transient, why)): a transient failure leaves the sender's copy in place.
                 let outcome = match (machine_of(subject), rmm::Kind::of_result(subject)) {
                     (Some(machine), Some(kind)) => match management.agents.tenant_of(machine) {
                         Some(tenant) => management
@@ -190,13 +191,25 @@ async fn follow(
                             .record_result(&tenant, machine, kind, &result.payload)
                             .await
                             .map(|_| ())
-                            .map_err(|error| error.to_string()),
-                        None => Err("no registered machine".to_owned()),
+                            .map_err(|error| {
+                                (matches!(error, rmm::RmmError::Unavailable(_)), error.to_string())
+                            }),
+                        None => Err((false, "no registered machine".to_owned())),
                     },
-                    _ => Err("not a result subject".to_owned()),
+                    _ => Err((false, "not a result subject".to_owned())),
                 };
-                if let Err(why) = outcome {
+                if let Err((_, why)) = &outcome {
                     tracing::warn!(subject, why, "an execution result was refused");
+                }
+                // Our agent asks with a reply inbox and keeps the result until it is answered:
+                // stored, or refused for good. A store outage stays unanswered, so it comes again.
+                if let Some(reply) = result.reply.clone()
+                    && !matches!(outcome, Err((true, _)))
+                {
+                    let answer = if outcome.is_ok() { "stored" } else { "refused" };
+                    if let Err(error) = client.publish(reply, answer.into()).await {
+                        tracing::warn!(%error, subject, "answering an execution result failed");
+                    }
                 }
             }
             report = merged.next() => {
