@@ -4,7 +4,7 @@
 //! the edge answers 4xx) from [`EngineFailure`], an infrastructure failure the caller cannot fix
 //! (I/O error, full disk, closed engine: the edge answers 503 and may retry).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -74,6 +74,13 @@ pub enum OpenError {
         found: i64,
         supported: i64,
     },
+    #[error("cannot copy {from} to {to}: {source}")]
+    Copy {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: BoxError,
+    },
     #[error("{path}: cannot open: {source}")]
     Engine {
         path: PathBuf,
@@ -86,6 +93,14 @@ impl OpenError {
     pub fn engine(path: impl Into<PathBuf>, source: impl Into<BoxError>) -> Self {
         Self::Engine {
             path: path.into(),
+            source: source.into(),
+        }
+    }
+
+    pub fn copy(from: &Path, to: &Path, source: impl Into<BoxError>) -> Self {
+        Self::Copy {
+            from: from.to_owned(),
+            to: to.to_owned(),
             source: source.into(),
         }
     }

@@ -370,6 +370,83 @@ impl Records {
     }
 }
 
+/// The schema version a store of record's files carry, as found on disk before opening it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSchema {
+    /// `tenancy` or `events`, as in [`schema_versions`].
+    pub role: &'static str,
+    pub path: PathBuf,
+    /// `None` when the store has no files yet.
+    pub found: Option<i64>,
+    /// The version this build migrates the store to when it opens it.
+    pub supported: i64,
+}
+
+impl StoredSchema {
+    /// Whether opening the store will migrate files an older release wrote.
+    pub fn needs_migration(&self) -> bool {
+        matches!(self.found, Some(found) if found > 0 && found < self.supported)
+    }
+
+    /// The version recorded for a copy of the store as it is: what was found, or this build's
+    /// version for a store that has no files yet.
+    pub fn version(&self) -> i64 {
+        self.found
+            .filter(|found| *found > 0)
+            .unwrap_or(self.supported)
+    }
+}
+
+/// Reads the schema version of each embedded store of record in the data dir without changing
+/// it, and refuses files that are not ours or come from a newer release. The event log is opened
+/// exclusively: only the holder of the data dir may call this (see [`stored_tenancy_schema`]).
+/// External engines are not listed; they keep their own schema.
+pub fn stored_schemas(config: &StorageConfig) -> Result<Vec<StoredSchema>, OpenError> {
+    let mut found = Vec::new();
+    if config.documents == DocumentBackend::Sqlite {
+        found.push(stored_tenancy_schema(config)?);
+    }
+    if config.events == EventBackend::Redb {
+        let path = config.data_dir.join(files::EVENTS);
+        found.push(StoredSchema {
+            role: "events",
+            found: redb_log::stored_format_version(&path)?,
+            supported: redb_log::format_version(),
+            path,
+        });
+    }
+    Ok(found)
+}
+
+/// The tenancy database's schema alone, read without changing it: safe while `serve` runs.
+pub fn stored_tenancy_schema(config: &StorageConfig) -> Result<StoredSchema, OpenError> {
+    let path = config.data_dir.join(files::TENANCY);
+    Ok(StoredSchema {
+        role: "tenancy",
+        found: sqlite::stored_schema_version(&path)?,
+        supported: sqlite::schema_version(),
+        path,
+    })
+}
+
+/// Copies the embedded stores of record of the data dir into `into` (an existing directory) as
+/// they are on disk, without migrating them, and returns the files written (relative to `into`).
+/// For a data dir nothing serves: the caller holds it, so nothing writes to the event log.
+pub fn copy_stores_as_is(config: &StorageConfig, into: &Path) -> Result<Vec<String>, OpenError> {
+    let mut written = Vec::new();
+    let tenancy = config.data_dir.join(files::TENANCY);
+    if config.documents == DocumentBackend::Sqlite && tenancy.exists() {
+        sqlite::copy_as_is(&tenancy, &into.join(files::TENANCY))?;
+        written.push(files::TENANCY.to_owned());
+    }
+    let events = config.data_dir.join(files::EVENTS);
+    if config.events == EventBackend::Redb && events.exists() {
+        redb_log::copy_as_is(&events, &into.join(files::EVENTS))?;
+        written.push(files::EVENTS.to_owned());
+    }
+    Ok(written)
+}
+
 /// The schema (format) version of each store of record this build writes and reads, by role:
 /// a backup records them, so a restore can refuse the files of a newer release.
 pub fn schema_versions() -> [(&'static str, i64); 2] {

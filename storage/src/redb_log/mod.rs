@@ -240,6 +240,75 @@ pub fn format_version() -> i64 {
     FORMAT_VERSION as i64
 }
 
+/// The format version of the event log at `path`, read without migrating it: `None` when there is
+/// no file yet or it was never initialised. Opens the file exclusively (redb repairs it after an
+/// unclean stop), so only the holder of the data dir may call it.
+pub fn stored_format_version(path: &Path) -> Result<Option<i64>, OpenError> {
+    with_file_as_is(path, || Ok(()))
+}
+
+/// Copies the event log at `path` to `target` (which must not exist) byte for byte, at the format
+/// it has, after a clean open and close, and flushes the copy to disk. Only the holder of the data
+/// dir may call it: that is what keeps writers out while it copies.
+pub fn copy_as_is(path: &Path, target: &Path) -> Result<(), OpenError> {
+    with_file_as_is(path, || {
+        let copy_error = |error: std::io::Error| OpenError::copy(path, target, error);
+        let mut to = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(target)
+            .map_err(copy_error)?;
+        let mut from = std::fs::File::open(path).map_err(copy_error)?;
+        std::io::copy(&mut from, &mut to).map_err(copy_error)?;
+        to.sync_all().map_err(copy_error)
+    })?;
+    Ok(())
+}
+
+/// Opens the database at `path` without initialising or migrating it (redb repairs it after an
+/// unclean stop), closes it, runs `work`, and returns its format version.
+fn with_file_as_is(
+    path: &Path,
+    work: impl FnOnce() -> Result<(), OpenError>,
+) -> Result<Option<i64>, OpenError> {
+    if std::fs::metadata(path).map_or(true, |metadata| metadata.len() == 0) {
+        return Ok(None);
+    }
+    crate::magic::refuse_unless_starts_with(path, REDB_MAGIC, "event log", "redb's magic number")?;
+    let engine_error = |error: redb::Error| OpenError::engine(path, error);
+    let database = Database::open(path).map_err(|error| match error {
+        redb::DatabaseError::DatabaseAlreadyOpen => OpenError::engine(
+            path,
+            "the file is already open (is another openframe running on this data dir?)",
+        ),
+        other => OpenError::engine(path, other),
+    })?;
+    let found = {
+        let transaction = database.begin_read().map_err(|e| engine_error(e.into()))?;
+        match transaction.open_table(META) {
+            Ok(meta) => meta
+                .get("format_version")
+                .map_err(|e| engine_error(e.into()))?
+                .map(|guard| guard.value()),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(other) => return Err(engine_error(other.into())),
+        }
+    };
+    if let Some(version) = found
+        && version > FORMAT_VERSION
+    {
+        return Err(OpenError::NewerSchema {
+            path: path.to_owned(),
+            found: version as i64,
+            supported: FORMAT_VERSION as i64,
+        });
+    }
+    // Closed first, so the file is marked clean; the data dir's holder keeps others out.
+    drop(database);
+    work()?;
+    Ok(found.map(|version| version as i64))
+}
+
 fn closed(operation: &'static str) -> EngineFailure {
     EngineFailure::new(ENGINE, operation, "the event log is closed")
 }

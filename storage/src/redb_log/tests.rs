@@ -155,6 +155,33 @@ fn a_log_written_by_a_newer_release_is_refused() {
     );
 }
 
+#[tokio::test]
+async fn the_format_is_read_and_the_file_copied_as_is_only_while_nothing_holds_it() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("events.redb");
+    assert_eq!(super::stored_format_version(&path).unwrap(), None);
+    let log = RedbLog::open(&path, Arc::new(SystemClock)).unwrap();
+    log.append_batch(&tenant(), &topic(), vec![record(b"kept")])
+        .await
+        .unwrap();
+    let held = super::stored_format_version(&path).unwrap_err().to_string();
+    assert!(held.contains("already open"), "{held}");
+    log.close().await.unwrap();
+
+    assert_eq!(super::stored_format_version(&path).unwrap(), Some(1));
+    let copy = dir.path().join("copy.redb");
+    super::copy_as_is(&path, &copy).unwrap();
+    assert!(std::fs::read(&copy).unwrap() == std::fs::read(&path).unwrap());
+    let reopened = RedbLog::open(&copy, Arc::new(SystemClock)).unwrap();
+    let read = reopened
+        .read(&tenant(), &topic(), Offset(0), 10)
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].record.value, b"kept");
+    reopened.close().await.unwrap();
+}
+
 #[test]
 fn a_second_open_of_the_same_file_is_refused_while_the_first_is_open() {
     let dir = TempDir::new().unwrap();

@@ -50,12 +50,7 @@ impl SqliteStore {
     /// Opens or creates the database at `path` and brings its schema up to date. Refuses files
     /// that are not ours or come from a newer release, without writing to them.
     pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<SqliteStore, OpenError> {
-        crate::magic::refuse_unless_starts_with(
-            path,
-            SQLITE_MAGIC,
-            "tenancy database",
-            "the SQLite header",
-        )?;
+        refuse_unless_sqlite(path)?;
         let mut writer = open_connection(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
@@ -124,6 +119,58 @@ impl SqliteStore {
 /// The schema version (`PRAGMA user_version`) this build migrates tenancy databases to.
 pub fn schema_version() -> i64 {
     migrations::latest()
+}
+
+/// The schema version of the tenancy database at `path`, read without changing it: `None` when
+/// there is no file yet, `Some(0)` for an empty one. Refuses what [`SqliteStore::open`] refuses.
+pub fn stored_schema_version(path: &Path) -> Result<Option<i64>, OpenError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    refuse_unless_sqlite(path)?;
+    let connection = open_connection(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    refuse_foreign_schema(path, &connection).map(Some)
+}
+
+fn refuse_unless_sqlite(path: &Path) -> Result<(), OpenError> {
+    crate::magic::refuse_unless_starts_with(
+        path,
+        SQLITE_MAGIC,
+        "tenancy database",
+        "the SQLite header",
+    )
+}
+
+/// Copies the tenancy database at `path` to `target` (which must not exist) at the schema it has,
+/// without migrating it, and flushes the copy to disk. `VACUUM INTO` reads one transaction, so the
+/// copy is consistent even while another process writes.
+pub fn copy_as_is(path: &Path, target: &Path) -> Result<(), OpenError> {
+    stored_schema_version(path)?;
+    let connection = open_connection(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    let target_text = target
+        .to_str()
+        .ok_or_else(|| OpenError::copy(path, target, "the target path is not valid UTF-8"))?;
+    connection
+        .execute("VACUUM INTO ?1", params![target_text])
+        .map_err(|error| OpenError::copy(path, target, error))?;
+    std::fs::File::open(target)
+        .and_then(|file| file.sync_all())
+        .map_err(|error| OpenError::copy(path, target, error))
+}
+
+/// `find_by_field`'s statement for `field` (checked to be plain: it is written into the SQL).
+/// The path is a literal so that SQLite matches it against the expression indexes of migration 2.
+fn find_by_field_sql(field: &str) -> String {
+    let indexed_by = migrations::INDEXED_FIELDS
+        .iter()
+        .find(|(indexed, _)| *indexed == field)
+        .map(|(_, index)| format!(" INDEXED BY {index}"))
+        .unwrap_or_default();
+    format!(
+        "SELECT id, version, body, updated_at FROM documents{indexed_by}
+         WHERE tenant_id = ?1 AND collection = ?2 AND json_extract(body, '$.\"{field}\"') = ?3
+         ORDER BY id LIMIT ?4"
+    )
 }
 
 fn closed(operation: &'static str) -> EngineFailure {
@@ -667,25 +714,15 @@ impl DocumentStore for SqliteStore {
                 ));
             }
         };
-        let path = format!("$.\"{field}\"");
+        let sql = find_by_field_sql(field);
         let (tenant, collection) = (tenant.clone(), collection.clone());
         self.read("find documents", move |connection| {
             let mut statement = connection
-                .prepare_cached(
-                    "SELECT id, version, body, updated_at FROM documents
-                     WHERE tenant_id = ?1 AND collection = ?2 AND json_extract(body, ?3) = ?4
-                     ORDER BY id LIMIT ?5",
-                )
+                .prepare_cached(&sql)
                 .map_err(failure("find documents"))?;
             let rows = statement
                 .query_map(
-                    params![
-                        tenant.as_str(),
-                        collection.as_str(),
-                        path,
-                        bound,
-                        limit as i64
-                    ],
+                    params![tenant.as_str(), collection.as_str(), bound, limit as i64],
                     document_from_row,
                 )
                 .map_err(failure("find documents"))?
