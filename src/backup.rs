@@ -11,7 +11,9 @@
 //!   SHA-256, rebuilds the derived stores there, and renames it to `DIR` last: a failure at any
 //!   step leaves no data dir at all, never a half-restored one.
 //! - The snapshot of a running appliance is taken by that process (redb and DuckDB lock their
-//!   files), asked over the admin listener with the token in [`TOKEN_FILE`].
+//!   files), asked over the admin listener with the token in [`TOKEN_FILE`]. A data dir nothing
+//!   serves is archived by the lock's holder as it is on disk, never migrated first
+//!   ([`create_archive_as_is`]; `crate::upgrade` relies on this before migrating).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -95,21 +97,115 @@ pub async fn create_archive(
     let snapshot = work.join("snapshot");
     create_private_dir(&snapshot)?;
     progress("snapshotting the stores of record");
-    let mut paths = storage
+    let paths = storage
         .snapshot(&snapshot)
         .await
         .map_err(|failure| anyhow::anyhow!("{failure}"))?;
+    progress("counting records in the snapshot");
+    let tenants = count_snapshot(&snapshot).await?;
+    archive_snapshot(
+        Snapshot {
+            dir: snapshot,
+            paths,
+            tenants,
+            schema_versions: current_schema_versions(),
+        },
+        data_dir,
+        out,
+        progress,
+    )
+    .await
+}
+
+/// Archives a data dir nothing serves (the caller holds it) as it is on disk: its stores of
+/// record are copied without being opened, so files an older release wrote are archived at their
+/// own schema, not migrated. `work` is an empty directory this call fills and the caller removes.
+pub async fn create_archive_as_is(
+    config: &StorageConfig,
+    work: &Path,
+    out: &Path,
+    progress: Progress<'_>,
+) -> anyhow::Result<Manifest> {
+    let (storage_config, snapshot) = (config.clone(), work.join("snapshot"));
+    create_private_dir(&snapshot)?;
+    progress("copying the stores of record as they are");
+    let into = snapshot.clone();
+    let (schemas, paths) = tokio::task::spawn_blocking(move || {
+        let schemas = openframe_storage::stored_schemas(&storage_config)?;
+        let paths = openframe_storage::copy_stores_as_is(&storage_config, &into)?;
+        Ok::<_, openframe_storage::OpenError>((schemas, paths))
+    })
+    .await
+    .context("the copying task failed")?
+    .map_err(|error| anyhow::anyhow!("{error}"))?;
+    // Counting opens the stores, which migrates them: count a second copy, not the archived one.
+    progress("counting records");
+    let counting = work.join("count");
+    create_private_dir(&counting)?;
+    for path in &paths {
+        std::fs::copy(snapshot.join(path), counting.join(path))
+            .with_context(|| format!("cannot copy {path} for counting"))?;
+    }
+    let tenants = count_snapshot(&counting).await?;
+    std::fs::remove_dir_all(&counting)
+        .with_context(|| format!("cannot remove {}", counting.display()))?;
+    let mut schema_versions = current_schema_versions();
+    for schema in &schemas {
+        schema_versions.insert(schema.role.to_owned(), schema.version());
+    }
+    archive_snapshot(
+        Snapshot {
+            dir: snapshot,
+            paths,
+            tenants,
+            schema_versions,
+        },
+        &config.data_dir,
+        out,
+        progress,
+    )
+    .await
+}
+
+/// This build's schema version of each store of record, by role.
+fn current_schema_versions() -> std::collections::BTreeMap<String, i64> {
+    openframe_storage::schema_versions()
+        .iter()
+        .map(|(role, version)| ((*role).to_owned(), *version))
+        .collect()
+}
+
+/// The stores of record copied into `dir` (as `paths`), what they hold and their schemas.
+struct Snapshot {
+    dir: PathBuf,
+    paths: Vec<String>,
+    tenants: Vec<TenantCounts>,
+    schema_versions: std::collections::BTreeMap<String, i64>,
+}
+
+/// Adds the small directories of `data_dir` to the snapshot, hashes every file and writes the
+/// archive to `out`.
+async fn archive_snapshot(
+    snapshot: Snapshot,
+    data_dir: &Path,
+    out: &Path,
+    progress: Progress<'_>,
+) -> anyhow::Result<Manifest> {
+    let Snapshot {
+        dir,
+        mut paths,
+        tenants,
+        schema_versions,
+    } = snapshot;
     let mut stores = vec!["tenancy".to_owned(), "events".to_owned()];
-    for dir in SMALL_DIRS {
-        let copied = copy_small_dir(&data_dir.join(dir), &snapshot.join(dir), dir)?;
+    for small in SMALL_DIRS {
+        let copied = copy_small_dir(&data_dir.join(small), &dir.join(small), small)?;
         if !copied.is_empty() {
-            stores.push(dir.to_owned());
+            stores.push(small.to_owned());
         }
         paths.extend(copied);
     }
-    progress("counting records in the snapshot");
-    let tenants = count_snapshot(&snapshot).await?;
-    let snapshot_dir = snapshot.clone();
+    let snapshot_dir = dir.clone();
     let manifest = tokio::task::spawn_blocking(move || -> anyhow::Result<Manifest> {
         let mut files = Vec::with_capacity(paths.len());
         for path in paths {
@@ -124,10 +220,7 @@ pub async fn create_archive(
             format: FORMAT,
             appliance_version: env!("CARGO_PKG_VERSION").to_owned(),
             created_at: now_rfc3339(),
-            schema_versions: openframe_storage::schema_versions()
-                .iter()
-                .map(|(role, version)| ((*role).to_owned(), *version))
-                .collect(),
+            schema_versions,
             stores,
             rebuilt_on_restore: vec!["analytics".to_owned(), "search".to_owned()],
             files,
@@ -141,7 +234,7 @@ pub async fn create_archive(
     // Progress lines cross the thread as they happen.
     let (lines, mut received) = tokio::sync::mpsc::unbounded_channel::<String>();
     let writer = tokio::task::spawn_blocking(move || {
-        write_archive(&snapshot, &written, &out, &mut |line| {
+        write_archive(&dir, &written, &out, &mut |line| {
             let _ = lines.send(line.to_owned());
         })
     });
@@ -506,7 +599,8 @@ pub fn finish_archive(
     checked
 }
 
-/// Backs up a data dir nothing serves: takes its lock, opens the stores and snapshots them.
+/// Backs up a data dir nothing serves: takes its lock and archives its stores as they are on
+/// disk (without migrating files an older release wrote).
 pub async fn backup_local(
     config: &crate::config::Config,
     partial: &Path,
@@ -521,21 +615,12 @@ pub async fn backup_local(
     }
     let lock = crate::datadir::DataDirLock::acquire(&data_dir)?;
     remove_stale_scratch(&data_dir);
-    let clock: Arc<dyn Clock> = Arc::new(openframe_storage::model::SystemClock);
-    // The stores of record only: the derived ones are not archived.
-    let storage = Storage::open_records(&config.storage_config(), clock)
-        .await
-        .map_err(|error| anyhow::anyhow!("{error}"))?;
-    let written = match ScratchDir::create(&data_dir, ".backup-") {
-        Ok(work) => create_archive(&storage, &data_dir, work.path(), partial, progress)
-            .await
-            .map(drop),
-        Err(error) => Err(error),
-    };
-    let closed = storage.close().await;
+    let work = ScratchDir::create(&data_dir, ".backup-")?;
+    let written =
+        create_archive_as_is(&config.storage_config(), work.path(), partial, progress).await;
+    drop(work);
     drop(lock);
-    written?;
-    closed.map_err(|failure| anyhow::anyhow!("closing the stores: {failure}"))
+    written.map(drop)
 }
 
 /// Asks the appliance serving at `admin_url` for a backup and writes what it sends to `partial`.

@@ -47,4 +47,5 @@ pub mod systemd;
 pub mod tags;
 pub mod telemetry;
 pub mod tls;
+pub mod upgrade;
 pub mod webhooks;

@@ -741,6 +741,7 @@ fn reindex_command(args: &TenancyArgs, only: Option<&str>) -> anyhow::Result<Exi
         .map_err(|error| anyhow::anyhow!("{error}; stop the appliance before reindexing"))?;
     let runtime = tokio::runtime::Runtime::new()?;
     let outcome = runtime.block_on(async {
+        openframe::upgrade::backup_before_migrating(&config).await?;
         let clock: Arc<dyn openframe_storage::Clock> =
             Arc::new(openframe_storage::model::SystemClock);
         let storage = openframe_storage::Storage::open(&config.storage_config(), clock.clone())
@@ -1163,6 +1164,7 @@ fn with_identity(
     runtime.block_on(async {
         let clock: Arc<dyn openframe_storage::Clock> =
             Arc::new(openframe_storage::model::SystemClock);
+        openframe::upgrade::refuse_pending_tenancy_migration(&config.storage_config())?;
         let tenancy =
             openframe_storage::Storage::open_tenancy(&config.storage_config(), clock.clone())
                 .await

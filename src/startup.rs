@@ -97,6 +97,8 @@ impl Application {
     pub async fn build(mut config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
         let data_dir = config.storage.data_dir.clone();
         let lock = DataDirLock::acquire(&data_dir)?;
+        // Before any store opens (and migrates files an older release wrote).
+        crate::upgrade::backup_before_migrating(&config).await?;
 
         let files = CertificateFiles::resolve(&config.tls, &data_dir);
         let tls_config = tokio::task::spawn_blocking(move || {

@@ -449,6 +449,104 @@ async fn a_backup_taken_while_serving_under_load_restores_every_record_key_log_a
     assert_eq!(status, 200, "{listed}");
 }
 
+/// The last line of a failed command's stderr: its one-line error (progress lines may come first).
+fn error_line(output: &std::process::Output) -> String {
+    let said = stderr_of(output);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    let error = said
+        .trim_end()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.starts_with("openframe: error: "), "{said}");
+    error
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_backup_and_the_restore_without_leaving_anything_behind() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let mut app = spawn_app_in(&data).await;
+    crate::identity::support::seed(&app, "acme").await;
+    app.stop().await.unwrap();
+    drop(app);
+    let good = dir.path().join("good.tar");
+    let backed_up = openframe(&[
+        "backup",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        good.to_str().unwrap(),
+    ]);
+    assert!(backed_up.status.success(), "{}", stderr_of(&backed_up));
+    // Files may grow to half the largest store: neither the archive nor the restore fits.
+    let manifest = manifest_checked_by_hand(&good);
+    let largest = manifest.files.iter().map(|file| file.bytes).max().unwrap();
+    let cap_kib = largest / 2 / 1024;
+    assert!(
+        cap_kib > 8,
+        "the stores are large enough to cut: {largest} bytes"
+    );
+
+    let out = dir.path().join("full.tar");
+    let failed = crate::cli::openframe_with_file_limit(
+        cap_kib,
+        &[
+            "backup",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let error = error_line(&failed);
+    // SQLite reports the failed write as an I/O error, a plain copy as EFBIG.
+    assert!(
+        error.contains("cannot copy ")
+            && (error.contains("disk I/O error") || error.contains("File too large")),
+        "{error}"
+    );
+    assert!(!out.exists());
+    assert!(
+        leftovers(dir.path(), "full.tar").is_empty(),
+        "no .partial left"
+    );
+    assert!(
+        leftovers(&data, ".backup-").is_empty(),
+        "no scratch dir left"
+    );
+
+    let target = dir.path().join("restored");
+    let failed = crate::cli::openframe_with_file_limit(
+        cap_kib,
+        &[
+            "restore",
+            "--from",
+            good.to_str().unwrap(),
+            "--data-dir",
+            target.to_str().unwrap(),
+        ],
+    );
+    let error = error_line(&failed);
+    assert!(error.contains("File too large"), "{error}");
+    assert!(!target.exists(), "no half-restored data dir");
+    assert!(
+        leftovers(dir.path(), "restored").is_empty(),
+        "no .restoring- dir left"
+    );
+
+    // With room, the same archive restores.
+    let restored = openframe(&[
+        "restore",
+        "--from",
+        good.to_str().unwrap(),
+        "--data-dir",
+        target.to_str().unwrap(),
+    ]);
+    assert!(restored.status.success(), "{}", stderr_of(&restored));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_refuses_a_running_instance_a_non_empty_dir_damaged_or_newer_archives() {
     let dir = TempDir::new().unwrap();
@@ -485,18 +583,9 @@ async fn restore_refuses_a_running_instance_a_non_empty_dir_damaged_or_newer_arc
             "--data-dir",
             target.to_str().unwrap(),
         ]);
-        let said = stderr_of(&output);
-        assert_eq!(output.status.code(), Some(1), "{said}");
-        // Progress lines may come first; the error is one line, the last.
-        let error = said
-            .trim_end()
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_owned();
-        assert!(error.starts_with("openframe: error: "), "{said}");
+        let error = error_line(&output);
         for words in says {
-            assert!(error.contains(words), "{words:?} in {said}");
+            assert!(error.contains(words), "{words:?} in {error}");
         }
         let name = target.file_name().unwrap().to_string_lossy().into_owned();
         assert!(leftovers(target.parent().unwrap(), &format!("{name}.restoring-")).is_empty());

@@ -14,6 +14,20 @@ pub(crate) fn openframe(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `openframe ARGS` with writes capped at `kib` KiB per file (`ulimit -f`, SIGXFSZ ignored, so a
+/// write past it fails with EFBIG the way a full disk fails with ENOSPC).
+pub(crate) fn openframe_with_file_limit(kib: u64, args: &[&str]) -> Output {
+    Command::new("bash")
+        .arg("-c")
+        .arg(format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\""))
+        .arg(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env("OPENFRAME_NATS__MODE", "off")
+        .output()
+        .unwrap()
+}
+
 fn stderr_of(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }

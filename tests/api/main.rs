@@ -19,3 +19,4 @@ mod identity;
 mod rest;
 mod shutdown;
 mod stream;
+mod upgrade;
