@@ -146,7 +146,7 @@ async fn backup(
             &data_dir,
             work.path(),
             &archive,
-            &mut |step| tracing::info!(step, "backup"),
+            &mut |step: &str| tracing::info!(step, "backup"),
         )
         .await?;
         // Open, then remove the scratch dir: the open file stays readable until it is sent.

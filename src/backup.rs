@@ -81,8 +81,99 @@ pub struct TenantCounts {
     pub log_entries: u64,
 }
 
+/// Where a backup or a restore reports how it is getting on. A closure taking each line is one.
+pub trait Report: Send {
+    /// A step begun or done, as one line.
+    fn line(&mut self, line: &str);
+
+    /// `done` of the `total` bytes of the file `name` copied so far, reported as they go (about
+    /// every 1% and at the end). Ignored unless overridden: the lines name every file anyway.
+    fn bytes(&mut self, name: &str, done: u64, total: u64) {
+        let _ = (name, done, total);
+    }
+}
+
+impl<F: FnMut(&str) + Send> Report for F {
+    fn line(&mut self, line: &str) {
+        self(line);
+    }
+}
+
 /// A step's progress, for the caller to print or log.
-pub type Progress<'a> = &'a mut (dyn FnMut(&str) + Send);
+pub type Progress<'a> = &'a mut dyn Report;
+
+/// What a blocking task reports, on its way to the caller's [`Report`].
+enum Event {
+    Line(String),
+    Bytes(String, u64, u64),
+}
+
+/// The blocking task's end of the channel.
+struct Forward(tokio::sync::mpsc::UnboundedSender<Event>);
+
+impl Report for Forward {
+    fn line(&mut self, line: &str) {
+        let _ = self.0.send(Event::Line(line.to_owned()));
+    }
+
+    fn bytes(&mut self, name: &str, done: u64, total: u64) {
+        let _ = self.0.send(Event::Bytes(name.to_owned(), done, total));
+    }
+}
+
+/// Runs `work` on the blocking pool, passing what it reports on to `progress` as it happens.
+async fn run_reporting<T: Send + 'static>(
+    progress: Progress<'_>,
+    what: &'static str,
+    work: impl FnOnce(&mut dyn Report) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::task::spawn_blocking(move || work(&mut Forward(events)));
+    while let Some(event) = received.recv().await {
+        match event {
+            Event::Line(line) => progress.line(&line),
+            Event::Bytes(name, done, total) => progress.bytes(&name, done, total),
+        }
+    }
+    task.await
+        .with_context(|| format!("the {what} task failed"))?
+}
+
+/// A reader that reports the bytes read through it as the file `name`'s progress.
+struct Metered<'a, R> {
+    inner: R,
+    name: &'a str,
+    total: u64,
+    done: u64,
+    reported: u64,
+    report: &'a mut dyn Report,
+}
+
+impl<'a, R: Read> Metered<'a, R> {
+    fn new(inner: R, name: &'a str, total: u64, report: &'a mut dyn Report) -> Self {
+        Metered {
+            inner,
+            name,
+            total,
+            done: 0,
+            reported: 0,
+            report,
+        }
+    }
+}
+
+impl<R: Read> Read for Metered<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        self.done += read as u64;
+        let step = (self.total / 100).max(1024 * 1024);
+        if self.done - self.reported >= step || (read == 0 && self.reported < self.done) {
+            self.reported = self.done;
+            self.report.bytes(self.name, self.done, self.total);
+        }
+        Ok(read)
+    }
+}
 
 /// Takes a consistent snapshot of the stores of record (whose data dir is `data_dir`) into `work`
 /// (an empty directory this call fills and the caller removes) and writes the archive to `out`,
@@ -96,12 +187,12 @@ pub async fn create_archive(
 ) -> anyhow::Result<Manifest> {
     let snapshot = work.join("snapshot");
     create_private_dir(&snapshot)?;
-    progress("snapshotting the stores of record");
+    progress.line("snapshotting the stores of record");
     let paths = storage
         .snapshot(&snapshot)
         .await
         .map_err(|failure| anyhow::anyhow!("{failure}"))?;
-    progress("counting records in the snapshot");
+    progress.line("counting records in the snapshot");
     let tenants = count_snapshot(&snapshot).await?;
     archive_snapshot(
         Snapshot {
@@ -128,7 +219,7 @@ pub async fn create_archive_as_is(
 ) -> anyhow::Result<Manifest> {
     let (storage_config, snapshot) = (config.clone(), work.join("snapshot"));
     create_private_dir(&snapshot)?;
-    progress("copying the stores of record as they are");
+    progress.line("copying the stores of record as they are");
     let into = snapshot.clone();
     let (schemas, paths) = tokio::task::spawn_blocking(move || {
         let schemas = openframe_storage::stored_schemas(&storage_config)?;
@@ -139,7 +230,7 @@ pub async fn create_archive_as_is(
     .context("the copying task failed")?
     .map_err(|error| anyhow::anyhow!("{error}"))?;
     // Counting opens the stores, which migrates them: count a second copy, not the archived one.
-    progress("counting records");
+    progress.line("counting records");
     let counting = work.join("count");
     create_private_dir(&counting)?;
     for path in &paths {
@@ -231,17 +322,10 @@ async fn archive_snapshot(
     .context("the hashing task failed")??;
     let out = out.to_owned();
     let written = manifest.clone();
-    // Progress lines cross the thread as they happen.
-    let (lines, mut received) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let writer = tokio::task::spawn_blocking(move || {
-        write_archive(&dir, &written, &out, &mut |line| {
-            let _ = lines.send(line.to_owned());
-        })
-    });
-    while let Some(line) = received.recv().await {
-        progress(&line);
-    }
-    writer.await.context("the archive task failed")??;
+    run_reporting(progress, "archive", move |report| {
+        write_archive(&dir, &written, &out, report)
+    })
+    .await?;
     Ok(manifest)
 }
 
@@ -251,7 +335,7 @@ fn write_archive(
     from: &Path,
     manifest: &Manifest,
     out: &Path,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn Report,
 ) -> anyhow::Result<()> {
     let file = OpenOptions::new()
         .write(true)
@@ -281,14 +365,11 @@ fn write_archive(
     for entry in &manifest.files {
         let source = File::open(from.join(&entry.path))
             .with_context(|| format!("cannot read the snapshot's {}", entry.path))?;
+        let metered = Metered::new(source.take(entry.bytes), &entry.path, entry.bytes, progress);
         builder
-            .append_data(
-                &mut header(entry.bytes),
-                &entry.path,
-                source.take(entry.bytes),
-            )
+            .append_data(&mut header(entry.bytes), &entry.path, metered)
             .with_context(|| writing(&entry.path))?;
-        progress(&format!("{} {} done", entry.path, human_bytes(entry.bytes)));
+        progress.line(&format!("{} {} done", entry.path, human_bytes(entry.bytes)));
     }
     let file = builder
         .into_inner()
@@ -451,7 +532,7 @@ pub fn safe_relative_path(text: &str) -> Result<PathBuf, String> {
 pub fn unpack(
     archive: &Path,
     into: Option<&Path>,
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn Report,
 ) -> anyhow::Result<Manifest> {
     let file = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
     let mut reader = tar::Archive::new(BufReader::new(file));
@@ -521,8 +602,11 @@ pub fn unpack(
             None => Box::new(std::io::sink()),
         };
         let mut hashing = HashingWriter::new(&mut sink);
-        std::io::copy(&mut member, &mut hashing)
-            .map_err(|error| damaged(format!("{name}: {error}")))?;
+        std::io::copy(
+            &mut Metered::new(&mut member, &name, listed.bytes, progress),
+            &mut hashing,
+        )
+        .map_err(|error| damaged(format!("{name}: {error}")))?;
         let (bytes, sha256) = hashing.finish();
         if bytes != listed.bytes {
             return Err(damaged(format!(
@@ -539,7 +623,7 @@ pub fn unpack(
         sink.flush()
             .with_context(|| format!("cannot write {name}"))?;
         drop(sink);
-        progress(&format!("{name} {} verified", human_bytes(bytes)));
+        progress.line(&format!("{name} {} verified", human_bytes(bytes)));
         after = name;
     }
     if let Some(missing) = expected.keys().find(|path| !seen.contains(**path)) {
@@ -583,7 +667,7 @@ pub fn finish_archive(
 ) -> anyhow::Result<Manifest> {
     let checked = written.and_then(|()| {
         let manifest =
-            unpack(partial, None, &mut |_| {}).context("the archive does not read back")?;
+            unpack(partial, None, &mut |_: &str| {}).context("the archive does not read back")?;
         std::fs::rename(partial, out)
             .with_context(|| format!("cannot rename {} to {}", partial.display(), out.display()))?;
         let parent = match out.parent() {
@@ -631,7 +715,7 @@ pub async fn backup_remote(
     progress: Progress<'_>,
 ) -> anyhow::Result<()> {
     let url = format!("{}/backup", admin_url.trim_end_matches('/'));
-    progress(&format!("asking the running appliance at {url}"));
+    progress.line(&format!("asking the running appliance at {url}"));
     let response = reqwest::Client::new()
         .post(&url)
         .bearer_auth(token)
@@ -656,7 +740,7 @@ pub async fn backup_remote(
         .mode(0o600)
         .open(partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
-    let mut received: u64 = 0;
+    let (mut received, mut reported) = (0u64, 0u64);
     let mut response = response;
     while let Some(chunk) = response
         .chunk()
@@ -666,6 +750,12 @@ pub async fn backup_remote(
         file.write_all(&chunk)
             .with_context(|| format!("cannot write {}", partial.display()))?;
         received += chunk.len() as u64;
+        if let Some(total) = expected
+            && received - reported >= (total / 100).max(1024 * 1024)
+        {
+            reported = received;
+            progress.bytes("the archive", received, total);
+        }
     }
     if let Some(expected) = expected
         && expected != received
@@ -674,7 +764,7 @@ pub async fn backup_remote(
     }
     file.sync_all()
         .with_context(|| format!("cannot flush {} to disk", partial.display()))?;
-    progress(&format!("received {}", human_bytes(received)));
+    progress.line(&format!("received {}", human_bytes(received)));
     Ok(())
 }
 
@@ -725,18 +815,12 @@ pub async fn restore(
     let scratch = ScratchDir::create(&parent, &format!("{name}.restoring-"))?;
 
     let (archive_path, into) = (archive.to_owned(), scratch.path().to_owned());
-    let (lines, mut received) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let unpacking = tokio::task::spawn_blocking(move || {
-        unpack(&archive_path, Some(&into), &mut |line| {
-            let _ = lines.send(line.to_owned());
-        })
-    });
-    while let Some(line) = received.recv().await {
-        progress(&line);
-    }
-    let manifest = unpacking.await.context("the unpacking task failed")??;
+    let manifest = run_reporting(&mut *progress, "unpacking", move |report| {
+        unpack(&archive_path, Some(&into), report)
+    })
+    .await?;
 
-    progress("rebuilding analytics and search from the log details");
+    progress.line("rebuilding analytics and search from the log details");
     let mut storage_config = config.storage_config();
     storage_config.data_dir = scratch.path().to_owned();
     let clock: Arc<dyn Clock> = Arc::new(openframe_storage::model::SystemClock);
@@ -787,7 +871,7 @@ async fn rebuild_and_count(
         .collect();
     let rebuilt = crate::stream::reindex::reindex(storage, &inventory, &tenants, |_| {}).await?;
     for tenant in &rebuilt {
-        progress(&format!(
+        progress.line(&format!(
             "{}: {} log entries and {} devices reindexed",
             tenant.tenant, tenant.entries, tenant.devices
         ));
@@ -1033,7 +1117,7 @@ pub async fn take_scheduled(state: &crate::startup::AppState) -> anyhow::Result<
             &data_dir,
             work.path(),
             &partial,
-            &mut |step| tracing::debug!(step, "scheduled backup"),
+            &mut |step: &str| tracing::debug!(step, "scheduled backup"),
         )
         .await
         .map(drop),

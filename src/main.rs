@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use std::os::unix::fs::DirBuilderExt;
 
+use openframe::backup::Report as _;
 use openframe::config::{CliOverrides, Config, LogFormat};
 use openframe::identity::admin;
 use openframe::identity::{Identity, IdentityError, NewClient};
@@ -766,15 +767,12 @@ fn reindex_command(args: &TenancyArgs, only: Option<&str>) -> anyhow::Result<Exi
         let result = match tenants {
             Ok(tenants) => {
                 openframe::stream::reindex::reindex(&storage, &inventory, &tenants, |progress| {
-                    let share = (progress.done * 100)
-                        .checked_div(progress.expected)
-                        .map_or(100, |share| share.min(100));
-                    let bar: String = (0..20)
-                        .map(|step| if step * 5 < share { '#' } else { ' ' })
-                        .collect();
                     let line = format!(
-                        "reindexing {} [{bar}] {share:>3}% {} of ~{} entries",
-                        progress.tenant, progress.done, progress.expected
+                        "reindexing {} {} {} of ~{} entries",
+                        progress.tenant,
+                        progress_bar(progress.done, progress.expected),
+                        progress.done,
+                        progress.expected
                     );
                     let mut stderr = std::io::stderr();
                     if terminal {
@@ -828,6 +826,58 @@ fn reindex_command(args: &TenancyArgs, only: Option<&str>) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
+/// `[#####               ]  25%`: how far `done` is towards `total`.
+fn progress_bar(done: u64, total: u64) -> String {
+    let share = (done * 100)
+        .checked_div(total)
+        .map_or(100, |share| share.min(100));
+    let bar: String = (0..20)
+        .map(|step| if step * 5 < share { '#' } else { ' ' })
+        .collect();
+    format!("[{bar}] {share:>3}%")
+}
+
+/// Prints a backup's or a restore's progress on stderr: one line per step, and on a terminal a bar
+/// redrawn in place while a large file is copied.
+struct Console {
+    prefix: &'static str,
+    terminal: bool,
+    bar_shown: bool,
+}
+
+impl Console {
+    fn new(prefix: &'static str) -> Console {
+        use std::io::IsTerminal as _;
+        Console {
+            prefix,
+            terminal: std::io::stderr().is_terminal(),
+            bar_shown: false,
+        }
+    }
+}
+
+impl openframe::backup::Report for Console {
+    fn line(&mut self, line: &str) {
+        if std::mem::take(&mut self.bar_shown) {
+            eprint!("\r\x1b[K");
+        }
+        eprintln!("{}: {line}", self.prefix);
+    }
+
+    fn bytes(&mut self, name: &str, done: u64, total: u64) {
+        if self.terminal {
+            self.bar_shown = true;
+            eprint!(
+                "\r\x1b[K{}: {name} {} {} of {}",
+                self.prefix,
+                progress_bar(done, total),
+                openframe::backup::human_bytes(done),
+                openframe::backup::human_bytes(total)
+            );
+        }
+    }
+}
+
 /// `openframe backup`: through the running appliance when the data dir is locked, else directly.
 fn backup_command(args: &BackupArgs) -> anyhow::Result<ExitCode> {
     let flags = CliOverrides {
@@ -838,7 +888,7 @@ fn backup_command(args: &BackupArgs) -> anyhow::Result<ExitCode> {
     let data_dir = config.storage.data_dir.clone();
     let partial = openframe::backup::prepare_out(&args.out)?;
     let started = std::time::Instant::now();
-    let mut progress = |line: &str| eprintln!("backup: {line}");
+    let mut progress = Console::new("backup");
     let runtime = tokio::runtime::Runtime::new()?;
     let written = match openframe::datadir::lock_holder(&data_dir) {
         Some(_) => {
@@ -865,7 +915,7 @@ fn backup_command(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         }
         None => {
             openframe::telemetry::init(&config.log);
-            progress("nothing serves the data dir; reading the stores directly");
+            progress.line("nothing serves the data dir; reading the stores directly");
             runtime.block_on(openframe::backup::backup_local(
                 &config,
                 &partial,
@@ -899,7 +949,7 @@ fn restore_command(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let manifest = runtime.block_on(openframe::backup::restore(
         &args.from,
         &config,
-        &mut |line| eprintln!("restore: {line}"),
+        &mut Console::new("restore"),
     ))?;
     println!(
         "restored {} tenants from {} (openframe {}, {}) into {} in {:.1} s",

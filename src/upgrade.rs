@@ -81,11 +81,13 @@ async fn write_archive(config: &StorageConfig, dir: &Path) -> anyhow::Result<Pat
         }
     });
     let written = match backup::ScratchDir::create(&config.data_dir, ".backup-") {
-        Ok(work) => backup::create_archive_as_is(config, work.path(), &partial, &mut |step| {
-            tracing::info!(step, "pre-upgrade backup")
-        })
-        .await
-        .map(drop),
+        Ok(work) => {
+            backup::create_archive_as_is(config, work.path(), &partial, &mut |step: &str| {
+                tracing::info!(step, "pre-upgrade backup")
+            })
+            .await
+            .map(drop)
+        }
         Err(error) => Err(error),
     };
     keep_alive.abort();

@@ -768,7 +768,8 @@ async fn scheduled_backups_keep_the_newest_archives_and_report_their_age() {
             "{name}"
         );
         assert_eq!(mode(archive), 0o600, "{name}");
-        let manifest: Manifest = openframe::backup::unpack(archive, None, &mut |_| {}).unwrap();
+        let manifest: Manifest =
+            openframe::backup::unpack(archive, None, &mut |_: &str| {}).unwrap();
         let ids: Vec<&str> = manifest.tenants.iter().map(|t| t.id.as_str()).collect();
         assert!(ids.contains(&"acme") && ids.contains(&"globex"), "{ids:?}");
     }

@@ -120,7 +120,7 @@ async fn a_release_1_data_dir_is_backed_up_then_migrated_and_keeps_everything() 
         "{}",
         String::from_utf8_lossy(&backed_up.stderr)
     );
-    let manifest = openframe::backup::unpack(&offline, None, &mut |_| {}).unwrap();
+    let manifest = openframe::backup::unpack(&offline, None, &mut |_: &str| {}).unwrap();
     assert_eq!(manifest.schema_versions["tenancy"], 1);
     assert_eq!(counts(&manifest), release_1_counts());
     assert_eq!(versions(&data), [("tenancy", Some(1)), ("events", Some(1))]);
@@ -136,7 +136,7 @@ async fn a_release_1_data_dir_is_backed_up_then_migrated_and_keeps_everything() 
     );
     let unpacked = dir.path().join("pre-upgrade");
     let manifest =
-        openframe::backup::unpack(&pre_upgrade[0], Some(&unpacked), &mut |_| {}).unwrap();
+        openframe::backup::unpack(&pre_upgrade[0], Some(&unpacked), &mut |_: &str| {}).unwrap();
     assert_eq!(manifest.schema_versions["tenancy"], 1);
     assert_eq!(counts(&manifest), release_1_counts());
     assert_eq!(
