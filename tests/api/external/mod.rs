@@ -3,6 +3,7 @@
 mod devices;
 mod docs;
 mod events;
+mod isolation;
 mod logs;
 mod scopes;
 mod spec;
