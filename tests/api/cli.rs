@@ -14,13 +14,23 @@ pub(crate) fn openframe(args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// `openframe ARGS` with writes capped at `kib` KiB per file (`ulimit -f`, SIGXFSZ ignored, so a
-/// write past it fails with EFBIG the way a full disk fails with ENOSPC).
-pub(crate) fn openframe_with_file_limit(kib: u64, args: &[&str]) -> Output {
-    Command::new("bash")
+/// The binary with writes capped at `kib` KiB per file: a soft `ulimit -f` with SIGXFSZ ignored,
+/// so a write past it fails with EFBIG the way a full disk fails with ENOSPC. The hard limit is
+/// left alone, so `prlimit` can lift the cap from a running process ("space is freed").
+fn capped(kib: u64) -> Command {
+    let mut command = Command::new("bash");
+    command
         .arg("-c")
-        .arg(format!("trap '' XFSZ; ulimit -f {kib}; exec \"$0\" \"$@\""))
-        .arg(BIN)
+        .arg(format!(
+            "trap '' XFSZ; ulimit -S -f {kib}; exec \"$0\" \"$@\""
+        ))
+        .arg(BIN);
+    command
+}
+
+/// `openframe ARGS` with writes capped at `kib` KiB per file (see [`capped`]).
+pub(crate) fn openframe_with_file_limit(kib: u64, args: &[&str]) -> Output {
+    capped(kib)
         .args(args)
         .env_remove("RUST_LOG")
         .env("OPENFRAME_NATS__MODE", "off")
@@ -43,16 +53,20 @@ pub(crate) struct Served {
 /// `openframe serve` without NATS (a killed `serve` would leave its nats-server behind until the
 /// next start on the same data dir); [`serve_with_nats`] runs the default.
 pub(crate) fn serve(data_dir: &Path) -> Served {
-    serve_with(data_dir, "off", None)
+    serve_with(Command::new(BIN), data_dir, "off", None)
 }
 
 pub(crate) fn serve_with_nats(data_dir: &Path) -> Served {
-    serve_with(data_dir, "embedded", None)
+    serve_with(Command::new(BIN), data_dir, "embedded", None)
 }
 
-/// `notify`: the socket systemd would pass in `NOTIFY_SOCKET`.
-fn serve_with(data_dir: &Path, nats: &str, notify: Option<&Path>) -> Served {
-    let mut command = Command::new(BIN);
+/// [`serve`] with every file it writes capped at `kib` KiB (see [`capped`]).
+pub(crate) fn serve_with_file_limit(data_dir: &Path, kib: u64) -> Served {
+    serve_with(capped(kib), data_dir, "off", None)
+}
+
+/// `command` runs the binary; `notify`: the socket systemd would pass in `NOTIFY_SOCKET`.
+fn serve_with(mut command: Command, data_dir: &Path, nats: &str, notify: Option<&Path>) -> Served {
     match notify {
         Some(socket) => command.env("NOTIFY_SOCKET", socket),
         None => command.env_remove("NOTIFY_SOCKET"),
@@ -107,6 +121,10 @@ fn serve_with(data_dir: &Path, nats: &str, notify: Option<&Path>) -> Served {
 }
 
 impl Served {
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
@@ -177,7 +195,7 @@ async fn serve_tells_systemd_it_is_ready_once_it_accepts_requests_and_when_it_st
     manager
         .set_read_timeout(Some(std::time::Duration::from_secs(60)))
         .unwrap();
-    let mut served = serve_with(&data, "off", Some(&socket));
+    let mut served = serve_with(Command::new(BIN), &data, "off", Some(&socket));
     let mut message = [0u8; 512];
     let read = manager.recv(&mut message).unwrap();
     let ready = String::from_utf8_lossy(&message[..read]).into_owned();

@@ -12,6 +12,7 @@ mod cli;
 mod config;
 mod data_dir;
 mod external;
+mod faults;
 mod gateway;
 mod graphql;
 mod health;

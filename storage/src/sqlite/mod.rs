@@ -44,6 +44,9 @@ struct Inner {
     readers: Vec<Mutex<Option<Connection>>>,
     next_reader: AtomicUsize,
     clock: Arc<dyn Clock>,
+    /// Why the last write the engine refused failed (a full disk, an I/O error), until a write
+    /// succeeds again: readiness reports it, since reads alone would look healthy.
+    write_failure: Mutex<Option<String>>,
 }
 
 impl SqliteStore {
@@ -75,6 +78,7 @@ impl SqliteStore {
                 readers,
                 next_reader: AtomicUsize::new(0),
                 clock,
+                write_failure: Mutex::new(None),
             }),
         })
     }
@@ -92,7 +96,16 @@ impl SqliteStore {
                 .lock()
                 .map_err(|_| EngineFailure::new(ENGINE, operation, "writer lock poisoned"))?;
             let connection = guard.as_mut().ok_or_else(|| closed(operation))?;
-            work(connection, &inner)
+            let result = work(connection, &inner);
+            let failure = match &result {
+                Ok(_) => Some(None),
+                Err(DocumentError::Unavailable(failure)) => Some(Some(failure.to_string())),
+                Err(_) => None,
+            };
+            if let (Some(failure), Ok(mut held)) = (failure, inner.write_failure.lock()) {
+                *held = failure;
+            }
+            result
         })
         .await
     }
@@ -352,6 +365,19 @@ impl Engine for SqliteStore {
     }
 
     async fn check(&self) -> Result<(), EngineFailure> {
+        let write_failure = self
+            .inner
+            .write_failure
+            .lock()
+            .map_err(|_| EngineFailure::new(ENGINE, "check", "lock poisoned"))?
+            .clone();
+        if let Some(failure) = write_failure {
+            return Err(EngineFailure::new(
+                ENGINE,
+                "check",
+                format!("writes are failing: {failure}"),
+            ));
+        }
         let probe = self
             .read("check", |connection| {
                 connection

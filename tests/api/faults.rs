@@ -1,0 +1,196 @@
+//! Fault injection on the real binary: the files `serve` writes are capped (`ulimit -f`, EFBIG, as
+//! a full disk's ENOSPC) while integrators keep writing. Writes are refused with 503 and
+//! `Retry-After`, nothing acknowledged is lost (even to SIGKILL), nothing refused is half-stored,
+//! and writes work again as soon as there is room, without a restart.
+
+use std::path::Path;
+use std::process::Command;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::cli::{openframe, serve, serve_with_file_limit};
+use crate::helpers::trusting_client;
+
+const CAP_KIB: u64 = 1200;
+
+/// A tenant and an API key that may create and list customers, made with the CLI.
+fn tenant_with_key(data: &Path) -> String {
+    let data_arg = data.to_str().unwrap();
+    let init = openframe(&[
+        "init",
+        "--data-dir",
+        data_arg,
+        "--tenant",
+        "acme",
+        "--admin-email",
+        "owner@acme.example",
+        "--admin-password",
+        "Faults-pass-123!",
+    ]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let key = openframe(&[
+        "apikey",
+        "create",
+        "--data-dir",
+        data_arg,
+        "--tenant",
+        "acme",
+        "--name",
+        "faults",
+        "--scope",
+        "organizations:read",
+        "--scope",
+        "organizations:write",
+        "--per-minute",
+        "1000000",
+        "--per-hour",
+        "1000000",
+        "--per-day",
+        "1000000",
+        "--json",
+    ]);
+    assert!(
+        key.status.success(),
+        "{}",
+        String::from_utf8_lossy(&key.stderr)
+    );
+    let created: Value = serde_json::from_slice(&key.stdout).unwrap();
+    created["fullKey"].as_str().unwrap().to_owned()
+}
+
+async fn create(
+    client: &reqwest::Client,
+    https: &str,
+    key: &str,
+    name: &str,
+) -> (StatusCode, Option<String>, Value) {
+    let response = client
+        .post(format!("https://{https}/external-api/api/v1/organizations"))
+        .header("x-api-key", key)
+        .json(&json!({"name": name}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|value| value.to_str().unwrap().to_owned());
+    (status, retry_after, response.json().await.unwrap())
+}
+
+async fn readiness(admin: &str) -> (StatusCode, Value) {
+    let response = reqwest::get(format!("http://{admin}/health/ready"))
+        .await
+        .unwrap();
+    (response.status(), response.json().await.unwrap())
+}
+
+/// Every customer's name, through every page.
+async fn names(client: &reqwest::Client, https: &str, key: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("https://{https}/external-api/api/v1/organizations?limit=100");
+        if let Some(after) = &cursor {
+            url.push_str(&format!("&cursor={after}"));
+        }
+        let page: Value = client
+            .get(url)
+            .header("x-api-key", key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for organization in page["organizations"].as_array().unwrap() {
+            names.push(organization["name"].as_str().unwrap().to_owned());
+        }
+        match page["pageInfo"]["endCursor"].as_str() {
+            Some(end) if page["pageInfo"]["hasNextPage"] == true => cursor = Some(end.to_owned()),
+            _ => break,
+        }
+    }
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_with_503_loses_nothing_acknowledged_and_recovers() {
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let key = tenant_with_key(&data);
+    let served = serve_with_file_limit(&data, CAP_KIB);
+    let client = trusting_client(&data.join("tls/cert.pem"));
+
+    let padding = "x".repeat(150);
+    let mut acknowledged = Vec::new();
+    let mut refused = Vec::new();
+    for n in 0..5_000 {
+        let name = format!("Customer {n:05} {padding}");
+        let (status, retry_after, body) = create(&client, &served.https, &key, &name).await;
+        match status {
+            StatusCode::CREATED => acknowledged.push(name),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(body["code"], "store_unavailable", "{body}");
+                let seconds: u64 = retry_after
+                    .expect("a 503 says when to retry")
+                    .parse()
+                    .unwrap();
+                assert!((1..=60).contains(&seconds), "{seconds}");
+                refused.push(name);
+                if refused.len() == 3 {
+                    break;
+                }
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(refused.len(), 3, "the cap was reached");
+    assert!(
+        acknowledged.len() > 10,
+        "{} written first",
+        acknowledged.len()
+    );
+    // Readiness names the failing store; reads alone would have looked healthy.
+    let (status, ready) = readiness(&served.admin).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert_eq!(ready["stores"]["documents"]["status"], "down", "{ready}");
+    assert!(
+        ready["stores"]["documents"]["problem"]
+            .as_str()
+            .is_some_and(|problem| problem.contains("writes are failing")),
+        "{ready}"
+    );
+
+    // Room again (the cap lifted from the running process): the next write goes through.
+    let lifted = Command::new("prlimit")
+        .args(["--pid", &served.pid().to_string(), "--fsize=unlimited:"])
+        .status()
+        .unwrap();
+    assert!(lifted.success());
+    let (status, _, body) = create(&client, &served.https, &key, "After the disk was freed").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    acknowledged.push("After the disk was freed".to_owned());
+    let (status, ready) = readiness(&served.admin).await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+
+    // Killed outright, then started: exactly what was acknowledged.
+    let mut served = served;
+    served.signal("KILL");
+    served.wait();
+    let served = serve(&data);
+    let stored = names(&client, &served.https, &key).await;
+    acknowledged.sort();
+    assert_eq!(stored, acknowledged);
+    for name in &refused {
+        assert!(!stored.contains(name), "refused yet stored: {name}");
+    }
+}
