@@ -1,7 +1,8 @@
 //! Fault injection on the real binary: the files `serve` writes are capped (`ulimit -f`, EFBIG, as
 //! a full disk's ENOSPC) while integrators keep writing. Writes are refused with 503 and
-//! `Retry-After`, nothing acknowledged is lost (even to SIGKILL), nothing refused is half-stored,
-//! and writes work again as soon as there is room, without a restart.
+//! `Retry-After`, readiness names the store, nothing acknowledged is lost (even to SIGKILL) and
+//! nothing refused is half-stored. The documents store writes again as soon as there is room; the
+//! event log after a restart (redb must be reopened after an I/O error).
 
 use std::path::Path;
 use std::process::Command;
@@ -11,12 +12,15 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use crate::cli::{openframe, serve, serve_with_file_limit};
-use crate::helpers::trusting_client;
+use crate::gateway::support::tenant;
+use crate::helpers::{spawn_app_in, trusting_client};
+use crate::stream::crash::{BATCH, START_MS, batch, oid};
+use crate::stream::support::settle;
 
 const CAP_KIB: u64 = 1200;
 
-/// A tenant and an API key that may create and list customers, made with the CLI.
-fn tenant_with_key(data: &Path) -> String {
+/// A tenant and an API key with `scopes`, made with the CLI.
+fn tenant_with_key(data: &Path, scopes: &[&str]) -> String {
     let data_arg = data.to_str().unwrap();
     let init = openframe(&[
         "init",
@@ -34,27 +38,28 @@ fn tenant_with_key(data: &Path) -> String {
         "{}",
         String::from_utf8_lossy(&init.stderr)
     );
-    let key = openframe(&[
-        "apikey",
-        "create",
-        "--data-dir",
-        data_arg,
-        "--tenant",
-        "acme",
-        "--name",
-        "faults",
-        "--scope",
-        "organizations:read",
-        "--scope",
-        "organizations:write",
-        "--per-minute",
-        "1000000",
-        "--per-hour",
-        "1000000",
-        "--per-day",
-        "1000000",
-        "--json",
-    ]);
+    let key = openframe(
+        &[
+            "apikey",
+            "create",
+            "--data-dir",
+            data_arg,
+            "--tenant",
+            "acme",
+            "--name",
+            "faults",
+            "--per-minute",
+            "1000000",
+            "--per-hour",
+            "1000000",
+            "--per-day",
+            "1000000",
+            "--json",
+        ]
+        .into_iter()
+        .chain(scopes.iter().flat_map(|scope| ["--scope", scope]))
+        .collect::<Vec<_>>(),
+    );
     assert!(
         key.status.success(),
         "{}",
@@ -126,7 +131,7 @@ async fn names(client: &reqwest::Client, https: &str, key: &str) -> Vec<String> 
 async fn a_full_disk_refuses_writes_with_503_loses_nothing_acknowledged_and_recovers() {
     let dir = TempDir::new().unwrap();
     let data = dir.path().join("data");
-    let key = tenant_with_key(&data);
+    let key = tenant_with_key(&data, &["organizations:read", "organizations:write"]);
     let served = serve_with_file_limit(&data, CAP_KIB);
     let client = trusting_client(&data.join("tls/cert.pem"));
 
@@ -192,5 +197,86 @@ async fn a_full_disk_refuses_writes_with_503_loses_nothing_acknowledged_and_reco
     assert_eq!(stored, acknowledged);
     for name in &refused {
         assert!(!stored.contains(name), "refused yet stored: {name}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_ingest_with_503_and_every_acknowledged_event_is_logged_after_restart()
+{
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let key = tenant_with_key(&data, &["ingest"]);
+    let served = serve_with_file_limit(&data, CAP_KIB);
+    let client = trusting_client(&data.join("tls/cert.pem"));
+    let url = format!("https://{}/ingest/v1/debezium", served.https);
+
+    let mut acknowledged = Vec::new();
+    let mut refused = None;
+    for first in (0..2_000).map(|n| n * BATCH) {
+        let response = client
+            .post(&url)
+            .header("x-api-key", &key)
+            .header("message-type", "MESHCENTRAL_EVENT")
+            .header("content-type", "application/x-ndjson")
+            .body(batch(first))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let retry_after = response.headers().get("retry-after").cloned();
+        let body: Value = response.json().await.unwrap();
+        if status == StatusCode::OK {
+            assert_eq!(body["accepted"], BATCH, "{body}");
+            acknowledged.extend(first..first + BATCH);
+            continue;
+        }
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("store_unavailable")),
+            "{body}"
+        );
+        assert!(retry_after.is_some(), "a 503 says when to retry");
+        refused = Some(first);
+        break;
+    }
+    let refused = refused.expect("the cap was reached");
+    assert!(
+        acknowledged.len() > 100,
+        "{} acknowledged first",
+        acknowledged.len()
+    );
+    let (status, ready) = readiness(&served.admin).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
+    assert!(
+        ready["stores"]["events"]["problem"]
+            .as_str()
+            .is_some_and(|problem| problem.contains("File too large")),
+        "{ready}"
+    );
+
+    let mut served = served;
+    served.signal("KILL");
+    served.wait();
+    let app = spawn_app_in(&data).await;
+    settle(&app).await;
+    let acme = tenant("acme");
+    let logged = |n: u64| {
+        let key = openframe_storage::details::LogKey {
+            timestamp: START_MS + n as i64,
+            tool_event_id: openframe::stream::tools::tool_event_id(
+                "meshcentral",
+                "events",
+                &oid(n),
+            ),
+        };
+        let details = app.state.storage.details.clone();
+        let acme = acme.clone();
+        async move { details.get(&acme, &key).await.unwrap().is_some() }
+    };
+    for n in &acknowledged {
+        assert!(logged(*n).await, "acknowledged event {n} is not logged");
+    }
+    for n in refused..refused + BATCH {
+        assert!(!logged(n).await, "refused event {n} is logged");
     }
 }

@@ -17,17 +17,17 @@ use crate::cli::{openframe, serve};
 use crate::gateway::support::tenant;
 use crate::helpers::{spawn_app_in, trusting_client};
 
-const BATCH: u64 = 50;
+pub(crate) const BATCH: u64 = 50;
 const WRITERS: usize = 4;
 /// The first event's time; event `n` happens `n` ms later.
-const START_MS: i64 = 1_763_629_201_000;
+pub(crate) const START_MS: i64 = 1_763_629_201_000;
 
-fn oid(n: u64) -> String {
+pub(crate) fn oid(n: u64) -> String {
     format!("c{n:023}")
 }
 
 /// `BATCH` MeshCentral logins, numbered from `first`, as NDJSON.
-fn batch(first: u64) -> String {
+pub(crate) fn batch(first: u64) -> String {
     let mut body = String::new();
     for n in first..first + BATCH {
         let document = serde_json::json!({

@@ -3,7 +3,7 @@
 
 pub(crate) mod support;
 
-mod crash;
+pub(crate) mod crash;
 mod ingest;
 mod mappings;
 mod nats;
