@@ -1,8 +1,7 @@
 //! Fault injection on the real binary: the files `serve` writes are capped (`ulimit -f`, EFBIG, as
 //! a full disk's ENOSPC) while integrators keep writing. Writes are refused with 503 and
-//! `Retry-After`, readiness names the store, nothing acknowledged is lost (even to SIGKILL) and
-//! nothing refused is half-stored. The documents store writes again as soon as there is room; the
-//! event log after a restart (redb must be reopened after an I/O error).
+//! `Retry-After`, readiness names the store, nothing acknowledged is lost (even to SIGKILL),
+//! nothing refused is half-stored, and writes resume once there is room, without a restart.
 
 use std::path::Path;
 use std::process::Command;
@@ -201,8 +200,7 @@ async fn a_full_disk_refuses_writes_with_503_loses_nothing_acknowledged_and_reco
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_refuses_ingest_with_503_and_every_acknowledged_event_is_logged_after_restart()
-{
+async fn a_full_disk_refuses_ingest_with_503_resumes_with_room_and_loses_no_acknowledged_event() {
     let dir = TempDir::new().unwrap();
     let data = dir.path().join("data");
     let key = tenant_with_key(&data, &["ingest"]);
@@ -245,14 +243,40 @@ async fn a_full_disk_refuses_ingest_with_503_and_every_acknowledged_event_is_log
         "{} acknowledged first",
         acknowledged.len()
     );
+    // Readiness is not asserted here: small writes (the pipeline's offsets) may still fit in
+    // the file's free pages and succeed in between, which clears it.
+    // Room again: the event log is reopened (redb refuses writes after an I/O error until then),
+    // so ingest resumes within a few of the retries the 503s asked for.
+    let lifted = Command::new("prlimit")
+        .args(["--pid", &served.pid().to_string(), "--fsize=unlimited:"])
+        .status()
+        .unwrap();
+    assert!(lifted.success());
+    let resumed = refused + BATCH;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let response = client
+            .post(&url)
+            .header("x-api-key", &key)
+            .header("message-type", "MESHCENTRAL_EVENT")
+            .header("content-type", "application/x-ndjson")
+            .body(batch(resumed))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == StatusCode::OK {
+            acknowledged.extend(resumed..resumed + BATCH);
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ingest did not resume"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
     let (status, ready) = readiness(&served.admin).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{ready}");
-    assert!(
-        ready["stores"]["events"]["problem"]
-            .as_str()
-            .is_some_and(|problem| problem.contains("File too large")),
-        "{ready}"
-    );
+    assert_eq!(status, StatusCode::OK, "{ready}");
 
     let mut served = served;
     served.signal("KILL");

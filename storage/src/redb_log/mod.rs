@@ -112,8 +112,9 @@ pub struct RedbLog {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
-    /// `None` once closed; readers clone the `Arc` for the length of one read.
-    database: RwLock<Option<Arc<Database>>>,
+    /// `None` once closed (and while the writer reopens the file); readers clone the `Arc` for
+    /// the length of one read. Shared with the writer, which swaps in a reopened database.
+    database: Arc<RwLock<Option<Arc<Database>>>>,
     /// The writer thread's queue; `None` once closed, which stops the thread.
     commands: RwLock<Option<mpsc::Sender<Command>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -143,12 +144,15 @@ impl RedbLog {
         })
     }
 
-    /// Opens with a caller-chosen way to create the database (tests inject failing storage).
+    /// Opens with a caller-chosen way to create the database (tests inject failing storage); the
+    /// writer uses it again to reopen the file after a failed write.
     pub(crate) fn open_with(
         path: &Path,
         clock: Arc<dyn Clock>,
         cache_bytes: usize,
-        create: impl FnOnce(&redb::Builder, &Path) -> Result<Database, redb::DatabaseError>,
+        mut create: impl FnMut(&redb::Builder, &Path) -> Result<Database, redb::DatabaseError>
+        + Send
+        + 'static,
     ) -> Result<RedbLog, OpenError> {
         crate::magic::refuse_unless_starts_with(
             path,
@@ -171,8 +175,17 @@ impl RedbLog {
         let (sender, receiver) = mpsc::channel(QUEUE_DEPTH);
         let ends = Arc::new(Mutex::new(ends));
         let commit_failure = Arc::new(Mutex::new(None));
+        let slot = Arc::new(RwLock::new(Some(database.clone())));
         let writer = Writer {
-            database: database.clone(),
+            database: Some(database),
+            slot: slot.clone(),
+            reopen: Reopen {
+                path: path.to_owned(),
+                cache_bytes,
+                create: Box::new(create),
+                needed: false,
+                last_attempt: None,
+            },
             ends: ends.clone(),
             commit_failure: commit_failure.clone(),
             clock,
@@ -184,7 +197,7 @@ impl RedbLog {
         Ok(RedbLog {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
-                database: RwLock::new(Some(database)),
+                database: slot,
                 commands: RwLock::new(Some(sender)),
                 writer: Mutex::new(Some(thread)),
                 ends,
@@ -390,11 +403,35 @@ fn load_stream_ends(
 
 /// The writer thread's state.
 struct Writer {
-    database: Arc<Database>,
+    /// `None` while a reopen has not succeeded.
+    database: Option<Arc<Database>>,
+    /// The readers' handle, the same as `Inner::database`.
+    slot: Arc<RwLock<Option<Arc<Database>>>>,
+    reopen: Reopen,
     ends: Arc<Mutex<HashMap<StreamKey, watch::Sender<Offset>>>>,
     commit_failure: Arc<Mutex<Option<String>>>,
     clock: Arc<dyn Clock>,
 }
+
+/// redb refuses every write after an I/O error (a full disk) until the file is reopened: after a
+/// failed group the writer closes the database and opens it again (redb repairs it to the last
+/// commit), at most once per [`REOPEN_EVERY`], so writes resume once there is room again.
+struct Reopen {
+    path: PathBuf,
+    cache_bytes: usize,
+    create: Box<CreateDatabase>,
+    needed: bool,
+    last_attempt: Option<std::time::Instant>,
+}
+
+/// How the database file is opened: redb's own file, or a test's failing backend.
+type CreateDatabase =
+    dyn FnMut(&redb::Builder, &Path) -> Result<Database, redb::DatabaseError> + Send;
+
+/// How often the writer tries to reopen a failing database; the 503s meanwhile say to retry.
+const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a reopen waits for reads in flight to let go of the old database.
+const READERS_LET_GO_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What applying one command produced, answered to its caller only once the group's commit
 /// has decided whether it stands.
@@ -406,7 +443,7 @@ enum Effect {
 }
 
 impl Writer {
-    fn run(self, mut commands: mpsc::Receiver<Command>) {
+    fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         while let Some(first) = commands.blocking_recv() {
             let mut bytes = first.payload_bytes();
             let mut group = vec![first];
@@ -426,10 +463,24 @@ impl Writer {
 
     /// Applies every command of the group in one write transaction and commits once (one fsync).
     /// Callers hear back only after the commit: all succeed, or all get the engine's error.
-    fn commit_group(&self, group: Vec<Command>) {
-        let outcome = self.apply_group(&group);
+    fn commit_group(&mut self, group: Vec<Command>) {
+        if self.reopen.needed {
+            self.try_reopen();
+        }
+        let outcome = match &self.database {
+            Some(database) => self.apply_group(database, &group),
+            None => Err(EngineFailure::new(
+                ENGINE,
+                "reopen",
+                "the event log could not be reopened after a failed write; retrying",
+            )),
+        };
+        self.reopen.needed = outcome.is_err();
         if let Ok(mut last_failure) = self.commit_failure.lock() {
-            *last_failure = outcome.as_ref().err().map(ToString::to_string);
+            // A failure while reopening keeps the one that caused it visible.
+            if outcome.is_ok() || self.database.is_some() || last_failure.is_none() {
+                *last_failure = outcome.as_ref().err().map(ToString::to_string);
+            }
         }
         match outcome {
             Ok(effects) => {
@@ -450,9 +501,12 @@ impl Writer {
         }
     }
 
-    fn apply_group(&self, group: &[Command]) -> Result<Vec<Effect>, EngineFailure> {
-        let mut transaction = self
-            .database
+    fn apply_group(
+        &self,
+        database: &Database,
+        group: &[Command],
+    ) -> Result<Vec<Effect>, EngineFailure> {
+        let mut transaction = database
             .begin_write()
             .map_err(|error| EngineFailure::new(ENGINE, "begin write", error))?;
         // Immediate durability is redb's default; say so, since the contract depends on it.
@@ -472,6 +526,54 @@ impl Writer {
             .commit()
             .map_err(|error| EngineFailure::new(ENGINE, "commit", error))?;
         Ok(effects)
+    }
+
+    /// Closes the database and opens it again, unless tried within [`REOPEN_EVERY`]. Readers get
+    /// "closed" meanwhile, and the old file handle is dropped only once no read holds it.
+    fn try_reopen(&mut self) {
+        let now = std::time::Instant::now();
+        if self
+            .reopen
+            .last_attempt
+            .is_some_and(|last| now.duration_since(last) < REOPEN_EVERY)
+        {
+            return;
+        }
+        self.reopen.last_attempt = Some(now);
+        let path = self.reopen.path.clone();
+        if let Some(old) = self.database.take() {
+            if let Ok(mut slot) = self.slot.write() {
+                slot.take();
+            }
+            let deadline = now + READERS_LET_GO_WITHIN;
+            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if Arc::strong_count(&old) > 1 {
+                tracing::warn!(path = %path.display(), "reads still hold the event log; reopening later");
+                self.put_back(old);
+                return;
+            }
+            drop(old);
+        }
+        let mut builder = Database::builder();
+        builder.set_cache_size(self.reopen.cache_bytes);
+        match (self.reopen.create)(&builder, &path) {
+            Ok(database) => {
+                tracing::info!(path = %path.display(), "reopened the event log after a failed write");
+                self.put_back(Arc::new(database));
+            }
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot reopen the event log yet");
+            }
+        }
+    }
+
+    fn put_back(&mut self, database: Arc<Database>) {
+        if let Ok(mut slot) = self.slot.write() {
+            *slot = Some(database.clone());
+        }
+        self.database = Some(database);
     }
 }
 
@@ -795,7 +897,7 @@ impl Engine for RedbLog {
         // Dropping the sender ends the writer's loop once it has drained the queue.
         self.inner.commands.write().map_err(poisoned)?.take();
         let thread = self.inner.writer.lock().map_err(poisoned)?.take();
-        let database = self.inner.database.write().map_err(poisoned)?.take();
+        let slot = self.inner.database.clone();
         let path = self.inner.path.clone();
         blocking::run(ENGINE, "close", move || {
             if let Some(thread) = thread {
@@ -803,6 +905,8 @@ impl Engine for RedbLog {
                     EngineFailure::new(ENGINE, "close", "the writer thread panicked")
                 })?;
             }
+            // Taken after the writer stopped, which may have reopened the file meanwhile.
+            let database = slot.write().map_err(poisoned)?.take();
             // Dropping the last handle closes the file; in-flight reads hold their own clone.
             drop(database);
             tracing::debug!(path = %path.display(), "closed event log");

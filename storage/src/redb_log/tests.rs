@@ -266,8 +266,8 @@ fn open_on_fillable_disk(path: &Path, full: Arc<AtomicBool>, syncs: Arc<AtomicU6
                 .open(path)?;
             let backend = FillableDisk {
                 file: redb::backends::FileBackend::new(file)?,
-                full,
-                syncs,
+                full: full.clone(),
+                syncs: syncs.clone(),
             };
             builder.create_with_backend(backend)
         },
@@ -276,7 +276,7 @@ fn open_on_fillable_disk(path: &Path, full: Arc<AtomicBool>, syncs: Arc<AtomicU6
 }
 
 #[tokio::test]
-async fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
+async fn a_full_disk_fails_the_append_loses_nothing_acknowledged_and_writes_resume_with_room() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("events.redb");
     let full = Arc::new(AtomicBool::new(false));
@@ -301,9 +301,16 @@ async fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
         // Readiness must not call a log healthy that cannot commit.
         let health = log.check().await.unwrap_err().to_string();
         assert!(health.contains("the last commit failed"), "{health}");
-        // Whatever redb's state after the failed commit, it must not pretend a write succeeded.
+        // Room again: the writer reopens the file (redb refuses writes after an I/O error until
+        // then) and the next append goes through, at the offset the refused one did not take.
         full.store(false, Ordering::SeqCst);
-        let _ = log.close().await;
+        let resumed = log
+            .append_batch(&tenant(), &topic(), vec![record(b"after-1")])
+            .await
+            .unwrap();
+        assert_eq!(resumed.first, Offset(2));
+        log.check().await.unwrap();
+        log.close().await.unwrap();
     }
     let log = RedbLog::open(&path, Arc::new(SystemClock)).unwrap();
     let read = log.read(&tenant(), &topic(), Offset(0), 10).await.unwrap();
@@ -311,12 +318,12 @@ async fn a_full_disk_fails_the_append_and_loses_nothing_acknowledged() {
         read.iter()
             .map(|r| r.record.value.as_slice())
             .collect::<Vec<_>>(),
-        [&b"before-1"[..], b"before-2"],
+        [&b"before-1"[..], b"before-2", b"after-1"],
         "acknowledged records survive and the refused one is absent"
     );
     assert_eq!(
         log.bounds(&tenant(), &topic()).await.unwrap().end,
-        Offset(2)
+        Offset(3)
     );
 }
 
