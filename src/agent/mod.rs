@@ -419,22 +419,67 @@ async fn report_machine(
         return Ok(());
     }
     if before.as_ref().map(|before| &before.hostname) != Some(&current.hostname) {
-        client
-            .publish(
-                format!("machine.{machine_id}.hostname"),
-                json!({"hostname": current.hostname}).to_string().into(),
-            )
-            .await?;
-    }
-    client
-        .publish(
-            format!("machine.{machine_id}.inventory"),
-            serde_json::to_vec(&current)?.into(),
+        publish_stored(
+            client,
+            format!("machine.{machine_id}.hostname"),
+            json!({"hostname": current.hostname})
+                .to_string()
+                .into_bytes(),
         )
         .await?;
+    }
+    publish_stored(
+        client,
+        format!("machine.{machine_id}.inventory"),
+        serde_json::to_vec(&current)?,
+    )
+    .await?;
     tracing::info!(machine_id, "inventory reported");
     *reported = Some(current);
     Ok(())
+}
+
+/// Publishes a report into the appliance's JetStream stream for `subject` and waits for the
+/// stream's acknowledgement. A plain publish is dropped when the stream is not there yet (an
+/// appliance still starting), and the report would then never arrive.
+async fn publish_stored(
+    client: &async_nats::Client,
+    subject: String,
+    payload: Vec<u8>,
+) -> anyhow::Result<()> {
+    let reply = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(subject.clone(), payload.into()),
+    )
+    .await
+    .with_context(|| format!("no acknowledgement for {subject} within 10 s"))?
+    .with_context(|| format!("{subject} was not stored"))?;
+    let ack: Value = serde_json::from_slice(&reply.payload)
+        .with_context(|| format!("{subject}: the acknowledgement is not JSON"))?;
+    if ack.get("stream").is_none() || ack.get("error").is_some() {
+        anyhow::bail!("{subject} was not stored: {ack}");
+    }
+    Ok(())
+}
+
+/// [`report_machine`], with a failure logged: whether the report went through.
+async fn report(
+    client: &async_nats::Client,
+    options: &AgentOptions,
+    machine_id: &str,
+    reported: &mut Option<crate::inventory::InventoryReport>,
+) -> bool {
+    match report_machine(client, options, machine_id, reported).await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(
+                machine_id,
+                error = format!("{error:#}"),
+                "the inventory report will go again"
+            );
+            false
+        }
+    }
 }
 
 /// What a session works with.
@@ -482,7 +527,8 @@ async fn session(link: &Link<'_>, until: Duration, stop: &CancellationToken) -> 
         .await?;
     tracing::info!(machine_id, "connected");
     let mut reported = None;
-    report_machine(&client, options, &machine_id, &mut reported).await?;
+    // A report that was not acknowledged goes again at the next heartbeat.
+    let mut report_due = !report(&client, options, &machine_id, &mut reported).await;
     drain_outbox(&client, state).await;
     // Tool messages come through a JetStream consumer; trouble there leaves scripts running.
     let session_over = stop.child_token();
@@ -509,6 +555,9 @@ async fn session(link: &Link<'_>, until: Duration, stop: &CancellationToken) -> 
                 if client.connection_state() != async_nats::connection::State::Connected {
                     anyhow::bail!("the connection to NATS is down");
                 }
+                if report_due {
+                    report_due = !report(&client, options, &machine_id, &mut reported).await;
+                }
                 // Results the appliance has not answered yet go again (a repeat changes nothing).
                 if !state.outbox().is_empty() {
                     let (client, state) = (client.clone(), state.clone());
@@ -517,7 +566,7 @@ async fn session(link: &Link<'_>, until: Duration, stop: &CancellationToken) -> 
                 continue;
             }
             _ = recheck.tick() => {
-                report_machine(&client, options, &machine_id, &mut reported).await?;
+                report_due = !report(&client, options, &machine_id, &mut reported).await;
                 continue;
             }
             message = scripts.next() => (message, true),

@@ -315,3 +315,49 @@ async fn two_agents_register_come_online_run_a_script_and_a_deleted_one_is_locke
     assert!(said.contains("register again"), "{said}");
     app.stop().await.unwrap();
 }
+
+/// Regression (seen in CI): an agent published its inventory once, with a plain publish, and
+/// marked it reported; when no stream captured it yet (an appliance still starting) it was lost
+/// for the whole session. Now the stream must acknowledge it, and until it does the report goes
+/// again at each heartbeat.
+#[tokio::test]
+async fn an_inventory_report_no_stream_acknowledged_goes_again_until_one_does() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (app, admin, key) = appliance_for_agents(dir.path()).await;
+    let server = app.state.nats.as_ref().unwrap().connect().await.unwrap();
+    let jetstream = async_nats::jetstream::new(server);
+    let mut stream = jetstream.get_stream("MACHINE_INVENTORY").await.unwrap();
+    let mut config = stream.info().await.unwrap().config.clone();
+    let captured = config.subjects.clone();
+    // For now nothing captures the inventory subject: a publish of it would vanish.
+    config.subjects = vec!["machine.*.inventory-paused".to_owned()];
+    jetstream.update_stream(&config).await.unwrap();
+
+    let agents = dir.path().join("agents");
+    std::fs::create_dir_all(&agents).unwrap();
+    let _agent = start_agent(&app, &key, &agents, "e2e-late");
+    let log = agents.join("e2e-late.log");
+    wait_for(
+        || {
+            std::fs::read_to_string(&log)
+                .is_ok_and(|text| text.contains("the inventory report will go again"))
+        },
+        "the first inventory report refused",
+    )
+    .await;
+
+    config.subjects = captured;
+    jetstream.update_stream(&config).await.unwrap();
+    let found = until(
+        &app,
+        &admin,
+        "{ devices(search: \"e2e-late\") { edges { node { hostname inventory { architecture } } } } }",
+        |found| found["devices"]["edges"][0]["node"]["inventory"].is_object(),
+    )
+    .await;
+    assert_eq!(
+        found["devices"]["edges"][0]["node"]["inventory"]["architecture"],
+        std::env::consts::ARCH
+    );
+    assert!(stream.info().await.unwrap().state.messages >= 1);
+}
