@@ -18,21 +18,6 @@ use crate::stream::support::{fixture, ingest, ingest_key, settle};
 
 const V1: &str = "/external-api/api/v1";
 
-/// Every scope a key may hold.
-const EVERY_SCOPE: [&str; 11] = [
-    "devices:read",
-    "devices:write",
-    "organizations:read",
-    "organizations:write",
-    "logs:read",
-    "events:read",
-    "events:write",
-    "tools:read",
-    "webhooks:read",
-    "webhooks:write",
-    "ingest",
-];
-
 /// Strings that only tenant A's objects contain (B's creates below reuse the first, in B's own
 /// namespace).
 const A_MARKERS: [&str; 5] = [
@@ -57,7 +42,7 @@ async fn key_with_every_scope(app: &TestApp, admin_token: &str, name: &str) -> S
     create_key(
         app,
         admin_token,
-        json!({"name": name, "scopes": EVERY_SCOPE,
+        json!({"name": name, "scopes": openframe::gateway::api_keys::SCOPES,
                "rateLimits": {"perMinute": 100000, "perHour": 1000000, "perDay": 10000000}}),
     )
     .await

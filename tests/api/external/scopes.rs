@@ -9,19 +9,7 @@ use serde_json::{Value, json};
 use crate::gateway::support::{create_key, two_tenants};
 use crate::helpers::spawn_app;
 
-const ALL: &[&str] = &[
-    "devices:read",
-    "devices:write",
-    "organizations:read",
-    "organizations:write",
-    "logs:read",
-    "events:read",
-    "events:write",
-    "tools:read",
-    "webhooks:read",
-    "webhooks:write",
-    "ingest",
-];
+const ALL: &[&str] = openframe::gateway::api_keys::SCOPES;
 
 /// `(method, path with its parameters filled, scope)` of every documented operation.
 fn operations(document: &Value) -> Vec<(Method, String, Option<String>)> {
