@@ -331,15 +331,7 @@ async fn tenant_bs_key_with_every_scope_reaches_nothing_of_tenant_a_through_any_
     let objects = seed_a(&app, &key_a, &tenants.admin_a).await;
     let before = a_as_seen_by_a(&app, &key_a, &objects).await;
 
-    let document: Value = app
-        .client
-        .get(app.https_url("/external-api/api-docs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document = crate::external::api_document(&app).await;
     let documented: BTreeSet<(String, String)> = document["paths"]
         .as_object()
         .unwrap()

@@ -17,6 +17,18 @@ use crate::helpers::TestApp;
 
 pub(crate) const V1: &str = "/external-api/api/v1";
 
+/// The external API's own OpenAPI document, as the appliance serves it.
+pub(crate) async fn api_document(app: &TestApp) -> Value {
+    app.client
+        .get(app.https_url("/external-api/api-docs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// `method path` with an API key; the status and the JSON answer.
 pub(crate) async fn with_key(
     app: &TestApp,

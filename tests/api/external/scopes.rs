@@ -54,15 +54,7 @@ async fn call(
 async fn every_documented_operation_needs_its_scope_and_answers_with_the_keys_limits() {
     let app = spawn_app().await;
     let tenants = two_tenants(&app).await;
-    let document: Value = app
-        .client
-        .get(app.https_url("/external-api/api-docs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document = crate::external::api_document(&app).await;
     let operations = operations(&document);
     assert_eq!(operations.len(), 31);
 
