@@ -625,10 +625,7 @@ impl Config {
             let text = std::fs::read_to_string(path).map_err(|error| {
                 ConfigError::new(&source_name, format!("cannot read it: {error}"))
             })?;
-            merged = toml::from_str(&text)
-                .map_err(|error| ConfigError::new(&source_name, one_line(&error.to_string())))?;
-            // Deserialise the file alone first, so its errors point at the file.
-            Config::from_table(&merged, &source_name)?;
+            merged = Config::file_table(&text, &source_name)?;
         }
         let mut environment: Vec<(String, String)> = environment
             .into_iter()
@@ -647,6 +644,22 @@ impl Config {
         config.apply(flags);
         config.validate()?;
         Ok(config)
+    }
+
+    /// A config file's text alone, validated: what `load` makes of a file when no environment
+    /// variable or flag changes it.
+    pub fn from_file_text(text: &str, source_name: &str) -> Result<Config, ConfigError> {
+        let config = Config::from_table(&Config::file_table(text, source_name)?, source_name)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The file's settings as a table, deserialised alone first so its errors point at the file.
+    fn file_table(text: &str, source_name: &str) -> Result<toml::Table, ConfigError> {
+        let table = toml::from_str(text)
+            .map_err(|error| ConfigError::new(source_name, one_line(&error.to_string())))?;
+        Config::from_table(&table, source_name)?;
+        Ok(table)
     }
 
     fn from_table(table: &toml::Table, source_name: &str) -> Result<Config, ConfigError> {

@@ -16,6 +16,7 @@
 //!   [`management`]: the supervised `nats-server`; [`webhooks`]: unified events pushed to
 //!   integrators' URLs, signed and retried.
 //! - [`error`]: the one table mapping errors to HTTP; [`metrics`], [`telemetry`]: observability.
+//! - [`fuzzing`]: the entry points of the fuzz targets in `fuzz/`.
 //! - [`ops`]: `doctor` and `healthcheck`; [`backup`]: `openframe backup` and `restore`;
 //!   [`systemd`]: readiness for a `Type=notify` unit.
 //!
@@ -33,6 +34,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod external_api;
+pub mod fuzzing;
 pub mod gateway;
 pub mod graphql;
 pub mod identity;

@@ -262,33 +262,7 @@ pub(crate) async fn storage_filter(
     filter: Option<LogFilterInput>,
     search: Option<String>,
 ) -> Result<LogFilter, ApiError> {
-    let filter = filter.unwrap_or_default();
-    let mut from = None;
-    let mut to = None;
-    if let Some(day) = &filter.start_date {
-        from = Some(parse_day("filter.startDate", day).map_err(input)?);
-    }
-    if let Some(day) = &filter.end_date {
-        to = Some(parse_day("filter.endDate", day).map_err(input)? + DAY_MS);
-    }
-    if let Some(at) = &filter.timestamp_from {
-        let at = parse_instant("filter.timestampFrom", at).map_err(input)?;
-        from = Some(from.map_or(at, |from: i64| from.max(at)));
-    }
-    if let Some(at) = &filter.timestamp_to {
-        let at = parse_instant("filter.timestampTo", at).map_err(input)?;
-        to = Some(to.map_or(at, |to: i64| to.min(at)));
-    }
-    let mut storage = LogFilter {
-        from,
-        to,
-        tool_types: filter.tool_types.unwrap_or_default(),
-        event_types: filter.event_types.unwrap_or_default(),
-        severities: filter.severities.unwrap_or_default(),
-        organization_ids: filter.organization_ids.unwrap_or_default(),
-        device_id: filter.device_id,
-        tool_event_ids: None,
-    };
+    let mut storage = filter_fields(filter)?;
     let search = search
         .map(|text| text.trim().to_owned())
         .filter(|text| !text.is_empty());
@@ -325,6 +299,37 @@ pub(crate) async fn storage_filter(
         storage.tool_event_ids = Some(hits.into_iter().map(|hit| hit.id).collect());
     }
     Ok(storage)
+}
+
+/// [`storage_filter`] without the search: the dates and lists of a GraphQL filter, checked.
+pub(crate) fn filter_fields(filter: Option<LogFilterInput>) -> Result<LogFilter, ApiError> {
+    let filter = filter.unwrap_or_default();
+    let mut from = None;
+    let mut to = None;
+    if let Some(day) = &filter.start_date {
+        from = Some(parse_day("filter.startDate", day).map_err(input)?);
+    }
+    if let Some(day) = &filter.end_date {
+        to = Some(parse_day("filter.endDate", day).map_err(input)? + DAY_MS);
+    }
+    if let Some(at) = &filter.timestamp_from {
+        let at = parse_instant("filter.timestampFrom", at).map_err(input)?;
+        from = Some(from.map_or(at, |from: i64| from.max(at)));
+    }
+    if let Some(at) = &filter.timestamp_to {
+        let at = parse_instant("filter.timestampTo", at).map_err(input)?;
+        to = Some(to.map_or(at, |to: i64| to.min(at)));
+    }
+    Ok(LogFilter {
+        from,
+        to,
+        tool_types: filter.tool_types.unwrap_or_default(),
+        event_types: filter.event_types.unwrap_or_default(),
+        severities: filter.severities.unwrap_or_default(),
+        organization_ids: filter.organization_ids.unwrap_or_default(),
+        device_id: filter.device_id,
+        tool_event_ids: None,
+    })
 }
 
 fn count(value: u64) -> i32 {

@@ -123,7 +123,7 @@ pub async fn upgrade(
 
 /// A client operation, parsed.
 #[derive(Debug, PartialEq)]
-enum Op {
+pub(crate) enum Op {
     /// `echo: false` is not honoured: the hub delivers an agent's own messages back to it
     /// when it subscribes to them (OpenFrame's agent never does).
     Connect {
@@ -163,7 +163,7 @@ async fn end_revoked(socket: &mut WebSocket) -> &'static str {
 
 /// A protocol error: what nats-server would send, and whether the session ends.
 #[derive(Debug, PartialEq)]
-struct Violation {
+pub(crate) struct Violation {
     error: &'static str,
     fatal: bool,
 }
@@ -308,6 +308,26 @@ impl Parser {
             _ => Err(UNKNOWN),
         }
     }
+}
+
+/// Parses `input` handed over in pieces of `piece` bytes (at least 1), as WebSocket frames would
+/// bring it: the operations, and the violation that ended the session, if one did. The fuzz
+/// target checks that where frames split a stream never changes what it means.
+pub(crate) fn parse_pieces(input: &[u8], piece: usize) -> (Vec<Op>, Option<Violation>) {
+    let mut parser = Parser::default();
+    let mut ops = Vec::new();
+    for chunk in input.chunks(piece.max(1)) {
+        parser.buffer.extend_from_slice(chunk);
+        loop {
+            match parser.next() {
+                Ok(Some(op)) => ops.push(op),
+                Ok(None) => break,
+                Err(violation) if violation.fatal => return (ops, Some(violation)),
+                Err(_) => {}
+            }
+        }
+    }
+    (ops, None)
 }
 
 /// A token bucket for one session's publishes.
@@ -769,16 +789,7 @@ mod tests {
     use super::*;
 
     fn parse_all(input: &[u8]) -> (Vec<Op>, Option<Violation>) {
-        let mut parser = Parser::default();
-        parser.buffer.extend_from_slice(input);
-        let mut ops = Vec::new();
-        loop {
-            match parser.next() {
-                Ok(Some(op)) => ops.push(op),
-                Ok(None) => return (ops, None),
-                Err(violation) => return (ops, Some(violation)),
-            }
-        }
+        parse_pieces(input, input.len())
     }
 
     #[test]

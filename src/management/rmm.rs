@@ -1232,7 +1232,7 @@ fn timeout(seconds: Option<u64>, field: &'static str) -> Result<u64, Invalid> {
 }
 
 /// At most [`MAX_OUTPUT`] bytes, cut on a character boundary; whether it was cut.
-fn capped(text: Option<String>) -> (Option<String>, bool) {
+pub(crate) fn capped(text: Option<String>) -> (Option<String>, bool) {
     match text {
         Some(mut text) if text.len() > MAX_OUTPUT => {
             let mut end = MAX_OUTPUT;
