@@ -99,13 +99,23 @@ impl MachineScope {
     }
 
     /// `$JS.ACK.<stream>.<consumer>.…` (and the newer form with domain and account hash).
+    ///
+    /// No token of it may name another machine's consumer: in the long form the domain and hash
+    /// come where the short form has stream and consumer, and a consumer takes every ack that
+    /// matches `$JS.ACK.<stream>.<consumer>.>`, so `$JS.ACK.<stream>.<theirs>.<stream>.<mine>.…`
+    /// would reach theirs (found by the `nats_permissions` fuzz target).
     fn may_ack(&self, rest: &[&str]) -> bool {
         let (stream, consumer) = match rest.len() {
             7 => (rest[0], rest[1]),
             n if n >= 9 => (rest[2], rest[3]),
             _ => return false,
         };
-        AGENT_STREAMS.contains(&stream) && consumer.starts_with(&self.consumer_prefix)
+        AGENT_STREAMS.contains(&stream)
+            && consumer.starts_with(&self.consumer_prefix)
+            && rest
+                .iter()
+                .filter(|token| token.starts_with("machine_"))
+                .all(|token| token.starts_with(&self.consumer_prefix))
     }
 
     /// `INFO.<stream>.<consumer>`, `MSG.NEXT.<stream>.<consumer>`, `DELETE.<stream>.<consumer>`.
@@ -303,5 +313,24 @@ mod tests {
             serde_json::json!({"durable_name": own, "filter_subject": format!("machine.{ME}.x")})
         ));
         assert!(!me().may_send(&subject, b"not json"));
+    }
+
+    #[test]
+    fn an_ack_in_the_long_form_cannot_name_another_machines_consumer() {
+        let me = me();
+        // Where the short form's stream and consumer are, the long form has domain and hash.
+        assert!(!me.may_publish(&format!(
+            "$JS.ACK.TOOL_INSTALLATION.machine_{OTHER}_x.TOOL_INSTALLATION.machine_{ME}_x.1.2.3.4.0"
+        )));
+        assert!(!me.may_publish(&format!(
+            "$JS.ACK.hub.machine_{OTHER}_x.TOOL_INSTALLATION.machine_{ME}_x.1.2.3.4.0.tok"
+        )));
+        // Its own acks, in both forms, still pass.
+        assert!(me.may_publish(&format!(
+            "$JS.ACK.hub.ACC.TOOL_INSTALLATION.machine_{ME}_x.1.2.3.4.0.tok"
+        )));
+        assert!(me.may_publish(&format!(
+            "$JS.ACK.TOOL_INSTALLATION.machine_{ME}_x.1.2.3.4.0"
+        )));
     }
 }
