@@ -14,6 +14,15 @@ pub(crate) fn openframe(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The binary, as the tests run it: no `RUST_LOG` from the caller, no supervised NATS.
+pub(crate) fn command() -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .env_remove("RUST_LOG")
+        .env("OPENFRAME_NATS__MODE", "off");
+    command
+}
+
 /// The binary with writes capped at `kib` KiB per file: a soft `ulimit -f` with SIGXFSZ ignored,
 /// so a write past it fails with EFBIG the way a full disk fails with ENOSPC. The hard limit is
 /// left alone, so `prlimit` can lift the cap from a running process ("space is freed").

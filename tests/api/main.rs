@@ -8,6 +8,7 @@ mod helpers;
 
 mod agents;
 mod backup;
+mod chaos;
 mod cli;
 mod config;
 mod data_dir;

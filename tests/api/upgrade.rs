@@ -18,7 +18,7 @@ use crate::identity::support::Browser;
 const FIXTURE: &str = "tests/fixtures/datadir-tenancy-v1";
 
 /// Unpacks the release-1 data dir into `data` (the fixture itself is never written to).
-fn unpack_fixture(data: &Path) -> Value {
+pub(crate) fn unpack_fixture(data: &Path) -> Value {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::fs::create_dir(data).unwrap();
     let unpacked = Command::new("tar")
@@ -33,7 +33,7 @@ fn unpack_fixture(data: &Path) -> Value {
 }
 
 /// `(role, version found)` of each store of record in `data`.
-fn versions(data: &Path) -> Vec<(&'static str, Option<i64>)> {
+pub(crate) fn versions(data: &Path) -> Vec<(&'static str, Option<i64>)> {
     openframe_storage::stored_schemas(&StorageConfig::embedded(data))
         .unwrap()
         .into_iter()
@@ -41,7 +41,7 @@ fn versions(data: &Path) -> Vec<(&'static str, Option<i64>)> {
         .collect()
 }
 
-fn archives(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+pub(crate) fn archives(dir: &Path, prefix: &str) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
         .unwrap_or_default();
@@ -54,7 +54,9 @@ fn archives(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 }
 
 /// What the manifest counts per tenant: (id, users, devices, organizations, keys, log entries).
-fn counts(manifest: &openframe::backup::Manifest) -> Vec<(String, u64, u64, u64, u64, u64)> {
+pub(crate) fn counts(
+    manifest: &openframe::backup::Manifest,
+) -> Vec<(String, u64, u64, u64, u64, u64)> {
     manifest
         .tenants
         .iter()
@@ -71,7 +73,7 @@ fn counts(manifest: &openframe::backup::Manifest) -> Vec<(String, u64, u64, u64,
         .collect()
 }
 
-fn release_1_counts() -> Vec<(String, u64, u64, u64, u64, u64)> {
+pub(crate) fn release_1_counts() -> Vec<(String, u64, u64, u64, u64, u64)> {
     vec![
         ("acme".to_owned(), 2, 2, 1, 1, 17),
         ("globex".to_owned(), 1, 0, 0, 0, 0),
