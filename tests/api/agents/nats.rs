@@ -576,3 +576,137 @@ async fn an_uninstalled_machine_loses_its_open_session_at_once() {
     );
     app.stop().await.unwrap();
 }
+
+/// Every per-machine and per-user subject of OpenFrame's NATS surface: the backticked
+/// `machine.{id}.…` and `user.{id}.…` names of §6.3 of the compatibility reference, read from the
+/// reference itself, so a subject added there is swept without touching this test.
+fn surface_subjects() -> Vec<String> {
+    let reference = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/reference/openframe-surface.md");
+    let text = std::fs::read_to_string(&reference).unwrap();
+    let start = text
+        .find("### 6.3 NATS subjects")
+        .expect("§6.3 of the reference");
+    let end = start
+        + text[start..]
+            .find("### 6.4")
+            .expect("§6.4 of the reference");
+    let mut subjects: Vec<String> = text[start..end]
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|name| name.starts_with("machine.{id}.") || name.starts_with("user.{id}."))
+        .map(str::to_owned)
+        .collect();
+    subjects.sort();
+    subjects.dedup();
+    subjects
+}
+
+#[tokio::test]
+async fn another_tenants_machine_is_refused_every_subject_of_the_surface_on_this_machine() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let mut app = app_with_nats(&dir, Arc::new(SystemClock)).await;
+    let tenants = two_tenants(&app).await;
+    let acme_key = registration_secret(&app, "acme", &tenants.admin_a).await;
+    let globex_key = registration_secret(&app, "globex", &tenants.admin_b).await;
+    let a = enroll(&app, &acme_key, "sweep-a").await;
+    let b = enroll(&app, &globex_key, "sweep-b").await;
+    let (a_id, b_id) = (a.machine_id.clone(), b.machine_id.clone());
+    let (intruder, mut errors) = connect(&app, &b.access_token).await;
+    // The appliance's side sees whatever reaches A's subjects.
+    let server = app.state.nats.as_ref().unwrap().connect().await.unwrap();
+    let mut observed = server.subscribe(format!("machine.{a_id}.>")).await.unwrap();
+    let mut observed_users = server.subscribe("user.>").await.unwrap();
+    server.flush().await.unwrap();
+
+    // What B sends carries a marker, so the appliance's own messages to A are told apart.
+    let marker = format!("{{\"sweep\":\"{b_id}\"}}");
+    let subjects = surface_subjects();
+    assert!(
+        subjects.len() >= 15,
+        "the reference's subjects were not found: {subjects:?}"
+    );
+    let mut swept = Vec::new();
+    for pattern in &subjects {
+        let subject = pattern.replace("{id}", &a_id);
+        intruder
+            .publish(subject.clone(), marker.clone().into())
+            .await
+            .unwrap();
+        intruder.flush().await.unwrap();
+        assert_eq!(
+            next_error(&mut errors).await,
+            format!("Permissions Violation for Publish to \"{subject}\""),
+            "publish {pattern}"
+        );
+        // The exact subject, and the wildcard over every machine's.
+        let wildcard = pattern.replacen("{id}", "*", 1);
+        for reading in [subject.clone(), wildcard] {
+            let _refused = intruder.subscribe(reading.clone()).await.unwrap();
+            assert_eq!(
+                next_error(&mut errors).await,
+                format!("Permissions Violation for Subscription to \"{reading}\""),
+                "subscribe {pattern}"
+            );
+        }
+        // A JetStream consumer of its own name, on every agent stream, reading A's subject.
+        for stream in openframe::management::nats_rules::AGENT_STREAMS {
+            let consumer = format!("machine_{b_id}_sweep");
+            intruder
+                .publish(
+                    format!("$JS.API.CONSUMER.CREATE.{stream}.{consumer}"),
+                    serde_json::json!({"stream_name": stream, "config": {
+                        "durable_name": consumer, "filter_subject": subject}})
+                    .to_string()
+                    .into(),
+                )
+                .await
+                .unwrap();
+            intruder.flush().await.unwrap();
+            assert!(
+                next_error(&mut errors)
+                    .await
+                    .starts_with("Permissions Violation for Publish to \"$JS.API.CONSUMER.CREATE"),
+                "a consumer on {stream} over {pattern}"
+            );
+        }
+        swept.push(pattern.as_str());
+    }
+    assert_eq!(swept.len(), subjects.len());
+
+    // Nothing of it reached A's subjects or any user's: B's own heartbeat, sent last, is the
+    // only thing B got through.
+    let mut own = server
+        .subscribe(format!("machine.{b_id}.heartbeat"))
+        .await
+        .unwrap();
+    server.flush().await.unwrap();
+    intruder
+        .publish(format!("machine.{b_id}.heartbeat"), marker.clone().into())
+        .await
+        .unwrap();
+    intruder.flush().await.unwrap();
+    let delivered = tokio::time::timeout(Duration::from_secs(5), own.next())
+        .await
+        .expect("B's own heartbeat arrives")
+        .unwrap();
+    assert_eq!(&delivered.payload[..], marker.as_bytes());
+    for (what, subscription) in [
+        ("A's subjects", &mut observed),
+        ("users' subjects", &mut observed_users),
+    ] {
+        while let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(300), subscription.next()).await
+        {
+            assert_ne!(
+                &message.payload[..],
+                marker.as_bytes(),
+                "B reached {what}: {}",
+                message.subject
+            );
+        }
+    }
+    drop(intruder);
+    app.stop().await.unwrap();
+}
