@@ -4,6 +4,7 @@
 //! forwarded to a syslog collector).
 
 mod audit;
+mod isolation;
 mod organizations;
 pub(crate) mod tools;
 mod users;
