@@ -215,7 +215,10 @@ impl Parser {
             }));
         }
         let Some(end) = self.buffer.windows(2).position(|pair| pair == b"\r\n") else {
-            if self.buffer.len() > MAX_CONTROL_LINE {
+            // A trailing CR may be the start of the line's end, whose LF is in the next frame:
+            // only what comes before it counts, as it does once the line is whole.
+            let line = self.buffer.len() - usize::from(self.buffer.ends_with(b"\r"));
+            if line > MAX_CONTROL_LINE {
                 return Err(Violation {
                     error: "Maximum Control Line Exceeded",
                     fatal: true,
@@ -882,6 +885,32 @@ mod tests {
         assert_eq!(fatal(b"HPUB a 9 3\r\n"), "Unknown Protocol Operation");
         assert_eq!(fatal(b"CONNECT {nope\r\n"), "Unknown Protocol Operation");
         assert_eq!(fatal(b"UNSUB 1 x\r\n"), "Unknown Protocol Operation");
+    }
+
+    #[test]
+    fn a_line_of_the_longest_length_means_the_same_however_the_frames_cut_it() {
+        let line = format!(
+            "SUB {} 1\r\n",
+            "a".repeat(MAX_CONTROL_LINE - "SUB  1".len())
+        );
+        assert_eq!(line.len(), MAX_CONTROL_LINE + 2);
+        let whole = parse_all(line.as_bytes());
+        assert_eq!(whole.1, None, "the longest line is allowed");
+        assert_eq!(whole.0.len(), 1);
+        // Cut between its CR and LF (as 17 frames of 241 bytes cut it), it used to be refused.
+        assert_eq!(parse_pieces(line.as_bytes(), 241), whole);
+        assert_eq!(parse_pieces(line.as_bytes(), 1), whole);
+        // One byte longer is refused, however it is cut.
+        let longer = format!(
+            "SUB {} 1\r\n",
+            "a".repeat(MAX_CONTROL_LINE + 1 - "SUB  1".len())
+        );
+        for piece in [1, 241, longer.len()] {
+            assert_eq!(
+                parse_pieces(longer.as_bytes(), piece).1.unwrap().error,
+                "Maximum Control Line Exceeded"
+            );
+        }
     }
 
     #[test]
