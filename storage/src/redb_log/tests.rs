@@ -191,16 +191,45 @@ fn a_second_open_of_the_same_file_is_refused_while_the_first_is_open() {
     assert!(error.to_string().contains("already open"), "{error}");
 }
 
-/// A file backend that answers writes with ENOSPC once told the disk is full: fault injection for
-/// the full-disk contract.
-#[derive(Debug)]
-struct FillableDisk {
-    file: redb::backends::FileBackend,
-    full: Arc<AtomicBool>,
-    syncs: Arc<AtomicU64>,
+/// What the faulty disk below does to the log's file: fault injection for the storage contracts.
+#[derive(Debug, Default)]
+struct Faults {
+    /// Every write, growth and sync fails with ENOSPC.
+    full: AtomicBool,
+    /// Writes until one fails with EIO: the next `n`-th write from when it was set (0: none).
+    fail_in: AtomicU64,
+    /// Each sync takes this long first: a slow disk.
+    sync_delay_ms: AtomicU64,
+    writes: AtomicU64,
+    syncs: AtomicU64,
 }
 
-impl redb::StorageBackend for FillableDisk {
+impl Faults {
+    /// The `n`-th write from now (1 = the next) fails with EIO, once.
+    fn fail_write(&self, n: u64) {
+        self.fail_in.store(n, Ordering::SeqCst);
+    }
+
+    fn disarm(&self) {
+        self.fail_in.store(0, Ordering::SeqCst);
+    }
+
+    fn full(&self) -> std::io::Result<()> {
+        if self.full.load(Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(28));
+        }
+        Ok(())
+    }
+}
+
+/// A file backend that fails as `Faults` says.
+#[derive(Debug)]
+struct FaultyDisk {
+    file: redb::backends::FileBackend,
+    faults: Arc<Faults>,
+}
+
+impl redb::StorageBackend for FaultyDisk {
     fn len(&self) -> Result<u64, std::io::Error> {
         self.file.len()
     }
@@ -208,21 +237,31 @@ impl redb::StorageBackend for FillableDisk {
         self.file.read(offset, out)
     }
     fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
-        if self.full.load(Ordering::SeqCst) && len > self.file.len()? {
-            return Err(std::io::Error::from_raw_os_error(28));
+        if len > self.file.len()? {
+            self.faults.full()?;
         }
         self.file.set_len(len)
     }
     fn sync_data(&self) -> Result<(), std::io::Error> {
-        if self.full.load(Ordering::SeqCst) {
-            return Err(std::io::Error::from_raw_os_error(28));
+        self.faults.full()?;
+        let delay = self.faults.sync_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(delay));
         }
-        self.syncs.fetch_add(1, Ordering::SeqCst);
+        self.faults.syncs.fetch_add(1, Ordering::SeqCst);
         self.file.sync_data()
     }
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
-        if self.full.load(Ordering::SeqCst) {
-            return Err(std::io::Error::from_raw_os_error(28));
+        self.faults.full()?;
+        self.faults.writes.fetch_add(1, Ordering::SeqCst);
+        let armed = self
+            .faults
+            .fail_in
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                (left > 0).then(|| left - 1)
+            });
+        if armed == Ok(1) {
+            return Err(std::io::Error::from_raw_os_error(5));
         }
         self.file.write(offset, data)
     }
@@ -252,7 +291,7 @@ impl redb::StorageBackend for FillableDisk {
     }
 }
 
-fn open_on_fillable_disk(path: &Path, full: Arc<AtomicBool>, syncs: Arc<AtomicU64>) -> RedbLog {
+fn open_on_faulty_disk(path: &Path, faults: Arc<Faults>) -> RedbLog {
     RedbLog::open_with(
         path,
         Arc::new(SystemClock),
@@ -264,10 +303,9 @@ fn open_on_fillable_disk(path: &Path, full: Arc<AtomicBool>, syncs: Arc<AtomicU6
                 .create(true)
                 .truncate(false)
                 .open(path)?;
-            let backend = FillableDisk {
+            let backend = FaultyDisk {
                 file: redb::backends::FileBackend::new(file)?,
-                full: full.clone(),
-                syncs: syncs.clone(),
+                faults: faults.clone(),
             };
             builder.create_with_backend(backend)
         },
@@ -275,14 +313,26 @@ fn open_on_fillable_disk(path: &Path, full: Arc<AtomicBool>, syncs: Arc<AtomicU6
     .unwrap()
 }
 
+/// Every value in the log, in offset order, after a clean reopen on a healthy disk.
+async fn values_after_reopen(path: &Path) -> Vec<Vec<u8>> {
+    let log = RedbLog::open(path, Arc::new(SystemClock)).unwrap();
+    let read = log
+        .read(&tenant(), &topic(), Offset(0), 10_000)
+        .await
+        .unwrap();
+    for (at, found) in read.iter().enumerate() {
+        assert_eq!(found.offset, Offset(at as u64), "no gaps in the offsets");
+    }
+    read.into_iter().map(|found| found.record.value).collect()
+}
+
 #[tokio::test]
 async fn a_full_disk_fails_the_append_loses_nothing_acknowledged_and_writes_resume_with_room() {
     let dir = TempDir::new().unwrap();
     let path = dir.path().join("events.redb");
-    let full = Arc::new(AtomicBool::new(false));
-    let syncs = Arc::new(AtomicU64::new(0));
+    let faults = Arc::new(Faults::default());
     {
-        let log = open_on_fillable_disk(&path, full.clone(), syncs.clone());
+        let log = open_on_faulty_disk(&path, faults.clone());
         log.append_batch(
             &tenant(),
             &topic(),
@@ -290,7 +340,7 @@ async fn a_full_disk_fails_the_append_loses_nothing_acknowledged_and_writes_resu
         )
         .await
         .unwrap();
-        full.store(true, Ordering::SeqCst);
+        faults.full.store(true, Ordering::SeqCst);
         let refused = log
             .append_batch(&tenant(), &topic(), vec![record(&vec![b'x'; 600_000])])
             .await;
@@ -303,7 +353,7 @@ async fn a_full_disk_fails_the_append_loses_nothing_acknowledged_and_writes_resu
         assert!(health.contains("the last commit failed"), "{health}");
         // Room again: the writer reopens the file (redb refuses writes after an I/O error until
         // then) and the next append goes through, at the offset the refused one did not take.
-        full.store(false, Ordering::SeqCst);
+        faults.full.store(false, Ordering::SeqCst);
         let resumed = log
             .append_batch(&tenant(), &topic(), vec![record(b"after-1")])
             .await
@@ -330,14 +380,12 @@ async fn a_full_disk_fails_the_append_loses_nothing_acknowledged_and_writes_resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_are_group_committed_with_fewer_fsyncs_than_appends() {
     let dir = TempDir::new().unwrap();
-    let full = Arc::new(AtomicBool::new(false));
-    let syncs = Arc::new(AtomicU64::new(0));
-    let log = Arc::new(open_on_fillable_disk(
+    let faults = Arc::new(Faults::default());
+    let log = Arc::new(open_on_faulty_disk(
         &dir.path().join("events.redb"),
-        full,
-        syncs.clone(),
+        faults.clone(),
     ));
-    let before = syncs.load(Ordering::SeqCst);
+    let before = faults.syncs.load(Ordering::SeqCst);
     let mut tasks = tokio::task::JoinSet::new();
     for writer in 0..200u32 {
         let log = log.clone();
@@ -355,10 +403,99 @@ async fn concurrent_appends_are_group_committed_with_fewer_fsyncs_than_appends()
         .collect();
     offsets.sort_unstable();
     assert_eq!(offsets, (0..200).collect::<Vec<_>>());
-    let fsyncs = syncs.load(Ordering::SeqCst) - before;
+    let fsyncs = faults.syncs.load(Ordering::SeqCst) - before;
     assert!(fsyncs > 0, "commits must reach the disk");
     assert!(
         fsyncs < 200,
         "200 concurrent appends took {fsyncs} fsyncs: no group commit"
     );
+}
+
+/// Appends `batch` until it is acknowledged (the writer reopens the file after a failed write, at
+/// most every 2 s, and refuses appends until then); fails after 10 s.
+async fn append_when_healthy(log: &RedbLog, batch: &[Vec<u8>]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let records = batch.iter().map(|value| record(value)).collect();
+        match log.append_batch(&tenant(), &topic(), records).await {
+            Ok(_) => return,
+            Err(LogError::Unavailable(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => panic!("the log did not recover: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_failing_at_any_point_of_a_commit_loses_nothing_acknowledged() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("events.redb");
+    let faults = Arc::new(Faults::default());
+    let log = open_on_faulty_disk(&path, faults.clone());
+    let mut acknowledged: Vec<Vec<u8>> = Vec::new();
+    // How many writes one commit of a batch takes, so that every one of them is failed below.
+    let first = vec![b"first-1".to_vec(), b"first-2".to_vec()];
+    let before = faults.writes.load(Ordering::SeqCst);
+    append_when_healthy(&log, &first).await;
+    acknowledged.extend(first);
+    let per_commit = faults.writes.load(Ordering::SeqCst) - before;
+    assert!(per_commit >= 1, "a commit writes");
+    let mut refused = 0;
+    for n in 1..=per_commit + 1 {
+        faults.fail_write(n);
+        let batch = vec![
+            format!("cut-{n}-a").into_bytes(),
+            vec![b'x'; 3000 + n as usize],
+        ];
+        let records = batch.iter().map(|value| record(value)).collect();
+        match log.append_batch(&tenant(), &topic(), records).await {
+            Ok(_) => acknowledged.extend(batch),
+            Err(LogError::Unavailable(_)) => refused += 1,
+            Err(other) => panic!("write {n} of the commit failed as {other:?}"),
+        }
+        faults.disarm();
+        let after = vec![format!("after-{n}").into_bytes()];
+        append_when_healthy(&log, &after).await;
+        acknowledged.extend(after);
+    }
+    assert!(refused >= 1, "no failed write reached the commit");
+    log.close().await.unwrap();
+    assert_eq!(
+        values_after_reopen(&path).await,
+        acknowledged,
+        "exactly the acknowledged records, in order"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_disk_delays_acknowledgements_but_each_is_durable_and_commits_are_shared() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("events.redb");
+    let faults = Arc::new(Faults::default());
+    let log = Arc::new(open_on_faulty_disk(&path, faults.clone()));
+    faults.sync_delay_ms.store(100, Ordering::SeqCst);
+    let before = faults.syncs.load(Ordering::SeqCst);
+    let mut tasks = tokio::task::JoinSet::new();
+    for writer in 0..64u32 {
+        let log = log.clone();
+        tasks.spawn(async move {
+            let value = format!("slow-{writer:02}").into_bytes();
+            log.append_batch(&tenant(), &topic(), vec![record(&value)])
+                .await
+                .unwrap();
+            value
+        });
+    }
+    let mut acknowledged = tasks.join_all().await;
+    let fsyncs = faults.syncs.load(Ordering::SeqCst) - before;
+    assert!(
+        fsyncs < 64 / 4,
+        "64 appends on a disk taking 100 ms a sync took {fsyncs} syncs: commits are not shared"
+    );
+    Arc::into_inner(log).unwrap().close().await.unwrap();
+    let mut stored = values_after_reopen(&path).await;
+    stored.sort();
+    acknowledged.sort();
+    assert_eq!(stored, acknowledged, "every acknowledged append is on disk");
 }
