@@ -125,6 +125,9 @@ fn request(path: &str, id: &str, machine_id: &str) -> (String, Option<Value>) {
         "/api/tool-agents/{id}/install"
         | "/api/tool-agents/{id}/uninstall"
         | "/api/tool-agents/{id}/update" => json!({"machineIds": [machine_id]}),
+        // B's own provider, in B's namespace: A's must not change.
+        "/api/sso/{provider}" => json!({"clientId": "b-only.apps.googleusercontent.com",
+            "clientSecret": "b-only-secret", "allowedDomains": ["globex.example.com"]}),
         "/api/commands/run" => {
             json!({"machineIds": [machine_id], "command": "whoami", "shell": "bash"})
         }
@@ -277,6 +280,8 @@ async fn a_view(app: &crate::helpers::TestApp, token: &str, objects: &Objects) -
         "/api/invitations".to_owned(),
         "/api/sso/google".to_owned(),
         "/api/users".to_owned(),
+        format!("/api/tool-agents/{TOOL_AGENT}"),
+        "/api/tools".to_owned(),
     ] {
         let (status, answer) = call(app, token, Method::GET, &path, None).await;
         assert_eq!(status, 200, "{path}: {answer}");
