@@ -315,7 +315,13 @@ pub fn nats_permissions(data: &[u8]) {
             _ => panic!("it may publish to {subject:?}"),
         }
     }
-    if scope.may_send(subject, payload.as_bytes()) && subject.starts_with("$JS.API.CONSUMER.") {
+    let creates = [
+        "$JS.API.CONSUMER.CREATE.",
+        "$JS.API.CONSUMER.DURABLE.CREATE.",
+    ]
+    .iter()
+    .any(|prefix| subject.starts_with(prefix));
+    if creates && scope.may_send(subject, payload.as_bytes()) {
         let request: Value =
             serde_json::from_str(payload).expect("an allowed consumer request is JSON");
         let config = &request["config"];
