@@ -106,6 +106,23 @@ fn unpacked(archive: &Path) -> Manifest {
         .unwrap_or_else(|error| panic!("{} is not a whole archive: {error:#}", archive.display()))
 }
 
+/// `openframe backup` of `data` into `out`, run to the end: the archive's manifest.
+fn backup(data: &Path, out: &Path) -> Manifest {
+    let taken = openframe(&[
+        "backup",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        taken.status.success(),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    unpacked(out)
+}
+
 fn scratch_dirs(data: &Path) -> Vec<String> {
     std::fs::read_dir(data)
         .unwrap()
@@ -123,15 +140,7 @@ async fn a_backup_killed_at_any_point_leaves_no_archive_or_a_whole_one_and_the_d
     // Migrated once, so every run below archives the same thing.
     drop(cli::serve(&data));
     let baseline = dir.path().join("baseline.tar");
-    let taken = openframe(&[
-        "backup",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--out",
-        baseline.to_str().unwrap(),
-    ]);
-    assert!(taken.status.success());
-    assert_eq!(counts(&unpacked(&baseline)), release_1_counts());
+    assert_eq!(counts(&backup(&data, &baseline)), release_1_counts());
 
     let out = |n: u32| dir.path().join(format!("run-{n}.tar"));
     let killed = sweep(
@@ -167,19 +176,7 @@ async fn a_backup_killed_at_any_point_leaves_no_archive_or_a_whole_one_and_the_d
         .map(|partial| partial.with_extension(""))
         .unwrap_or_else(|| out(0));
     let _ = std::fs::remove_file(&reused);
-    let again = openframe(&[
-        "backup",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--out",
-        reused.to_str().unwrap(),
-    ]);
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
-    assert_eq!(counts(&unpacked(&reused)), release_1_counts());
+    assert_eq!(counts(&backup(&data, &reused)), release_1_counts());
 
     // The appliance starts, clears the scratch dirs of interrupted backups, and holds everything.
     drop(cli::serve(&data));
@@ -275,15 +272,7 @@ async fn a_migration_killed_at_any_point_never_migrates_without_a_whole_backup_a
     drop(cli::serve(&data));
     assert_eq!(archives(&backups, openframe::upgrade::PREFIX).len(), before);
     let check = dir.path().join("after.tar");
-    let taken = openframe(&[
-        "backup",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--out",
-        check.to_str().unwrap(),
-    ]);
-    assert!(taken.status.success());
-    let manifest = unpacked(&check);
+    let manifest = backup(&data, &check);
     assert_eq!(manifest.schema_versions["tenancy"], 2);
     assert_eq!(counts(&manifest), release_1_counts());
 }
