@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::cli::{self, openframe};
+use crate::cli::{self, backup, openframe};
 use crate::external::with_key;
 use crate::helpers::spawn_app_in;
 use crate::upgrade::{archives, counts, release_1_counts, unpack_fixture, versions};
@@ -104,23 +104,6 @@ fn partials(dir: &Path, prefix: &str) -> Vec<PathBuf> {
 fn unpacked(archive: &Path) -> Manifest {
     openframe::backup::unpack(archive, None, &mut |_: &str| {})
         .unwrap_or_else(|error| panic!("{} is not a whole archive: {error:#}", archive.display()))
-}
-
-/// `openframe backup` of `data` into `out`, run to the end: the archive's manifest.
-fn backup(data: &Path, out: &Path) -> Manifest {
-    let taken = openframe(&[
-        "backup",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(
-        taken.status.success(),
-        "{}",
-        String::from_utf8_lossy(&taken.stderr)
-    );
-    unpacked(out)
 }
 
 fn scratch_dirs(data: &Path) -> Vec<String> {

@@ -14,6 +14,24 @@ pub(crate) fn openframe(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `openframe backup` of `data` into `out`, run to the end: the archive's manifest.
+pub(crate) fn backup(data: &Path, out: &Path) -> openframe::backup::Manifest {
+    let taken = openframe(&[
+        "backup",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        taken.status.success(),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    openframe::backup::unpack(out, None, &mut |_: &str| {})
+        .unwrap_or_else(|error| panic!("{} is not a whole archive: {error:#}", out.display()))
+}
+
 /// The binary, as the tests run it: no `RUST_LOG` from the caller, no supervised NATS.
 pub(crate) fn command() -> Command {
     let mut command = Command::new(BIN);

@@ -109,20 +109,7 @@ async fn a_release_1_data_dir_is_backed_up_then_migrated_and_keeps_everything() 
         "{said}"
     );
     // An offline backup archives the stores as they are, without migrating them.
-    let offline = dir.path().join("offline.tar");
-    let backed_up = openframe(&[
-        "backup",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--out",
-        offline.to_str().unwrap(),
-    ]);
-    assert!(
-        backed_up.status.success(),
-        "{}",
-        String::from_utf8_lossy(&backed_up.stderr)
-    );
-    let manifest = openframe::backup::unpack(&offline, None, &mut |_: &str| {}).unwrap();
+    let manifest = crate::cli::backup(&data, &dir.path().join("offline.tar"));
     assert_eq!(manifest.schema_versions["tenancy"], 1);
     assert_eq!(counts(&manifest), release_1_counts());
     assert_eq!(versions(&data), [("tenancy", Some(1)), ("events", Some(1))]);
