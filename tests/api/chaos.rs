@@ -4,7 +4,7 @@
 //! what must hold whenever the power goes, and at the end that the data is whole.
 //! (SIGKILL during ingest is `stream::crash` and `faults`.)
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,7 @@ use tempfile::TempDir;
 use crate::cli::{self, backup, openframe};
 use crate::external::with_key;
 use crate::helpers::spawn_app_in;
-use crate::upgrade::{archives, counts, release_1_counts, unpack_fixture, versions};
+use crate::upgrade::{archives, counts, files_named, release_1_counts, unpack_fixture, versions};
 
 /// How much later each run is killed than the one before.
 const STEP: Duration = Duration::from_millis(7);
@@ -88,19 +88,6 @@ fn quiet(mut command: Command) -> Command {
     command
 }
 
-/// Complete `.tar` archives and leftover `.partial` ones in `dir` whose names start with `prefix`.
-fn partials(dir: &Path, prefix: &str) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
-        .unwrap_or_default();
-    found.retain(|path| {
-        path.file_name()
-            .and_then(|name| name.to_str())
-            .is_some_and(|name| name.starts_with(prefix) && name.ends_with(".partial"))
-    });
-    found
-}
-
 fn unpacked(archive: &Path) -> Manifest {
     openframe::backup::unpack(archive, None, &mut |_: &str| {})
         .unwrap_or_else(|error| panic!("{} is not a whole archive: {error:#}", archive.display()))
@@ -153,7 +140,7 @@ async fn a_backup_killed_at_any_point_leaves_no_archive_or_a_whole_one_and_the_d
 
     // A killed backup may leave its `.partial` and scratch dir; neither blocks anything. A new
     // backup to a path a killed run left a `.partial` for succeeds.
-    let reused = partials(dir.path(), "run-")
+    let reused = files_named(dir.path(), "run-", ".partial")
         .into_iter()
         .next()
         .map(|partial| partial.with_extension(""))

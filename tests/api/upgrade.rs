@@ -42,13 +42,18 @@ pub(crate) fn versions(data: &Path) -> Vec<(&'static str, Option<i64>)> {
 }
 
 pub(crate) fn archives(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    files_named(dir, prefix, ".tar")
+}
+
+/// The files in `dir` whose names start with `prefix` and end with `suffix`.
+pub(crate) fn files_named(dir: &Path, prefix: &str, suffix: &str) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
         .unwrap_or_default();
     found.retain(|path| {
         path.file_name()
             .and_then(|name| name.to_str())
-            .is_some_and(|name| name.starts_with(prefix) && name.ends_with(".tar"))
+            .is_some_and(|name| name.starts_with(prefix) && name.ends_with(suffix))
     });
     found
 }
