@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -76,14 +77,12 @@ pub struct TlsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
     pub data_dir: PathBuf,
-    /// `sqlite` (embedded) or `mongo` (external; not compiled into this build yet).
+    /// `sqlite` (embedded) or `mongo` (an external MongoDB, `[storage.mongo]`).
     pub documents: String,
-    /// `redb` (embedded) or `kafka` (external; not compiled into this build yet).
+    /// `redb` (embedded) or `kafka` (an external Kafka cluster, `[storage.kafka]`).
     pub events: String,
-    /// With `documents = "mongo"`: the connection string.
-    pub mongo_uri: String,
-    /// With `events = "kafka"`: `host:port[,host:port...]`.
-    pub kafka_bootstrap_servers: String,
+    pub kafka: KafkaSection,
+    pub mongo: MongoSection,
     /// The embedded event log's page cache, in MiB. It bounds most of the appliance's memory
     /// under load; reads beyond it are served by the OS page cache.
     pub event_log_cache_mb: u64,
@@ -95,9 +94,58 @@ impl Default for StorageSection {
             data_dir: PathBuf::from("./openframe-data"),
             documents: "sqlite".into(),
             events: "redb".into(),
-            mongo_uri: String::new(),
-            kafka_bootstrap_servers: String::new(),
+            kafka: KafkaSection::default(),
+            mongo: MongoSection::default(),
             event_log_cache_mb: 128,
+        }
+    }
+}
+
+/// `[storage.kafka]`: the cluster that holds the event log with `storage.events = "kafka"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSection {
+    /// Bootstrap brokers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Prefix of the appliance's topics (`<prefix><tenant>.<topic>`), so appliances can share a cluster.
+    pub topic_prefix: String,
+    /// Replication factor of the topics the appliance creates; -1 takes the broker's default.
+    pub replication_factor: i16,
+    /// How long a call keeps retrying an unreachable cluster before it fails (ingest answers 503).
+    pub timeout_ms: u64,
+    /// A tenant whose streams are OpenFrame's own unprefixed topics (`meshcentral.mongodb.events`,
+    /// ...), to plug in an existing OpenFrame Kafka + Debezium deployment. Empty: none.
+    pub openframe_tenant: String,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        let defaults = openframe_storage::KafkaSettings::new("");
+        Self {
+            brokers: String::new(),
+            topic_prefix: defaults.topic_prefix,
+            replication_factor: defaults.replication_factor,
+            timeout_ms: u64::try_from(defaults.timeout.as_millis()).unwrap_or(u64::MAX),
+            openframe_tenant: String::new(),
+        }
+    }
+}
+
+/// `[storage.mongo]`: the server that holds tenancy and documents with `storage.documents = "mongo"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MongoSection {
+    /// `mongodb://user:password@host:port/database?...`; the database defaults to `openframe`.
+    pub uri: String,
+    /// How long a call waits for a usable server before it fails.
+    pub timeout_ms: u64,
+}
+
+impl Default for MongoSection {
+    fn default() -> Self {
+        Self {
+            uri: String::new(),
+            timeout_ms: 10_000,
         }
     }
 }
@@ -728,10 +776,10 @@ impl Config {
         }
         match self.storage.documents.as_str() {
             "sqlite" => {}
-            "mongo" if !self.storage.mongo_uri.is_empty() => {}
+            "mongo" if !self.storage.mongo.uri.is_empty() => {}
             "mongo" => {
                 return Err(invalid(
-                    "storage.mongo_uri",
+                    "storage.mongo.uri",
                     "required when storage.documents = \"mongo\"".into(),
                 ));
             }
@@ -744,17 +792,53 @@ impl Config {
         }
         match self.storage.events.as_str() {
             "redb" => {}
-            "kafka" if !self.storage.kafka_bootstrap_servers.is_empty() => {}
+            "kafka" if !self.storage.kafka.brokers.trim().is_empty() => {}
             "kafka" => {
                 return Err(invalid(
-                    "storage.kafka_bootstrap_servers",
-                    "required when storage.events = \"kafka\"".into(),
+                    "storage.kafka.brokers",
+                    "required when storage.events = \"kafka\"; give host:port[,host:port...]"
+                        .into(),
                 ));
             }
             other => {
                 return Err(invalid(
                     "storage.events",
                     format!("{other:?} is not a backend; use \"redb\" or \"kafka\""),
+                ));
+            }
+        }
+        let kafka = &self.storage.kafka;
+        if !kafka.openframe_tenant.is_empty()
+            && let Err(error) = openframe_storage::TenantId::parse(&kafka.openframe_tenant)
+        {
+            return Err(invalid("storage.kafka.openframe_tenant", error.to_string()));
+        }
+        if !(kafka.topic_prefix.is_empty()
+            || openframe_storage::model::Topic::parse(&kafka.topic_prefix).is_ok()
+                && kafka.topic_prefix.len() <= 64)
+        {
+            return Err(invalid(
+                "storage.kafka.topic_prefix",
+                "at most 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'".into(),
+            ));
+        }
+        if kafka.replication_factor == 0 || kafka.replication_factor < -1 {
+            return Err(invalid(
+                "storage.kafka.replication_factor",
+                format!(
+                    "{} is not a replication factor; use -1 (the broker's default) or 1 and up",
+                    kafka.replication_factor
+                ),
+            ));
+        }
+        for (key, timeout) in [
+            ("storage.kafka.timeout_ms", kafka.timeout_ms),
+            ("storage.mongo.timeout_ms", self.storage.mongo.timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&timeout) {
+                return Err(invalid(
+                    key,
+                    format!("{timeout} is out of range 100..=600000"),
                 ));
             }
         }
@@ -1120,15 +1204,26 @@ impl Config {
             event_log_cache_mb: usize::try_from(self.storage.event_log_cache_mb)
                 .unwrap_or(usize::MAX),
             documents: match self.storage.documents.as_str() {
-                "mongo" => DocumentBackend::Mongo {
-                    uri: self.storage.mongo_uri.clone(),
-                },
+                "mongo" => DocumentBackend::Mongo(openframe_storage::MongoSettings {
+                    uri: self.storage.mongo.uri.clone(),
+                    timeout: Duration::from_millis(self.storage.mongo.timeout_ms),
+                }),
                 _ => DocumentBackend::Sqlite,
             },
             events: match self.storage.events.as_str() {
-                "kafka" => EventBackend::Kafka {
-                    bootstrap_servers: self.storage.kafka_bootstrap_servers.clone(),
-                },
+                "kafka" => {
+                    let kafka = &self.storage.kafka;
+                    EventBackend::Kafka(openframe_storage::KafkaSettings {
+                        brokers: kafka.brokers.clone(),
+                        topic_prefix: kafka.topic_prefix.clone(),
+                        replication_factor: kafka.replication_factor,
+                        timeout: Duration::from_millis(kafka.timeout_ms),
+                        openframe_tenant: openframe_storage::TenantId::parse(
+                            &kafka.openframe_tenant,
+                        )
+                        .ok(),
+                    })
+                }
                 _ => EventBackend::Redb,
             },
             analytics: openframe_storage::AnalyticsSettings {
@@ -1389,7 +1484,7 @@ mod tests {
             ),
             (
                 &[("OPENFRAME_STORAGE__EVENTS", "kafka")],
-                "storage.kafka_bootstrap_servers",
+                "storage.kafka.brokers",
                 "required",
             ),
             (

@@ -62,6 +62,10 @@ pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// The largest page `list` returns.
 pub const MAX_LIST: usize = 1000;
 
+/// Both capabilities, as every document engine provides them in one object.
+pub trait DocumentEngine: TenantStore + DocumentStore {}
+impl<T: TenantStore + DocumentStore> DocumentEngine for T {}
+
 #[async_trait]
 pub trait TenantStore: Engine {
     /// Fails with [`DocumentError::AlreadyExists`] if the id is taken.
@@ -135,4 +139,50 @@ pub trait DocumentStore: Engine {
 
     async fn count(&self, tenant: &TenantId, collection: &Collection)
     -> Result<u64, DocumentError>;
+}
+
+/// Serialises a body, refusing anything but an object and bodies over [`MAX_DOCUMENT_BYTES`].
+pub(crate) fn encode_body(body: &serde_json::Value) -> Result<String, DocumentError> {
+    if !body.is_object() {
+        return Err(DocumentError::Invalid(
+            "a document body must be a JSON object".into(),
+        ));
+    }
+    let encoded = serde_json::to_string(body)
+        .map_err(|error| DocumentError::Invalid(format!("cannot encode the body: {error}")))?;
+    if encoded.len() > MAX_DOCUMENT_BYTES {
+        return Err(DocumentError::Invalid(format!(
+            "the body is {} bytes; the limit is {MAX_DOCUMENT_BYTES}",
+            encoded.len()
+        )));
+    }
+    Ok(encoded)
+}
+
+/// Refuses a page size outside `1..=MAX_LIST`.
+pub(crate) fn check_limit(limit: usize) -> Result<(), DocumentError> {
+    if (1..=MAX_LIST).contains(&limit) {
+        Ok(())
+    } else {
+        Err(DocumentError::Invalid(format!(
+            "limit must be between 1 and {MAX_LIST}, got {limit}"
+        )))
+    }
+}
+
+/// Refuses a `find_by_field` field that is not a plain top-level name (engines write it into
+/// their query language).
+pub(crate) fn check_field(field: &str) -> Result<(), DocumentError> {
+    let plain = (1..=64).contains(&field.len())
+        && field
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_');
+    if plain {
+        Ok(())
+    } else {
+        Err(DocumentError::Invalid(format!(
+            "field must be 1 to 64 characters of A-Z, a-z, 0-9 and '_', got {:?}",
+            field.chars().take(80).collect::<String>()
+        )))
+    }
 }

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// An engine could not do its work: I/O, a full disk, a poisoned lock, a background thread gone.
 /// Nothing was acknowledged; whether a retry can succeed depends on the cause.

@@ -32,6 +32,10 @@ pub mod search;
 
 #[cfg(feature = "duckdb")]
 pub mod duckdb;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+#[cfg(feature = "mongo")]
+pub mod mongo;
 pub mod redb_log;
 pub mod sqlite;
 pub mod tantivy;
@@ -40,18 +44,23 @@ pub mod tantivy;
 pub mod conformance;
 
 mod blocking;
+#[cfg(all(test, feature = "kafka", feature = "mongo"))]
+mod connector_tests;
 mod magic;
+#[cfg(any(test, feature = "test-util"))]
+pub mod peers;
 #[cfg(test)]
 mod snapshot_tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 pub use analytics::Analytics;
 pub use details::LogDetails;
-pub use documents::{DocumentStore, TenantStore};
+pub use documents::{DocumentEngine, DocumentStore, TenantStore};
 pub use error::{EngineFailure, OpenError};
 pub use log::EventLog;
 pub use model::{Clock, TenantId};
@@ -87,20 +96,62 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DocumentBackend {
     Sqlite,
-    /// An external MongoDB (feature `mongo`; not yet in this build).
-    Mongo {
-        uri: String,
-    },
+    /// An external MongoDB (feature `mongo`).
+    Mongo(MongoSettings),
 }
 
-/// Which engine holds the event log.
+/// Which engine holds the event log. The log details (Cassandra's role) stay in the embedded
+/// log file either way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventBackend {
     Redb,
-    /// An external Kafka cluster (feature `kafka`; not yet in this build).
-    Kafka {
-        bootstrap_servers: String,
-    },
+    /// An external Kafka cluster (feature `kafka`).
+    Kafka(KafkaSettings),
+}
+
+/// Where the cluster is and how the appliance names things in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSettings {
+    /// Bootstrap brokers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Prefix of the appliance's topic names; lets several appliances share a cluster.
+    pub topic_prefix: String,
+    /// Replication factor of the topics the appliance creates; `-1` takes the broker's default.
+    pub replication_factor: i16,
+    /// How long a call keeps retrying an unreachable or failing cluster before giving up.
+    pub timeout: Duration,
+    /// The tenant whose streams are OpenFrame's own, unprefixed topics, if any.
+    pub openframe_tenant: Option<TenantId>,
+}
+
+impl KafkaSettings {
+    pub fn new(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topic_prefix: "openframe.".into(),
+            replication_factor: -1,
+            timeout: Duration::from_secs(10),
+            openframe_tenant: None,
+        }
+    }
+}
+
+/// Where the server is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MongoSettings {
+    /// `mongodb://...`; its path names the database (default `openframe`).
+    pub uri: String,
+    /// How long a call waits for a usable server before failing.
+    pub timeout: Duration,
+}
+
+impl MongoSettings {
+    pub fn new(uri: impl Into<String>) -> Self {
+        Self {
+            uri: uri.into(),
+            timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,8 +279,8 @@ impl Storage {
     ) -> Result<Storage, OpenError> {
         let documents = open_documents(config, clock.clone()).await?;
         opened.push(documents.clone());
-        let events = open_events(config, clock).await?;
-        opened.push(events.clone());
+        let log = open_events(config, clock).await?;
+        opened.extend(log.engines());
         let analytics = open_analytics(&config.data_dir, &config.analytics).await?;
         opened.push(analytics.clone());
         let search_dir = config.data_dir.join(files::SEARCH);
@@ -242,8 +293,8 @@ impl Storage {
         Ok(Storage {
             tenants: documents.clone(),
             documents,
-            details: events.clone(),
-            events,
+            details: log.details,
+            events: log.events,
             analytics,
             search,
         })
@@ -251,12 +302,15 @@ impl Storage {
 
     /// Each engine's state, probed now.
     pub async fn health(&self) -> Vec<EngineHealth> {
-        let engines: [(&'static str, &dyn Engine); 4] = [
-            ("documents", &*self.documents),
-            ("events", &*self.events),
-            ("analytics", &*self.analytics),
+        let mut engines: Vec<(&'static str, &dyn Engine)> =
+            vec![("documents", &*self.documents), ("events", &*self.events)];
+        if !same_engine(&*self.events, &*self.details) {
+            engines.push(("details", &*self.details));
+        }
+        engines.extend([
+            ("analytics", &*self.analytics as &dyn Engine),
             ("search", &*self.search),
-        ];
+        ]);
         let mut report = Vec::with_capacity(engines.len());
         for (role, engine) in engines {
             report.push(EngineHealth {
@@ -277,14 +331,8 @@ impl Storage {
     /// Tenants and documents are one engine; so are the event log and the log details.
     /// Engines are copied one after the other, each at its own point in time.
     pub async fn snapshot(&self, into: &Path) -> Result<Vec<String>, EngineFailure> {
-        let engines: [&dyn Engine; 4] = [
-            &*self.documents,
-            &*self.events,
-            &*self.analytics,
-            &*self.search,
-        ];
-        let mut written = Vec::new();
-        for engine in engines {
+        let mut written = self.records().snapshot(into).await?;
+        for engine in [&*self.analytics as &dyn Engine, &*self.search] {
             written.extend(engine.snapshot(into).await?);
         }
         Ok(written)
@@ -293,12 +341,11 @@ impl Storage {
     /// Flushes and closes every engine, reporting the first failure after trying them all.
     pub async fn close(&self) -> Result<(), EngineFailure> {
         let mut first_failure = None;
-        let engines: [&dyn Engine; 4] = [
-            &*self.search,
-            &*self.analytics,
-            &*self.events,
-            &*self.documents,
-        ];
+        let mut engines: Vec<&dyn Engine> = vec![&*self.search, &*self.analytics, &*self.events];
+        if !same_engine(&*self.events, &*self.details) {
+            engines.push(&*self.details);
+        }
+        engines.push(&*self.documents);
         for engine in engines {
             if let Err(failure) = engine.close().await {
                 tracing::error!(engine = engine.engine_name(), error = %failure, "closing failed");
@@ -326,8 +373,8 @@ impl Storage {
         clock: Arc<dyn Clock>,
     ) -> Result<Records, OpenError> {
         let documents = open_documents(config, clock.clone()).await?;
-        let events = match open_events(config, clock).await {
-            Ok(events) => events,
+        let log = match open_events(config, clock).await {
+            Ok(log) => log,
             Err(error) => {
                 let _ = documents.close().await;
                 return Err(error);
@@ -336,8 +383,8 @@ impl Storage {
         Ok(Records {
             tenants: documents.clone(),
             documents,
-            details: events.clone(),
-            events,
+            details: log.details,
+            events: log.events,
         })
     }
 }
@@ -359,14 +406,22 @@ impl Records {
     pub async fn snapshot(&self, into: &Path) -> Result<Vec<String>, EngineFailure> {
         let mut written = self.documents.snapshot(into).await?;
         written.extend(self.events.snapshot(into).await?);
+        if !same_engine(&*self.events, &*self.details) {
+            written.extend(self.details.snapshot(into).await?);
+        }
         Ok(written)
     }
 
-    /// Closes both engines, reporting the first failure after trying both.
+    /// Closes every engine, reporting the first failure after trying them all.
     pub async fn close(&self) -> Result<(), EngineFailure> {
         let events = self.events.close().await;
+        let details = if same_engine(&*self.events, &*self.details) {
+            Ok(())
+        } else {
+            self.details.close().await
+        };
         let documents = self.documents.close().await;
-        events.and(documents)
+        events.and(details).and(documents)
     }
 }
 
@@ -406,7 +461,8 @@ pub fn stored_schemas(config: &StorageConfig) -> Result<Vec<StoredSchema>, OpenE
     if config.documents == DocumentBackend::Sqlite {
         found.push(stored_tenancy_schema(config)?);
     }
-    if config.events == EventBackend::Redb {
+    {
+        // The embedded log file holds the log details with either event backend.
         let path = config.data_dir.join(files::EVENTS);
         found.push(StoredSchema {
             role: "events",
@@ -440,7 +496,7 @@ pub fn copy_stores_as_is(config: &StorageConfig, into: &Path) -> Result<Vec<Stri
         written.push(files::TENANCY.to_owned());
     }
     let events = config.data_dir.join(files::EVENTS);
-    if config.events == EventBackend::Redb && events.exists() {
+    if events.exists() {
         redb_log::copy_as_is(&events, &into.join(files::EVENTS))?;
         written.push(files::EVENTS.to_owned());
     }
@@ -472,7 +528,7 @@ impl Tenancy {
 async fn open_documents(
     config: &StorageConfig,
     clock: Arc<dyn Clock>,
-) -> Result<Arc<sqlite::SqliteStore>, OpenError> {
+) -> Result<Arc<dyn DocumentEngine>, OpenError> {
     match &config.documents {
         DocumentBackend::Sqlite => {
             let path = config.data_dir.join(files::TENANCY);
@@ -480,29 +536,74 @@ async fn open_documents(
                 blocking::run_open(move || sqlite::SqliteStore::open(&path, clock)).await?,
             ))
         }
-        DocumentBackend::Mongo { .. } => Err(not_compiled("documents", "mongo")),
+        #[cfg(feature = "mongo")]
+        DocumentBackend::Mongo(settings) => {
+            Ok(Arc::new(mongo::MongoStore::open(settings, clock).await?))
+        }
+        #[cfg(not(feature = "mongo"))]
+        DocumentBackend::Mongo(_) => Err(not_compiled("documents", "mongo")),
+    }
+}
+
+/// The event log and the log details, which may be one engine or two.
+struct OpenedLog {
+    events: Arc<dyn EventLog>,
+    details: Arc<dyn LogDetails>,
+    /// Each engine once, for closing on a failed open.
+    distinct: Vec<Arc<dyn Engine>>,
+}
+
+impl OpenedLog {
+    fn engines(&self) -> Vec<Arc<dyn Engine>> {
+        self.distinct.clone()
     }
 }
 
 async fn open_events(
     config: &StorageConfig,
     clock: Arc<dyn Clock>,
-) -> Result<Arc<redb_log::RedbLog>, OpenError> {
+) -> Result<OpenedLog, OpenError> {
+    let path = config.data_dir.join(files::EVENTS);
+    let cache_bytes = config.event_log_cache_mb.saturating_mul(1024 * 1024);
+    let redb_clock = clock.clone();
+    let redb = Arc::new(
+        blocking::run_open(move || {
+            redb_log::RedbLog::open_with_cache(&path, redb_clock, cache_bytes)
+        })
+        .await?,
+    );
     match &config.events {
-        EventBackend::Redb => {
-            let path = config.data_dir.join(files::EVENTS);
-            let cache_bytes = config.event_log_cache_mb.saturating_mul(1024 * 1024);
-            Ok(Arc::new(
-                blocking::run_open(move || {
-                    redb_log::RedbLog::open_with_cache(&path, clock, cache_bytes)
-                })
-                .await?,
-            ))
+        EventBackend::Redb => Ok(OpenedLog {
+            events: redb.clone(),
+            details: redb.clone(),
+            distinct: vec![redb],
+        }),
+        #[cfg(feature = "kafka")]
+        EventBackend::Kafka(settings) => {
+            let kafka = Arc::new(kafka::KafkaLog::open(settings.clone(), clock));
+            Ok(OpenedLog {
+                events: kafka.clone(),
+                details: redb.clone(),
+                distinct: vec![kafka, redb],
+            })
         }
-        EventBackend::Kafka { .. } => Err(not_compiled("events", "kafka")),
+        #[cfg(not(feature = "kafka"))]
+        EventBackend::Kafka(_) => {
+            let _ = (redb.close().await, clock);
+            Err(not_compiled("events", "kafka"))
+        }
     }
 }
 
+/// Whether two trait objects are the same engine (one object serving two roles).
+fn same_engine(a: &dyn Engine, b: &dyn Engine) -> bool {
+    std::ptr::addr_eq(a as *const dyn Engine, b as *const dyn Engine)
+}
+
+#[cfg_attr(
+    all(feature = "kafka", feature = "mongo", feature = "duckdb"),
+    allow(dead_code)
+)]
 fn not_compiled(role: &'static str, backend: &'static str) -> OpenError {
     OpenError::NotCompiled {
         role,

@@ -54,6 +54,35 @@ impl NewRecord {
     }
 }
 
+/// Refuses an empty batch or a record over [`MAX_RECORD_BYTES`]: the checks every engine makes
+/// before writing anything.
+pub(crate) fn validate_batch(records: &[NewRecord]) -> Result<(), LogError> {
+    if records.is_empty() {
+        return Err(LogError::InvalidRecord(
+            "a batch must hold at least one record".into(),
+        ));
+    }
+    for (index, record) in records.iter().enumerate() {
+        let len = record.encoded_len();
+        if len > MAX_RECORD_BYTES {
+            return Err(LogError::InvalidRecord(format!(
+                "record {index} is {len} bytes; the limit is {MAX_RECORD_BYTES}"
+            )));
+        }
+        if record.headers.len() > usize::from(u16::MAX)
+            || record
+                .headers
+                .iter()
+                .any(|(name, _)| name.len() > usize::from(u16::MAX))
+        {
+            return Err(LogError::InvalidRecord(format!(
+                "record {index} has too many or too long headers"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A stored record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {

@@ -3,15 +3,14 @@
 
 use serde_json::json;
 
-use crate::documents::{DocumentStore, MAX_DOCUMENT_BYTES, Tenant, TenantStatus, TenantStore};
+use crate::documents::{MAX_DOCUMENT_BYTES, Tenant, TenantStatus};
 use crate::error::DocumentError;
 use crate::model::{Collection, DocumentId, TenantId};
 
 use super::tenant;
 
 /// Both capabilities, as the document engines provide them.
-pub trait Documents: TenantStore + DocumentStore {}
-impl<T: TenantStore + DocumentStore> Documents for T {}
+pub use crate::documents::DocumentEngine as Documents;
 
 async fn seeded(store: &dyn Documents, case: &str) -> TenantId {
     let id = tenant(case);

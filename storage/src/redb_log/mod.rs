@@ -32,7 +32,7 @@ use crate::details::{LogDetails, LogKey, MAX_SCAN};
 use crate::error::{EngineFailure, LogError, OpenError};
 use crate::log::{
     Appended, EventLog, LogRecord, MAX_RECORD_BYTES, NewRecord, RetentionPolicy, RetentionReport,
-    StreamBounds,
+    StreamBounds, validate_batch,
 };
 use crate::model::{Clock, GroupId, Offset, TenantId, Topic, UnixMillis};
 
@@ -814,33 +814,6 @@ fn retain(
         }
     }
     Ok(report)
-}
-
-fn validate_batch(records: &[NewRecord]) -> Result<(), LogError> {
-    if records.is_empty() {
-        return Err(LogError::InvalidRecord(
-            "a batch must hold at least one record".into(),
-        ));
-    }
-    for (index, record) in records.iter().enumerate() {
-        let len = record.encoded_len();
-        if len > MAX_RECORD_BYTES {
-            return Err(LogError::InvalidRecord(format!(
-                "record {index} is {len} bytes; the limit is {MAX_RECORD_BYTES}"
-            )));
-        }
-        if record.headers.len() > usize::from(u16::MAX)
-            || record
-                .headers
-                .iter()
-                .any(|(name, _)| name.len() > usize::from(u16::MAX))
-        {
-            return Err(LogError::InvalidRecord(format!(
-                "record {index} has too many or too long headers"
-            )));
-        }
-    }
-    Ok(())
 }
 
 #[async_trait]

@@ -20,7 +20,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use crate::Engine;
 use crate::blocking;
 use crate::documents::{
-    Document, DocumentStore, MAX_DOCUMENT_BYTES, MAX_LIST, Tenant, TenantStatus, TenantStore,
+    Document, DocumentStore, Tenant, TenantStatus, TenantStore, check_field, check_limit,
+    encode_body,
 };
 use crate::error::{DocumentError, EngineFailure, OpenError};
 use crate::model::{Clock, Collection, DocumentId, TenantId};
@@ -292,35 +293,8 @@ fn document_from_parts(
     })
 }
 
-fn encode_body(body: &serde_json::Value) -> Result<String, DocumentError> {
-    if !body.is_object() {
-        return Err(DocumentError::Invalid(
-            "a document body must be a JSON object".into(),
-        ));
-    }
-    let encoded = serde_json::to_string(body)
-        .map_err(|error| DocumentError::Invalid(format!("cannot encode the body: {error}")))?;
-    if encoded.len() > MAX_DOCUMENT_BYTES {
-        return Err(DocumentError::Invalid(format!(
-            "the body is {} bytes; the limit is {MAX_DOCUMENT_BYTES}",
-            encoded.len()
-        )));
-    }
-    Ok(encoded)
-}
-
 fn document_name(collection: &Collection, id: &DocumentId) -> String {
     format!("document {collection}/{id}")
-}
-
-fn check_limit(limit: usize) -> Result<(), DocumentError> {
-    if (1..=MAX_LIST).contains(&limit) {
-        Ok(())
-    } else {
-        Err(DocumentError::Invalid(format!(
-            "limit must be between 1 and {MAX_LIST}, got {limit}"
-        )))
-    }
 }
 
 /// The stored version of a document, read inside the writer's transaction.
@@ -716,16 +690,7 @@ impl DocumentStore for SqliteStore {
         limit: usize,
     ) -> Result<Vec<Document>, DocumentError> {
         check_limit(limit)?;
-        let field_is_plain = (1..=64).contains(&field.len())
-            && field
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'_');
-        if !field_is_plain {
-            return Err(DocumentError::Invalid(format!(
-                "field must be 1 to 64 characters of A-Z, a-z, 0-9 and '_', got {:?}",
-                field.chars().take(80).collect::<String>()
-            )));
-        }
+        check_field(field)?;
         let bound: rusqlite::types::Value = match value {
             serde_json::Value::String(text) => text.clone().into(),
             serde_json::Value::Bool(flag) => i64::from(*flag).into(),
