@@ -398,4 +398,19 @@ impl DocumentStore for CountedDocuments {
         self.tally("count");
         self.inner.count(tenant, collection).await
     }
+
+    async fn collections(&self, tenant: &TenantId) -> Result<Vec<Collection>, DocumentError> {
+        self.tally("collections");
+        self.inner.collections(tenant).await
+    }
+
+    async fn import(
+        &self,
+        tenant: &TenantId,
+        collection: &Collection,
+        document: &openframe_storage::documents::Document,
+    ) -> Result<(), DocumentError> {
+        self.tally("import");
+        self.inner.import(tenant, collection, document).await
+    }
 }

@@ -139,6 +139,18 @@ pub trait DocumentStore: Engine {
 
     async fn count(&self, tenant: &TenantId, collection: &Collection)
     -> Result<u64, DocumentError>;
+
+    /// The collections in which the tenant has documents, ascending: for copying a store.
+    async fn collections(&self, tenant: &TenantId) -> Result<Vec<Collection>, DocumentError>;
+
+    /// Writes `document` exactly as given (id, version, body and time), replacing a document of
+    /// the same id: for copying a store into another. The tenant must exist.
+    async fn import(
+        &self,
+        tenant: &TenantId,
+        collection: &Collection,
+        document: &Document,
+    ) -> Result<(), DocumentError>;
 }
 
 /// Serialises a body, refusing anything but an object and bodies over [`MAX_DOCUMENT_BYTES`].

@@ -1018,6 +1018,40 @@ impl EventLog for KafkaLog {
             .and_then(|book| book.latest.get(&key).copied()))
     }
 
+    /// The appliance's own (prefixed) streams; OpenFrame's unprefixed topics are not listed.
+    async fn streams(&self) -> Result<Vec<(TenantId, Topic)>, LogError> {
+        let inner = &self.inner;
+        let mut streams = Vec::new();
+        for name in inner.topic_names(true).await? {
+            if let Some(rest) = name.strip_prefix(&inner.settings.topic_prefix)
+                && let Some((tenant, topic)) = rest.split_once('.')
+                && let (Ok(tenant), Ok(topic)) = (TenantId::parse(tenant), Topic::parse(topic))
+            {
+                streams.push((tenant, topic));
+            }
+        }
+        streams.sort();
+        Ok(streams)
+    }
+
+    async fn committed_offsets(
+        &self,
+        tenant: &TenantId,
+        topic: &Topic,
+    ) -> Result<Vec<(GroupId, Offset)>, LogError> {
+        let guard = self.inner.offset_book().await?;
+        Ok(guard
+            .as_ref()
+            .map(|book| {
+                book.latest
+                    .iter()
+                    .filter(|((t, s, _), _)| t == tenant && s == topic)
+                    .map(|((_, _, group), next)| (group.clone(), *next))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     fn watch(&self, tenant: &TenantId, topic: &Topic) -> watch::Receiver<Offset> {
         self.inner.stream_sender(tenant, topic)
     }

@@ -169,6 +169,16 @@ pub trait EventLog: Engine {
         group: &GroupId,
     ) -> Result<Option<Offset>, LogError>;
 
+    /// Every stream the log holds, as `(tenant, topic)`, ascending: for copying a log.
+    async fn streams(&self) -> Result<Vec<(TenantId, Topic)>, LogError>;
+
+    /// Every group's committed offset on the stream, ascending by group: for copying a log.
+    async fn committed_offsets(
+        &self,
+        tenant: &TenantId,
+        topic: &Topic,
+    ) -> Result<Vec<(GroupId, Offset)>, LogError>;
+
     /// A receiver of the stream's end offset, updated after every durable append; consumers wait
     /// on it to tail the stream. Its first value is the end at the time of the call.
     fn watch(&self, tenant: &TenantId, topic: &Topic) -> watch::Receiver<Offset>;

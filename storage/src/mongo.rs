@@ -196,7 +196,18 @@ impl MongoStore {
         body: &serde_json::Value,
         encoded: String,
     ) -> Result<(BsonDocument, i64), DocumentError> {
-        let now = self.clock.now_ms();
+        self.stored_at(tenant, id, version, body, encoded, self.clock.now_ms())
+    }
+
+    fn stored_at(
+        &self,
+        tenant: &TenantId,
+        id: &DocumentId,
+        version: u64,
+        body: &serde_json::Value,
+        encoded: String,
+        now: i64,
+    ) -> Result<(BsonDocument, i64), DocumentError> {
         let stored = doc! {
             "_id": key(tenant, id),
             "tenantId": tenant.as_str(),
@@ -626,5 +637,62 @@ impl DocumentStore for MongoStore {
             .count_documents(doc! {"tenantId": tenant.as_str()})
             .await
             .map_err(failure("count documents"))
+    }
+
+    async fn collections(&self, tenant: &TenantId) -> Result<Vec<Collection>, DocumentError> {
+        let operation = "list collections";
+        self.ensure_open(operation)?;
+        let mut names = self
+            .database
+            .list_collection_names()
+            .await
+            .map_err(failure(operation))?;
+        names.sort();
+        let mut found = Vec::new();
+        for name in names {
+            let Ok(collection) = Collection::parse(&name) else {
+                continue; // `_tenants` and collections that are not ours
+            };
+            let any = self
+                .database
+                .collection::<BsonDocument>(&name)
+                .find_one(doc! {"tenantId": tenant.as_str()})
+                .projection(doc! {"_id": 1})
+                .await
+                .map_err(failure(operation))?;
+            if any.is_some() {
+                found.push(collection);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn import(
+        &self,
+        tenant: &TenantId,
+        collection: &Collection,
+        document: &Document,
+    ) -> Result<(), DocumentError> {
+        let operation = "import document";
+        let encoded = encode_body(&document.body)?;
+        self.require_tenant(tenant).await?;
+        let documents = self.documents(collection, operation).await?;
+        let (stored, _) = self.stored_at(
+            tenant,
+            &document.id,
+            document.version,
+            &document.body,
+            encoded,
+            document.updated_at,
+        )?;
+        documents
+            .replace_one(
+                doc! {"_id": key(tenant, &document.id), "tenantId": tenant.as_str()},
+                stored,
+            )
+            .upsert(true)
+            .await
+            .map_err(failure(operation))?;
+        Ok(())
     }
 }

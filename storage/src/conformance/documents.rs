@@ -409,6 +409,60 @@ pub async fn tenants_never_see_each_others_documents(store: &dyn Documents) {
     assert_eq!(store.count(&globex, &machines).await.unwrap(), 1);
 }
 
+pub async fn imports_keep_versions_and_times_and_collections_are_listed(store: &dyn Documents) {
+    let acme = seeded(store, "docs-import").await;
+    let globex = seeded(store, "docs-import-other").await;
+    let (machines, tags) = (collection("machines"), collection("tags"));
+    let copied = crate::documents::Document {
+        id: doc_id("m-1"),
+        version: 7,
+        body: json!({"hostname": "ws-1", "n": 1.5}),
+        updated_at: 1_700_000_000_123,
+    };
+    store.import(&acme, &machines, &copied).await.unwrap();
+    assert_eq!(
+        store.get(&acme, &machines, &copied.id).await.unwrap(),
+        Some(copied.clone())
+    );
+    let again = crate::documents::Document {
+        version: 9,
+        body: json!({"hostname": "ws-1b"}),
+        ..copied.clone()
+    };
+    store.import(&acme, &machines, &again).await.unwrap();
+    assert_eq!(
+        store.get(&acme, &machines, &copied.id).await.unwrap(),
+        Some(again),
+        "an import replaces"
+    );
+    assert_eq!(store.count(&acme, &machines).await.unwrap(), 1);
+    let next = store
+        .replace(&acme, &machines, &copied.id, &json!({"x": 1}), Some(9))
+        .await
+        .unwrap();
+    assert_eq!(next.version, 10, "versions go on from the imported one");
+    store
+        .insert(&acme, &tags, &doc_id("t-1"), &json!({"key": "a"}))
+        .await
+        .unwrap();
+    store
+        .insert(&globex, &collection("scripts"), &doc_id("s-1"), &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(store.collections(&acme).await.unwrap(), [machines, tags]);
+    assert_eq!(
+        store.collections(&globex).await.unwrap(),
+        [collection("scripts")]
+    );
+    let unknown = store
+        .import(&tenant("docs-import-nobody"), &collection("tags"), &copied)
+        .await;
+    assert!(
+        matches!(unknown, Err(DocumentError::NotFound { .. })),
+        "{unknown:?}"
+    );
+}
+
 /// Instantiates every document conformance case as a test; `$factory` is a future of
 /// `(Arc<E>, guard)` where `E` implements both [`TenantStore`] and [`DocumentStore`].
 #[macro_export]
@@ -424,6 +478,7 @@ macro_rules! documents_conformance {
             find_by_field_matches_strings_numbers_and_booleans,
             delete_checks_the_version_and_reports_absence,
             tenants_never_see_each_others_documents,
+            imports_keep_versions_and_times_and_collections_are_listed,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {$(

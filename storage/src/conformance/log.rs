@@ -429,6 +429,51 @@ pub async fn retention_by_size_keeps_the_newest_records_under_the_bound(
     assert_eq!(unbounded.records, 0);
 }
 
+pub async fn streams_and_their_committed_offsets_are_listed(log: &dyn EventLog, _: &ManualClock) {
+    let (acme, globex) = (tenant("list-acme"), tenant("list-globex"));
+    let (raw, unified) = (topic("meshcentral.mongodb.events"), topic("logs.events"));
+    log.append_batch(&acme, &raw, vec![record("a")])
+        .await
+        .unwrap();
+    log.append_batch(&acme, &unified, vec![record("b")])
+        .await
+        .unwrap();
+    log.append_batch(&globex, &raw, vec![record("c")])
+        .await
+        .unwrap();
+    let streams = log.streams().await.unwrap();
+    for stream in [
+        (acme.clone(), raw.clone()),
+        (acme.clone(), unified.clone()),
+        (globex.clone(), raw.clone()),
+    ] {
+        assert!(streams.contains(&stream), "{stream:?} in {streams:?}");
+    }
+    let (stream, search) = (
+        GroupId::parse("stream").unwrap(),
+        GroupId::parse("search").unwrap(),
+    );
+    log.commit_offset(&acme, &raw, &stream, Offset(1))
+        .await
+        .unwrap();
+    log.commit_offset(&acme, &raw, &search, Offset(0))
+        .await
+        .unwrap();
+    log.commit_offset(&globex, &raw, &stream, Offset(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        log.committed_offsets(&acme, &raw).await.unwrap(),
+        [(search, Offset(0)), (stream, Offset(1))]
+    );
+    assert!(
+        log.committed_offsets(&acme, &unified)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 /// Instantiates every [`EventLog`] conformance case as a test. `$factory` is a closure taking the
 /// [`ManualClock`] the engine must use and returning a future of `(Arc<dyn EventLog>, guard)`.
 #[macro_export]
@@ -445,6 +490,7 @@ macro_rules! event_log_conformance {
             concurrent_appends_never_share_or_skip_offsets,
             retention_by_age_deletes_old_records_and_keeps_offsets,
             retention_by_size_keeps_the_newest_records_under_the_bound,
+            streams_and_their_committed_offsets_are_listed,
         );
     };
     (@cases $factory:expr; $($case:ident),* $(,)?) => {$(

@@ -326,6 +326,11 @@ fn closed(operation: &'static str) -> EngineFailure {
     EngineFailure::new(ENGINE, operation, "the event log is closed")
 }
 
+/// A name read back from the log's own tables; one that does not parse means corruption.
+fn parse_stored<T>(parsed: Result<T, crate::model::IdError>) -> Result<T, LogError> {
+    parsed.map_err(|error| LogError::Unavailable(EngineFailure::new(ENGINE, "read names", error)))
+}
+
 fn fail<E: Into<redb::Error>>(operation: &'static str) -> impl Fn(E) -> LogError {
     move |error| LogError::Unavailable(EngineFailure::new(ENGINE, operation, error.into()))
 }
@@ -1070,6 +1075,52 @@ impl EventLog for RedbLog {
                 .map_err(fail("read committed offset"))?
                 .map(|guard| Offset(guard.value()));
             Ok(next)
+        })
+        .await
+    }
+
+    async fn streams(&self) -> Result<Vec<(TenantId, Topic)>, LogError> {
+        self.read_snapshot("list streams", |transaction| {
+            let streams = transaction
+                .open_table(STREAMS)
+                .map_err(fail("list streams"))?;
+            let mut found = Vec::new();
+            for entry in streams.iter().map_err(fail("list streams"))? {
+                let (key, _) = entry.map_err(fail("list streams"))?;
+                let (tenant, topic) = key.value();
+                found.push((
+                    parse_stored(TenantId::parse(tenant))?,
+                    parse_stored(Topic::parse(topic))?,
+                ));
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn committed_offsets(
+        &self,
+        tenant: &TenantId,
+        topic: &Topic,
+    ) -> Result<Vec<(GroupId, Offset)>, LogError> {
+        let (tenant, topic) = (tenant.clone(), topic.clone());
+        self.read_snapshot("list committed offsets", move |transaction| {
+            let groups = transaction
+                .open_table(GROUPS)
+                .map_err(fail("list committed offsets"))?;
+            let mut found = Vec::new();
+            let range = groups
+                .range((tenant.as_str(), topic.as_str(), "")..)
+                .map_err(fail("list committed offsets"))?;
+            for entry in range {
+                let (key, next) = entry.map_err(fail("list committed offsets"))?;
+                let (stored_tenant, stored_topic, group) = key.value();
+                if (stored_tenant, stored_topic) != (tenant.as_str(), topic.as_str()) {
+                    break;
+                }
+                found.push((parse_stored(GroupId::parse(group))?, Offset(next.value())));
+            }
+            Ok(found)
         })
         .await
     }

@@ -778,6 +778,74 @@ impl DocumentStore for SqliteStore {
         })
         .await
     }
+
+    async fn collections(&self, tenant: &TenantId) -> Result<Vec<Collection>, DocumentError> {
+        let tenant = tenant.clone();
+        self.read("list collections", move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT DISTINCT collection FROM documents WHERE tenant_id = ?1 ORDER BY collection",
+                )
+                .map_err(failure("list collections"))?;
+            let names = statement
+                .query_map(params![tenant.as_str()], |row| row.get::<_, String>(0))
+                .map_err(failure("list collections"))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(failure("list collections"))?;
+            names
+                .iter()
+                .map(|name| {
+                    Collection::parse(name).map_err(|error| {
+                        DocumentError::Unavailable(EngineFailure::new(
+                            ENGINE,
+                            "list collections",
+                            error.to_string(),
+                        ))
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn import(
+        &self,
+        tenant: &TenantId,
+        collection: &Collection,
+        document: &Document,
+    ) -> Result<(), DocumentError> {
+        let encoded = encode_body(&document.body)?;
+        let version = i64::try_from(document.version)
+            .map_err(|_| DocumentError::Invalid("the version is out of range".into()))?;
+        let (tenant, collection, id, updated_at) = (
+            tenant.clone(),
+            collection.clone(),
+            document.id.clone(),
+            document.updated_at,
+        );
+        self.write("import document", move |connection, _| {
+            require_tenant(connection, &tenant)?;
+            connection
+                .execute(
+                    "INSERT INTO documents (tenant_id, collection, id, version, body, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (tenant_id, collection, id) DO UPDATE SET
+                       version = excluded.version, body = excluded.body,
+                       updated_at = excluded.updated_at",
+                    params![
+                        tenant.as_str(),
+                        collection.as_str(),
+                        id.as_str(),
+                        version,
+                        encoded,
+                        updated_at
+                    ],
+                )
+                .map_err(failure("import document"))?;
+            Ok(())
+        })
+        .await
+    }
 }
 
 #[cfg(test)]
