@@ -91,6 +91,11 @@ pub trait Report: Send {
     fn bytes(&mut self, name: &str, done: u64, total: u64) {
         let _ = (name, done, total);
     }
+
+    /// `done` of the `total` items (documents, records) of a step so far, as they go.
+    fn items(&mut self, name: &str, done: u64, total: u64) {
+        let _ = (name, done, total);
+    }
 }
 
 impl<F: FnMut(&str) + Send> Report for F {

@@ -1196,6 +1196,27 @@ impl Config {
         }
     }
 
+    /// `[storage.mongo]` for the storage crate; `None` without a URI.
+    pub fn mongo_settings(&self) -> Option<openframe_storage::MongoSettings> {
+        let mongo = &self.storage.mongo;
+        (!mongo.uri.is_empty()).then(|| openframe_storage::MongoSettings {
+            uri: mongo.uri.clone(),
+            timeout: Duration::from_millis(mongo.timeout_ms),
+        })
+    }
+
+    /// `[storage.kafka]` for the storage crate; `None` without brokers.
+    pub fn kafka_settings(&self) -> Option<openframe_storage::KafkaSettings> {
+        let kafka = &self.storage.kafka;
+        (!kafka.brokers.trim().is_empty()).then(|| openframe_storage::KafkaSettings {
+            brokers: kafka.brokers.clone(),
+            topic_prefix: kafka.topic_prefix.clone(),
+            replication_factor: kafka.replication_factor,
+            timeout: Duration::from_millis(kafka.timeout_ms),
+            openframe_tenant: openframe_storage::TenantId::parse(&kafka.openframe_tenant).ok(),
+        })
+    }
+
     /// The storage crate's view of this configuration.
     pub fn storage_config(&self) -> openframe_storage::StorageConfig {
         use openframe_storage::{DocumentBackend, EventBackend};
@@ -1203,27 +1224,12 @@ impl Config {
             data_dir: self.storage.data_dir.clone(),
             event_log_cache_mb: usize::try_from(self.storage.event_log_cache_mb)
                 .unwrap_or(usize::MAX),
-            documents: match self.storage.documents.as_str() {
-                "mongo" => DocumentBackend::Mongo(openframe_storage::MongoSettings {
-                    uri: self.storage.mongo.uri.clone(),
-                    timeout: Duration::from_millis(self.storage.mongo.timeout_ms),
-                }),
+            documents: match (self.storage.documents.as_str(), self.mongo_settings()) {
+                ("mongo", Some(settings)) => DocumentBackend::Mongo(settings),
                 _ => DocumentBackend::Sqlite,
             },
-            events: match self.storage.events.as_str() {
-                "kafka" => {
-                    let kafka = &self.storage.kafka;
-                    EventBackend::Kafka(openframe_storage::KafkaSettings {
-                        brokers: kafka.brokers.clone(),
-                        topic_prefix: kafka.topic_prefix.clone(),
-                        replication_factor: kafka.replication_factor,
-                        timeout: Duration::from_millis(kafka.timeout_ms),
-                        openframe_tenant: openframe_storage::TenantId::parse(
-                            &kafka.openframe_tenant,
-                        )
-                        .ok(),
-                    })
-                }
+            events: match (self.storage.events.as_str(), self.kafka_settings()) {
+                ("kafka", Some(settings)) => EventBackend::Kafka(settings),
                 _ => EventBackend::Redb,
             },
             analytics: openframe_storage::AnalyticsSettings {

@@ -42,6 +42,7 @@ pub mod inventory;
 pub mod mail;
 pub mod management;
 pub mod metrics;
+pub mod migrate_storage;
 pub mod ops;
 pub mod startup;
 pub mod stream;

@@ -102,8 +102,26 @@ enum Command {
     /// Restore a backup into an absent or empty data dir, rebuilding analytics and search.
     /// The appliance must not be running on that data dir.
     Restore(RestoreArgs),
+    /// Copy the embedded event log to Kafka, or tenancy and documents to MongoDB, as configured
+    /// in [storage.kafka] / [storage.mongo], and verify every record. The appliance must not be
+    /// running on the data dir; the embedded files are left as they were.
+    MigrateStorage(MigrateStorageArgs),
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Args)]
+struct MigrateStorageArgs {
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// `kafka` (the event log) or `mongo` (tenancy and documents).
+    #[arg(long)]
+    to: String,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -664,6 +682,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reindex { tenancy, tenant } => reindex_command(&tenancy, tenant.as_deref()),
         Command::Backup(args) => backup_command(&args),
         Command::Restore(args) => restore_command(&args),
+        Command::MigrateStorage(args) => migrate_storage_command(&args),
         Command::Org {
             command:
                 OrgCommand::Create {
@@ -864,6 +883,17 @@ impl openframe::backup::Report for Console {
         eprintln!("{}: {line}", self.prefix);
     }
 
+    fn items(&mut self, name: &str, done: u64, total: u64) {
+        if self.terminal {
+            self.bar_shown = true;
+            eprint!(
+                "\r\x1b[K{}: {name} {} {done} of {total}",
+                self.prefix,
+                progress_bar(done, total)
+            );
+        }
+    }
+
     fn bytes(&mut self, name: &str, done: u64, total: u64) {
         if self.terminal {
             self.bar_shown = true;
@@ -933,6 +963,50 @@ fn backup_command(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         openframe::backup::human_bytes(bytes),
         started.elapsed().as_secs_f64()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `openframe migrate-storage`: the data dir's stores of record into the external engines.
+fn migrate_storage_command(args: &MigrateStorageArgs) -> anyhow::Result<ExitCode> {
+    use openframe::migrate_storage::Target;
+    let flags = CliOverrides {
+        data_dir: args.data_dir.clone(),
+        ..CliOverrides::default()
+    };
+    let config = Config::load(args.config.as_deref(), std::env::vars(), &flags)?;
+    let target = Target::parse(&args.to)?;
+    openframe::telemetry::init(&config.log);
+    let started = std::time::Instant::now();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let migrated = runtime.block_on(openframe::migrate_storage::migrate(
+        &config,
+        target,
+        &mut Console::new("migrate-storage"),
+    ))?;
+    if args.json {
+        println!("{}", serde_json::to_string(&migrated)?);
+    } else {
+        let (what, setting) = match target {
+            Target::Mongo => (
+                format!(
+                    "{} tenants and {} documents",
+                    migrated.tenants, migrated.documents
+                ),
+                "[storage] documents = \"mongo\"",
+            ),
+            Target::Kafka => (
+                format!(
+                    "{} records in {} streams and {} committed offsets",
+                    migrated.records, migrated.streams, migrated.committed_offsets
+                ),
+                "[storage] events = \"kafka\"",
+            ),
+        };
+        println!(
+            "copied and verified {what} in {:.1} s; set {setting} and start the appliance",
+            started.elapsed().as_secs_f64()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -595,6 +595,23 @@ async fn open_events(
     }
 }
 
+/// The configured external event log alone, without the embedded log file (which holds the log
+/// details either way): what copying the embedded log into Kafka writes to.
+pub fn open_external_events(
+    settings: &KafkaSettings,
+    clock: Arc<dyn Clock>,
+) -> Result<Arc<dyn EventLog>, OpenError> {
+    #[cfg(feature = "kafka")]
+    {
+        Ok(Arc::new(kafka::KafkaLog::open(settings.clone(), clock)))
+    }
+    #[cfg(not(feature = "kafka"))]
+    {
+        let _ = (settings, clock);
+        Err(not_compiled("events", "kafka"))
+    }
+}
+
 /// Whether two trait objects are the same engine (one object serving two roles).
 fn same_engine(a: &dyn Engine, b: &dyn Engine) -> bool {
     std::ptr::addr_eq(a as *const dyn Engine, b as *const dyn Engine)

@@ -18,6 +18,7 @@ mod gateway;
 mod graphql;
 mod health;
 mod identity;
+mod migrate;
 mod rest;
 mod shutdown;
 mod stream;
