@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use openframe_storage::model::{Offset, SystemClock};
 use openframe_storage::peers;
-use openframe_storage::{DocumentBackend, EventBackend, Storage, StorageConfig};
+use openframe_storage::{DocumentBackend, Storage, StorageConfig};
 use reqwest::StatusCode;
 
 use crate::cli::command;
