@@ -27,6 +27,16 @@ pub fn init(config: &LogConfig) {
     {
         filter = filter.add_directive(quiet);
     }
+    // The Kafka and MongoDB clients log each retry against an unreachable peer (every 50 ms to
+    // 1 s). The outage reaches readiness, the answers (503) and the pipeline's own warnings, so
+    // keep only their errors unless asked for.
+    for (crate_name, quiet) in [("rskafka", "rskafka=error"), ("mongodb", "mongodb=error")] {
+        if !directives.contains(crate_name)
+            && let Ok(quiet) = quiet.parse()
+        {
+            filter = filter.add_directive(quiet);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
