@@ -108,23 +108,48 @@ fn ensure_self_signed(files: &CertificateFiles, now: OffsetDateTime) -> anyhow::
             tracing::warn!(cert = %files.cert.display(), %not_after, "the self-signed certificate is about to expire; generating a new one");
         }
         (false, false) => {}
-        (cert_exists, _) => {
-            let (present, missing) = if cert_exists {
-                (&files.cert, &files.key)
-            } else {
-                (&files.key, &files.cert)
-            };
-            bail!(
-                "{} exists but {} does not; restore it, or remove both to generate a new self-signed certificate",
-                present.display(),
-                missing.display()
-            );
+        // The key is written first: a start killed between the two writes leaves the key alone.
+        // Finish that generation with the same key.
+        (false, true) => {
+            let pem = std::fs::read_to_string(&files.key)
+                .with_context(|| format!("cannot read {}", files.key.display()))?;
+            let key_pair = rcgen::KeyPair::from_pem(&pem).with_context(|| {
+                format!(
+                    "{} is not a private key, and {} is missing; remove both to generate a new self-signed certificate",
+                    files.key.display(),
+                    files.cert.display()
+                )
+            })?;
+            tracing::warn!(key = %files.key.display(), "the self-signed certificate's key has no certificate (an interrupted start); certifying it now");
+            return certify(files, &key_pair, now);
         }
+        (true, false) => bail!(
+            "{} exists but {} does not; restore it, or remove both to generate a new self-signed certificate",
+            files.cert.display(),
+            files.key.display()
+        ),
     }
     generate_self_signed(files, now)
 }
 
 fn generate_self_signed(files: &CertificateFiles, now: OffsetDateTime) -> anyhow::Result<()> {
+    let key_pair = rcgen::KeyPair::generate().context("generating the TLS key")?;
+    let dir = files.cert.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot restrict {}", dir.display()))?;
+    // Key first: a start killed between the two writes leaves a key without a certificate, which
+    // the next start certifies (see `ensure_self_signed`).
+    write_atomically(&files.key, key_pair.serialize_pem().as_bytes(), 0o600)?;
+    certify(files, &key_pair, now)
+}
+
+/// Writes a self-signed certificate for `key_pair` and the appliance's names.
+fn certify(
+    files: &CertificateFiles,
+    key_pair: &rcgen::KeyPair,
+    now: OffsetDateTime,
+) -> anyhow::Result<()> {
     let hostname = gethostname::gethostname().to_string_lossy().into_owned();
     let mut names = vec![
         "localhost".to_owned(),
@@ -141,18 +166,9 @@ fn generate_self_signed(files: &CertificateFiles, now: OffsetDateTime) -> anyhow
     );
     params.not_before = now - Duration::days(1);
     params.not_after = now + SELF_SIGNED_VALIDITY;
-    let key_pair = rcgen::KeyPair::generate().context("generating the TLS key")?;
     let certificate = params
-        .self_signed(&key_pair)
+        .self_signed(key_pair)
         .context("self-signing the certificate")?;
-
-    let dir = files.cert.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot restrict {}", dir.display()))?;
-    // Key first: a crash between the two leaves a key without a certificate, which the next start
-    // reports instead of serving a certificate whose key was lost.
-    write_atomically(&files.key, key_pair.serialize_pem().as_bytes(), 0o600)?;
     write_atomically(&files.cert, certificate.pem().as_bytes(), 0o644)?;
     tracing::info!(cert = %files.cert.display(), "generated a self-signed TLS certificate");
     Ok(())
@@ -253,6 +269,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("key.pem does not"), "{error}");
+    }
+
+    #[test]
+    fn a_key_left_alone_by_an_interrupted_start_gets_its_certificate() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let files = files(dir.path());
+        server_config(&files, OffsetDateTime::now_utc()).unwrap();
+        // A start killed between writing the key and the certificate.
+        std::fs::remove_file(&files.cert).unwrap();
+        let key = std::fs::read_to_string(&files.key).unwrap();
+        server_config(&files, OffsetDateTime::now_utc()).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&files.key).unwrap(),
+            key,
+            "the key is kept"
+        );
+        let der = CertificateDer::from_pem_file(&files.cert).unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let pair = rcgen::KeyPair::from_pem(&key).unwrap();
+        assert_eq!(
+            parsed.public_key().subject_public_key.data.as_ref(),
+            pair.public_key_raw(),
+            "certified for that key"
+        );
+
+        std::fs::remove_file(&files.cert).unwrap();
+        std::fs::write(&files.key, "not a key").unwrap();
+        let error = server_config(&files, OffsetDateTime::now_utc())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("key.pem is not a private key") && error.contains("remove both"),
+            "{error}"
+        );
     }
 
     #[test]
