@@ -116,6 +116,12 @@ pub struct KafkaSection {
     /// A tenant whose streams are OpenFrame's own unprefixed topics (`meshcentral.mongodb.events`,
     /// ...), to plug in an existing OpenFrame Kafka + Debezium deployment. Empty: none.
     pub openframe_tenant: String,
+    /// SASL authentication: `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`. Empty: none.
+    pub sasl_mechanism: String,
+    /// The SASL user.
+    pub username: String,
+    /// A file holding the SASL password, so the secret stays out of the config file.
+    pub password_file: String,
 }
 
 impl Default for KafkaSection {
@@ -127,6 +133,9 @@ impl Default for KafkaSection {
             replication_factor: defaults.replication_factor,
             timeout_ms: u64::try_from(defaults.timeout.as_millis()).unwrap_or(u64::MAX),
             openframe_tenant: String::new(),
+            sasl_mechanism: String::new(),
+            username: String::new(),
+            password_file: String::new(),
         }
     }
 }
@@ -822,6 +831,24 @@ impl Config {
                 "at most 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'".into(),
             ));
         }
+        if !kafka.sasl_mechanism.is_empty() {
+            if openframe_storage::SaslMechanism::parse(&kafka.sasl_mechanism).is_none() {
+                return Err(invalid(
+                    "storage.kafka.sasl_mechanism",
+                    format!(
+                        "{:?} is not a mechanism; use {}",
+                        kafka.sasl_mechanism,
+                        openframe_storage::SaslMechanism::NAMES
+                    ),
+                ));
+            }
+            if kafka.username.is_empty() || kafka.password_file.is_empty() {
+                return Err(invalid(
+                    "storage.kafka.username",
+                    "username and password_file are required with sasl_mechanism".into(),
+                ));
+            }
+        }
         if kafka.replication_factor == 0 || kafka.replication_factor < -1 {
             return Err(invalid(
                 "storage.kafka.replication_factor",
@@ -1214,6 +1241,13 @@ impl Config {
             replication_factor: kafka.replication_factor,
             timeout: Duration::from_millis(kafka.timeout_ms),
             openframe_tenant: openframe_storage::TenantId::parse(&kafka.openframe_tenant).ok(),
+            sasl: openframe_storage::SaslMechanism::parse(&kafka.sasl_mechanism).map(|mechanism| {
+                openframe_storage::KafkaSasl {
+                    mechanism,
+                    username: kafka.username.clone(),
+                    password_file: PathBuf::from(&kafka.password_file),
+                }
+            }),
         })
     }
 

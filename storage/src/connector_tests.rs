@@ -382,3 +382,97 @@ async fn a_broker_restart_loses_nothing_acknowledged_and_offsets_resume() {
     assert_eq!(values(&all), expected);
     assert_eq!(after.first, Offset(20));
 }
+
+/// SASL against a broker that demands it. tansu 0.6 refuses the PLAIN handshake and never
+/// finishes rskafka 0.6's SCRAM one, so a successful login cannot be shown here; what is shown is
+/// that a refused login and an unreadable password file are clear errors that never carry the
+/// password, and that readiness says so.
+#[tokio::test]
+async fn a_refused_sasl_login_and_an_unreadable_password_file_are_clear_errors() {
+    let s3 = peers::s3("sasl");
+    let peer = peers::kafka_with_user(&s3, "sasl", "appliance", "correct horse");
+    let dir = tempfile::tempdir().unwrap();
+    let password = dir.path().join("password");
+    std::fs::write(&password, "correct horse\n").unwrap();
+    let with = |password_file: &std::path::Path| KafkaSettings {
+        timeout: Duration::from_millis(1_500),
+        sasl: Some(crate::KafkaSasl {
+            mechanism: crate::SaslMechanism::Plain,
+            username: "appliance".into(),
+            password_file: password_file.to_owned(),
+        }),
+        ..kafka_settings(&peer)
+    };
+    let (acme, unified) = (tenant("acme"), topic("logs.events"));
+
+    let log = KafkaLog::open(with(&password), Arc::new(SystemClock));
+    let refused = log.append_batch(&acme, &unified, vec![record("x")]).await;
+    let said = format!("{refused:?}");
+    assert!(
+        matches!(refused, Err(LogError::Unavailable(_)))
+            && said.contains("Sasl handshake failed")
+            && said.contains("sasl_mechanism, username and password_file"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("horse"),
+        "the password is never in an error: {said}"
+    );
+    let check = log.check().await.unwrap_err().to_string();
+    assert!(check.contains(&peer.host_port()), "{check}");
+
+    let missing = KafkaLog::open(with(&dir.path().join("absent")), Arc::new(SystemClock))
+        .check()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        missing.contains("cannot read the Kafka password file") && missing.contains("absent"),
+        "{missing}"
+    );
+}
+
+#[tokio::test]
+async fn a_mongo_outage_mid_run_fails_calls_until_the_server_is_back() {
+    let mut peer = peers::mongo();
+    let store = MongoStore::open(
+        &MongoSettings {
+            uri: peers::mongo_uri(&peer, "outage"),
+            timeout: Duration::from_millis(1_000),
+        },
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    let acme = Tenant {
+        id: tenant("acme"),
+        name: "Acme".into(),
+        status: TenantStatus::Active,
+        created_at: 1,
+    };
+    store.create_tenant(&acme).await.unwrap();
+    store.check().await.unwrap();
+
+    peer.kill();
+    let refused = store.tenant(&acme.id).await;
+    assert!(
+        matches!(&refused, Err(DocumentError::Unavailable(_))),
+        "{refused:?}"
+    );
+    let check = store.check().await.unwrap_err().to_string();
+    assert!(check.contains(&peer.host_port()), "{check}");
+
+    // The test server keeps its data in memory, so it comes back empty; the store reconnects.
+    peer.restart();
+    let mut back = false;
+    for _ in 0..40 {
+        if store.check().await.is_ok() {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(back, "the store reconnects once the server answers");
+    store.create_tenant(&acme).await.unwrap();
+    assert_eq!(store.tenant(&acme.id).await.unwrap(), Some(acme));
+}

@@ -32,7 +32,7 @@ use rskafka::BackoffConfig;
 use rskafka::chrono::{DateTime, Utc};
 use rskafka::client::error::{Error as KafkaError, ProtocolError};
 use rskafka::client::partition::{Compression, OffsetAt, PartitionClient, UnknownTopicHandling};
-use rskafka::client::{Client, ClientBuilder};
+use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::record::Record;
 use tokio::sync::{OnceCell, watch};
 
@@ -42,7 +42,7 @@ use crate::log::{
     validate_batch,
 };
 use crate::model::{Clock, GroupId, Offset, TenantId, Topic, UnixMillis};
-use crate::{Engine, KafkaSettings};
+use crate::{Engine, KafkaSasl, KafkaSettings, SaslMechanism};
 
 const ENGINE: &str = "kafka";
 /// How often watched streams are polled for records other producers appended.
@@ -169,22 +169,31 @@ impl Inner {
                 .map(|broker| broker.trim().to_owned())
                 .filter(|broker| !broker.is_empty())
                 .collect();
-            ClientBuilder::new(brokers)
+            let mut builder = ClientBuilder::new(brokers)
                 .client_id("openframe-appliance")
                 .max_message_size(2 * FETCH_BYTES as usize)
-                .backoff_config(backoff(settings.timeout))
-                .build()
-                .await
-        });
-        match tokio::time::timeout(settings.timeout, connect).await {
-            Ok(Ok(client)) => Ok(client),
-            Ok(Err(error)) => Err(Self::failure(
-                operation,
+                .backoff_config(backoff(settings.timeout));
+            if let Some(sasl) = &settings.sasl {
+                builder = builder.sasl_config(sasl_config(sasl)?);
+            }
+            builder.build().await.map_err(|error| {
+                let text = error.to_string().to_ascii_lowercase();
+                let hint = if text.contains("sasl") || text.contains("authenticat") {
+                    "; check [storage.kafka] sasl_mechanism, username and password_file"
+                } else {
+                    ""
+                };
                 format!(
-                    "cannot reach the Kafka brokers {}: {error}",
+                    "cannot reach the Kafka brokers {}: {error}{hint}",
                     settings.brokers
-                ),
-            )),
+                )
+            })
+        });
+        // A little longer than the retries' own deadline, so their last error is what is said.
+        let patience = settings.timeout + Duration::from_millis(500);
+        match tokio::time::timeout(patience, connect).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(why)) => Err(Self::failure(operation, why)),
             Err(_) => Err(Self::failure(
                 operation,
                 format!(
@@ -725,6 +734,25 @@ async fn poll_watched(inner: Weak<Inner>) {
     }
 }
 
+/// The client's SASL setup, with the password read from its file now.
+fn sasl_config(sasl: &KafkaSasl) -> Result<SaslConfig, String> {
+    let password = std::fs::read_to_string(&sasl.password_file).map_err(|error| {
+        format!(
+            "cannot read the Kafka password file {}: {error}",
+            sasl.password_file.display()
+        )
+    })?;
+    let credentials = Credentials::new(
+        sasl.username.clone(),
+        password.trim_end_matches(['\r', '\n']).to_owned(),
+    );
+    Ok(match sasl.mechanism {
+        SaslMechanism::Plain => SaslConfig::Plain(credentials),
+        SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(credentials),
+        SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
+    })
+}
+
 fn backoff(timeout: Duration) -> BackoffConfig {
     BackoffConfig {
         init_backoff: Duration::from_millis(50),
@@ -840,16 +868,25 @@ impl Engine for KafkaLog {
     }
 
     async fn check(&self) -> Result<(), EngineFailure> {
-        let client = self.inner.client("check").await?;
-        match tokio::time::timeout(self.inner.settings.timeout, client.list_topics()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(Inner::failure("check", error)),
+        // Readiness probes time out in seconds: answer within CHECK_TIMEOUT, whatever the
+        // calls' own timeout.
+        let wait = self.inner.settings.timeout.min(crate::CHECK_TIMEOUT);
+        let probe = async {
+            let client = self.inner.client("check").await?;
+            client
+                .list_topics()
+                .await
+                .map(drop)
+                .map_err(|error| Inner::failure("check", error))
+        };
+        match tokio::time::timeout(wait, probe).await {
+            Ok(result) => result,
             Err(_) => Err(Inner::failure(
                 "check",
                 format!(
                     "no answer from the Kafka brokers {} within {} ms",
                     self.inner.settings.brokers,
-                    self.inner.settings.timeout.as_millis()
+                    wait.as_millis()
                 ),
             )),
         }

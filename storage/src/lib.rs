@@ -92,6 +92,9 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// The longest an external engine's [`Engine::check`] takes: readiness probes time out in seconds.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Which engine holds tenancy and documents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DocumentBackend {
@@ -122,6 +125,38 @@ pub struct KafkaSettings {
     pub timeout: Duration,
     /// The tenant whose streams are OpenFrame's own, unprefixed topics, if any.
     pub openframe_tenant: Option<TenantId>,
+    /// SASL authentication, if the cluster asks for it.
+    pub sasl: Option<KafkaSasl>,
+}
+
+/// SASL credentials for Kafka. The password stays in its file until a connection needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSasl {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    /// A file holding the password (trailing newline ignored), so the secret stays out of the
+    /// config file and out of logs.
+    pub password_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    pub const NAMES: &'static str = "\"PLAIN\", \"SCRAM-SHA-256\" or \"SCRAM-SHA-512\"";
+
+    pub fn parse(name: &str) -> Option<SaslMechanism> {
+        match name {
+            "PLAIN" => Some(SaslMechanism::Plain),
+            "SCRAM-SHA-256" => Some(SaslMechanism::ScramSha256),
+            "SCRAM-SHA-512" => Some(SaslMechanism::ScramSha512),
+            _ => None,
+        }
+    }
 }
 
 impl KafkaSettings {
@@ -132,6 +167,7 @@ impl KafkaSettings {
             replication_factor: -1,
             timeout: Duration::from_secs(10),
             openframe_tenant: None,
+            sasl: None,
         }
     }
 }

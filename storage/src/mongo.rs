@@ -53,6 +53,7 @@ pub struct MongoStore {
     known_tenants: Mutex<HashSet<TenantId>>,
     closed: std::sync::atomic::AtomicBool,
     description: String,
+    timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for MongoStore {
@@ -118,6 +119,7 @@ impl MongoStore {
             known_tenants: Mutex::new(HashSet::new()),
             closed: std::sync::atomic::AtomicBool::new(false),
             description,
+            timeout: settings.timeout,
         })
     }
 
@@ -348,17 +350,18 @@ impl Engine for MongoStore {
                 "the MongoDB store is closed",
             ));
         }
-        self.database
-            .run_command(doc! {"ping": 1})
-            .await
-            .map(|_| ())
-            .map_err(|error| {
-                EngineFailure::new(
-                    ENGINE,
-                    "check",
-                    format!("MongoDB at {} does not answer: {error}", self.description),
-                )
-            })
+        let wait = self.timeout.min(crate::CHECK_TIMEOUT);
+        let answer = tokio::time::timeout(wait, self.database.run_command(doc! {"ping": 1})).await;
+        let why = match answer {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no answer within {} ms", wait.as_millis()),
+        };
+        Err(EngineFailure::new(
+            ENGINE,
+            "check",
+            format!("MongoDB at {} does not answer: {why}", self.description),
+        ))
     }
 
     async fn close(&self) -> Result<(), EngineFailure> {

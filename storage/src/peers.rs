@@ -178,6 +178,33 @@ pub fn kafka_with_storage(storage: &str, envs: Vec<(String, String)>) -> Peer {
     )
 }
 
+/// A broker that requires SASL (SCRAM) authentication, with one user. tansu only creates users
+/// through a broker that does not ask for authentication, so the user is created first, then the
+/// broker restarts with authentication on the same (S3) storage.
+pub fn kafka_with_user(s3: &Peer, bucket: &str, name: &str, password: &str) -> Peer {
+    let mut open = durable_kafka(s3, bucket);
+    let created = Command::new(tansu_program())
+        .args([
+            "user",
+            "create",
+            "--broker",
+            &format!("tcp://{}", open.address),
+            name,
+            password,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "tansu user create: {}{}",
+        String::from_utf8_lossy(&created.stdout),
+        String::from_utf8_lossy(&created.stderr)
+    );
+    open.args.push("--authentication".into());
+    open.restart();
+    open
+}
+
 /// A MongoDB-wire server over an in-memory SQLite database: a fresh, empty server.
 pub fn mongo() -> Peer {
     let address = free_port();
