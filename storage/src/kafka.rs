@@ -459,6 +459,31 @@ impl Inner {
         Ok(records)
     }
 
+    /// Hands every record of `[from, until)` to `visit`, in order, fetching in chunks.
+    async fn scan(
+        &self,
+        partition: &PartitionClient,
+        from: u64,
+        until: u64,
+        operation: &'static str,
+        mut visit: impl FnMut(u64, &Record),
+    ) -> Result<(), EngineFailure> {
+        let mut next = from;
+        while next < until {
+            let records = self
+                .fetch(partition, next, until, 10_000, operation)
+                .await?;
+            let Some((last, _)) = records.last() else {
+                break;
+            };
+            next = last + 1;
+            for (offset, record) in &records {
+                visit(*offset, record);
+            }
+        }
+        Ok(())
+    }
+
     fn stream_sender(&self, tenant: &TenantId, topic: &Topic) -> watch::Receiver<Offset> {
         let Ok(mut streams) = self.streams.lock() else {
             return watch::channel(Offset(0)).1;
@@ -523,20 +548,10 @@ impl Inner {
             Some(extent) if extent.end <= high => (extent.end, extent.bytes),
             _ => (low, 0),
         };
-        let mut next = from;
-        while next < high {
-            let records = self
-                .fetch(&partition, next, high, 10_000, "read bounds")
-                .await?;
-            let Some((last, _)) = records.last() else {
-                break;
-            };
-            next = last + 1;
-            bytes += records
-                .iter()
-                .map(|(_, record)| record_len(record))
-                .sum::<u64>();
-        }
+        self.scan(&partition, from, high, "read bounds", |_, record| {
+            bytes += record_len(record);
+        })
+        .await?;
         self.set_extent(
             &key,
             Some(Extent {
@@ -571,28 +586,19 @@ impl Inner {
         else {
             return Ok(book);
         };
-        let mut next = low;
-        while next < high {
-            let records = self
-                .fetch(&partition, next, high, 10_000, "load offsets")
-                .await?;
-            let Some((last, _)) = records.last() else {
-                break;
-            };
-            next = last + 1;
-            for (_, record) in records {
-                book.records += 1;
-                match parse_entry(&record) {
-                    Some(Entry::Commit(key, offset)) => {
-                        book.latest.insert(key, offset);
-                    }
-                    Some(Entry::Start(key, start)) => {
-                        book.starts.insert(key, start);
-                    }
-                    None => {}
+        self.scan(&partition, low, high, "load offsets", |_, record| {
+            book.records += 1;
+            match parse_entry(record) {
+                Some(Entry::Commit(key, offset)) => {
+                    book.latest.insert(key, offset);
                 }
+                Some(Entry::Start(key, start)) => {
+                    book.starts.insert(key, start);
+                }
+                None => {}
             }
-        }
+        })
+        .await?;
         Ok(book)
     }
 

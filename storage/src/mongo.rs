@@ -325,6 +325,26 @@ fn tenant_of(stored: &BsonDocument) -> Result<Tenant, DocumentError> {
     })
 }
 
+/// Up to `limit` documents matching `filter`, ascending by id.
+async fn find_page(
+    documents: &MongoCollection<BsonDocument>,
+    filter: BsonDocument,
+    limit: usize,
+    operation: &'static str,
+) -> Result<Vec<Document>, DocumentError> {
+    let cursor = documents
+        .find(filter)
+        .sort(doc! {"docId": 1})
+        .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+        .await
+        .map_err(failure(operation))?;
+    collect(cursor, operation)
+        .await?
+        .iter()
+        .map(|stored| document_of(stored, operation))
+        .collect()
+}
+
 async fn collect(
     mut cursor: mongodb::Cursor<BsonDocument>,
     operation: &'static str,
@@ -552,17 +572,7 @@ impl DocumentStore for MongoStore {
             Some(after) => doc! {"tenantId": tenant.as_str(), "docId": {"$gt": after.as_str()}},
             None => doc! {"tenantId": tenant.as_str()},
         };
-        let cursor = documents
-            .find(filter)
-            .sort(doc! {"docId": 1})
-            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
-            .await
-            .map_err(failure("list documents"))?;
-        collect(cursor, "list documents")
-            .await?
-            .iter()
-            .map(|stored| document_of(stored, "list documents"))
-            .collect()
+        find_page(&documents, filter, limit, "list documents").await
     }
 
     async fn find_by_field(
@@ -583,17 +593,7 @@ impl DocumentStore for MongoStore {
         let documents = self.documents(collection, "find documents").await?;
         let mut filter = doc! {"tenantId": tenant.as_str()};
         filter.insert(format!("fields.{field}"), wanted);
-        let cursor = documents
-            .find(filter)
-            .sort(doc! {"docId": 1})
-            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
-            .await
-            .map_err(failure("find documents"))?;
-        collect(cursor, "find documents")
-            .await?
-            .iter()
-            .map(|stored| document_of(stored, "find documents"))
-            .collect()
+        find_page(&documents, filter, limit, "find documents").await
     }
 
     async fn delete(
