@@ -622,6 +622,35 @@ impl Inner {
         }
     }
 
+    /// Appends `record` to the offsets topic, then applies it to the loaded book with `apply`:
+    /// the book only ever holds what is durable in the cluster. Compacts the topic when it has
+    /// grown well past what the book holds.
+    async fn record_in_book(
+        &self,
+        record: Record,
+        operation: &'static str,
+        apply: impl FnOnce(&mut OffsetBook),
+    ) -> Result<(), LogError> {
+        let mut guard = self.offset_book().await?;
+        let Some(book) = guard.as_mut() else {
+            return Err(Self::failure(operation, "the offsets were not loaded").into());
+        };
+        let partition = self
+            .partition_or_create(&self.offsets_topic(), operation)
+            .await?;
+        self.produce(&partition, vec![record], operation).await?;
+        apply(book);
+        book.records += 1;
+        let live = (book.latest.len() + book.starts.len()) as u64;
+        let deletes = !self
+            .deletes_unsupported
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if deletes && book.records > 1_000 + 4 * live {
+            self.compact_offsets(book).await?;
+        }
+        Ok(())
+    }
+
     /// Rewrites the latest offsets and deletes the older records of the offsets topic.
     async fn compact_offsets(&self, book: &mut OffsetBook) -> Result<(), LogError> {
         let partition = self
@@ -1023,29 +1052,13 @@ impl EventLog for KafkaLog {
         group: &GroupId,
         next: Offset,
     ) -> Result<(), LogError> {
-        let inner = &self.inner;
-        let mut guard = inner.offset_book().await?;
-        let Some(book) = guard.as_mut() else {
-            return Err(Inner::failure("commit offset", "the offsets were not loaded").into());
-        };
         let key = (tenant.clone(), topic.clone(), group.clone());
-        let partition = inner
-            .partition_or_create(&inner.offsets_topic(), "commit offset")
-            .await?;
-        let record = commit_record(&key, next, inner.clock.now_ms());
-        inner
-            .produce(&partition, vec![record], "commit offset")
-            .await?;
-        book.latest.insert(key, next);
-        book.records += 1;
-        let live = (book.latest.len() + book.starts.len()) as u64;
-        let deletes = !inner
-            .deletes_unsupported
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if deletes && book.records > 1_000 + 4 * live {
-            inner.compact_offsets(book).await?;
-        }
-        Ok(())
+        let record = commit_record(&key, next, self.inner.clock.now_ms());
+        self.inner
+            .record_in_book(record, "commit offset", |book| {
+                book.latest.insert(key, next);
+            })
+            .await
     }
 
     async fn committed_offset(
@@ -1147,23 +1160,12 @@ impl EventLog for KafkaLog {
             }
             // The new start is durable in the offsets topic before it is reported.
             let key = (tenant.clone(), topic.clone());
-            {
-                let mut guard = inner.offset_book().await?;
-                let Some(book) = guard.as_mut() else {
-                    return Err(
-                        Inner::failure("enforce retention", "the offsets were not loaded").into(),
-                    );
-                };
-                let offsets = inner
-                    .partition_or_create(&inner.offsets_topic(), "enforce retention")
-                    .await?;
-                let record = start_record(&key, cut, inner.clock.now_ms());
-                inner
-                    .produce(&offsets, vec![record], "enforce retention")
-                    .await?;
-                book.starts.insert(key.clone(), cut);
-                book.records += 1;
-            }
+            let record = start_record(&key, cut, inner.clock.now_ms());
+            inner
+                .record_in_book(record, "enforce retention", |book| {
+                    book.starts.insert(key.clone(), cut);
+                })
+                .await?;
             report.records += records_cut;
             report.bytes += bytes_cut;
             inner.set_extent(
