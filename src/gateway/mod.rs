@@ -185,9 +185,12 @@ pub fn router(state: AppState) -> Router {
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static("default-src 'self'; frame-ancestors 'none'"),
         ))
+        // Never to another site (URLs here can carry codes and ids). Not `no-referrer`: under it
+        // a browser sends `Origin: null` with a form's POST (Fetch §3.2.5), and the sign-in
+        // form, whose origin the edge checks, could never be sent from a real browser.
         .layer(SetResponseHeaderLayer::if_not_present(
             header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
+            HeaderValue::from_static("same-origin"),
         ))
         .with_state(state)
 }

@@ -27,6 +27,7 @@ async fn request_ids_security_headers_and_refusals() {
         "max-age=31536000"
     );
     assert_eq!(given.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(given.headers()["referrer-policy"], "same-origin");
     assert!(
         given.headers()["content-security-policy"]
             .to_str()
