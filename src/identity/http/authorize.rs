@@ -386,7 +386,17 @@ pub(super) async fn login_page(
         .get("return")
         .map(String::as_str)
         .filter(|target| rules::is_safe_continuation(&tenant_prefix(&tenant), target));
-    render_login(identity, &tenant, StatusCode::OK, continuation, "", None).await
+    // The authorization request's `login_hint` (OIDC Core §3.1.2.1) fills in the email.
+    let hint = continuation
+        .and_then(|target| url::Url::parse(&format!("https://hint.invalid{target}")).ok())
+        .and_then(|target| {
+            target
+                .query_pairs()
+                .find(|(name, _)| name == "login_hint")
+                .map(|(_, value)| value.chars().take(254).collect::<String>())
+        })
+        .unwrap_or_default();
+    render_login(identity, &tenant, StatusCode::OK, continuation, &hint, None).await
 }
 
 pub(super) async fn login_submit(

@@ -128,7 +128,8 @@ pub(super) async fn login(
         return bad_request("Cannot start a sign-in; see the appliance's log.");
     };
     let sealed = sign_value(&state_key(identity), &b64url(&encoded));
-    let authorize = url::form_urlencoded::Serializer::new(String::new())
+    let mut authorize = url::form_urlencoded::Serializer::new(String::new());
+    authorize
         .append_pair("response_type", "code")
         .append_pair("client_id", GATEWAY_CLIENT_ID)
         .append_pair("redirect_uri", &callback_uri(identity))
@@ -136,8 +137,13 @@ pub(super) async fn login(
         .append_pair("state", &state_value)
         .append_pair("nonce", &nonce)
         .append_pair("code_challenge", &s256_challenge(&verifier))
-        .append_pair("code_challenge_method", "S256")
-        .finish();
+        .append_pair("code_challenge_method", "S256");
+    // The console asks for the email first: the sign-in page then shows it filled in (OIDC's
+    // `login_hint`; only a hint, the page checks nothing against it).
+    if let Some(hint) = query.get("loginHint").filter(|hint| hint.len() <= 254) {
+        authorize.append_pair("login_hint", hint);
+    }
+    let authorize = authorize.finish();
     let mut response = redirect(&format!(
         "/sas/{}/oauth2/authorize?{authorize}",
         tenant.id.as_str()

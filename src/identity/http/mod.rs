@@ -320,7 +320,10 @@ pub(crate) fn page(status: StatusCode, title: &str, body_html: &str) -> Response
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title} · OpenFrame</title></head><body><main><h1>{title}</h1>{body_html}</main></body></html>",
+         <meta name=\"color-scheme\" content=\"light dark\">\
+         <link rel=\"stylesheet\" href=\"/assets/app.css\">\
+         <title>{title} · OpenFrame</title></head><body class=\"centered\">\
+         <main class=\"card narrow sign-in\"><h1>{title}</h1>{body_html}</main></body></html>",
         title = escape_html(title)
     );
     let mut response = (status, Html(html)).into_response();
