@@ -369,3 +369,64 @@ async fn logs_page_backward_and_oldest_first_across_pages() {
     assert_eq!(none["logs"]["edges"], json!([]));
     assert_eq!(none["logs"]["pageInfo"]["hasPreviousPage"], false);
 }
+
+/// `logTimeline`: counts per time bucket of the filtered log (the console's events-per-hour
+/// chart), only the caller's tenant, with the bucket width checked.
+#[tokio::test]
+async fn log_timeline_counts_the_filtered_log_per_bucket() {
+    let app = spawn_app().await;
+    let tenants = two_tenants(&app).await;
+    const HOUR: i64 = 3_600_000;
+    // START is on the hour: 3 entries in its first hour, 1 two hours later (an empty hour
+    // between), and 1 of another tool; the other tenant has one in the same hour.
+    for (id, at) in [
+        ("t-1", 0),
+        ("t-2", 60_000),
+        ("t-3", HOUR - 1),
+        ("t-4", 2 * HOUR + 5),
+    ] {
+        put_log(&app, "acme", entry(id, START + at, "login")).await;
+    }
+    let mut fleet = entry("t-5", START + 10, "policy");
+    fleet.tool_type = "FLEET_MDM";
+    put_log(&app, "acme", fleet).await;
+    put_log(&app, "globex", entry("g-1", START + 5, "login")).await;
+
+    let query = "query($filter: LogFilterInput, $search: String, $minutes: Int) {
+      logTimeline(filter: $filter, search: $search, bucketMinutes: $minutes) { start count }
+    }";
+    let timeline = data(&app, &tenants.admin_a, query, json!({})).await;
+    assert_eq!(
+        timeline["logTimeline"],
+        json!([
+            {"start": "2026-11-20T10:00:00Z", "count": 4},
+            {"start": "2026-11-20T12:00:00Z", "count": 1},
+        ])
+    );
+    let filtered = data(
+        &app,
+        &tenants.admin_a,
+        query,
+        json!({"filter": {"toolTypes": ["MESHCENTRAL"]}, "minutes": 30}),
+    )
+    .await;
+    assert_eq!(
+        filtered["logTimeline"],
+        json!([
+            {"start": "2026-11-20T10:00:00Z", "count": 2},
+            {"start": "2026-11-20T10:30:00Z", "count": 1},
+            {"start": "2026-11-20T12:00:00Z", "count": 1},
+        ])
+    );
+    let other = data(&app, &tenants.admin_b, query, json!({})).await;
+    assert_eq!(
+        other["logTimeline"],
+        json!([{"start": "2026-11-20T10:00:00Z", "count": 1}])
+    );
+    for minutes in [0, 1441, -5] {
+        let (code, message) =
+            error(&app, &tenants.admin_a, query, json!({"minutes": minutes})).await;
+        assert_eq!(code, "invalid_input");
+        assert!(message.starts_with("bucketMinutes:"), "{message}");
+    }
+}
