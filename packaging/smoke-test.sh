@@ -81,8 +81,10 @@ say "install to ready: $(( (ready - started) / 1000000 )) ms"
 
 # Health, the login page, one API call.
 ca=/var/lib/openframe/tls/cert.pem
-page=$(curl -sS --fail --cacert "$ca" https://localhost:8443/) || fail "the front page"
-grep -q "The appliance is running" <<<"$page" || fail "the front page says: $page"
+# The console's front page sends a visitor without a session to its sign-in page.
+page=$(curl -sS --fail -L --cacert "$ca" https://localhost:8443/) || fail "the front page"
+grep -q 'id="login-form"' <<<"$page" || fail "the front page did not lead to the console's sign-in: $page"
+curl -sS --fail --cacert "$ca" -o /dev/null https://localhost:8443/assets/app.js || fail "the console's script"
 login=$(curl -sS --fail --cacert "$ca" https://localhost:8443/sas/default/login) || fail "the login page"
 grep -q "<form" <<<"$login" || fail "the login page has no form"
 [ -s /var/lib/openframe/initial-admin-password ] || fail "no initial admin password was kept"

@@ -50,5 +50,6 @@ pub mod systemd;
 pub mod tags;
 pub mod telemetry;
 pub mod tls;
+pub mod ui;
 pub mod upgrade;
 pub mod webhooks;

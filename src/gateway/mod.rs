@@ -20,7 +20,6 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware;
-use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{any, get, post};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -93,7 +92,6 @@ pub fn router(state: AppState) -> Router {
         );
     }
     let mut router = Router::new()
-        .route("/", get(front_page))
         .route("/internal/authz/probe", get(auth::probe))
         .route("/tools/agent/{tool}/{*rest}", any(proxy::agent_rest))
         .route("/tools/{tool}/health", get(proxy::health))
@@ -108,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::management::http::router())
         .merge(agent_bootstrap)
         .merge(identity)
+        .merge(crate::ui::router())
         .fallback(not_found)
         // Layers run bottom-up for a request: the access check is the last thing before routing,
         // and the audit trail sees the verified caller.
@@ -193,19 +192,6 @@ pub fn router(state: AppState) -> Router {
             HeaderValue::from_static("same-origin"),
         ))
         .with_state(state)
-}
-
-async fn front_page() -> Response {
-    let page = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>OpenFrame Appliance</title></head>\
-         <body><h1>OpenFrame Appliance</h1><p>Version {}. The appliance is running.</p></body></html>",
-        env!("CARGO_PKG_VERSION")
-    );
-    (
-        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-        Html(page),
-    )
-        .into_response()
 }
 
 async fn not_found(request: Request) -> ApiError {

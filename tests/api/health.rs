@@ -108,8 +108,13 @@ async fn unknown_paths_get_a_json_error_with_a_stable_code() {
 #[tokio::test]
 async fn metrics_count_requests_by_route_and_report_store_health() {
     let app = spawn_app().await;
+    // The console's sign-in page: open, and its own route.
     for _ in 0..3 {
-        app.client.get(app.https_url("/")).send().await.unwrap();
+        app.client
+            .get(app.https_url("/login"))
+            .send()
+            .await
+            .unwrap();
     }
     app.client
         .get(app.https_url("/missing/abc123"))
@@ -137,7 +142,9 @@ async fn metrics_count_requests_by_route_and_report_store_health() {
         "{text}"
     );
     assert!(
-        text.contains("openframe_http_requests_total{method=\"GET\",route=\"/\",status=\"200\"} 3"),
+        text.contains(
+            "openframe_http_requests_total{method=\"GET\",route=\"/login\",status=\"200\"} 3"
+        ),
         "{text}"
     );
     assert!(

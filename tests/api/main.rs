@@ -11,6 +11,7 @@ mod backup;
 mod chaos;
 mod cli;
 mod config;
+mod console;
 mod data_dir;
 mod external;
 mod faults;

@@ -50,6 +50,8 @@ fn cases(ids: &Ids) -> Vec<Case> {
             Box::new(|answer: &Value| assert_eq!(answer["data"]["logs"]["filteredCount"], 0, "{answer}"))),
         ("query", "logFilters", "{ logFilters { filteredCount toolTypes organizations { id } } }".into(),
             Box::new(|answer: &Value| assert_eq!(answer["data"]["logFilters"], json!({"filteredCount": 0, "toolTypes": [], "organizations": []}), "{answer}"))),
+        ("query", "logTimeline", "{ logTimeline(bucketMinutes: 1440) { start count } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["logTimeline"], json!([]), "{answer}"))),
         ("query", "logDetails",
             "{ logDetails(ingestDay: \"2026-11-20\", toolType: \"MESHCENTRAL\", eventType: \"LOGIN\", timestamp: \"2026-11-20T10:00:00Z\", toolEventId: \"secret-event\") { message } }".into(),
             null("logDetails")),

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The admin console's weight and time to first render, in Debian's Chromium (tests/ui/measure.mjs):
+# the devices list over DEVICES (10,000) devices, cold and warm cache, and every main page's
+# weight. The data is seeded through the storage traits by examples/seed_bench.rs (as
+# tests/load/graphql.sh does); the sign-in is the real one, in the browser.
+#
+#   tests/load/console.sh [BINARY [SEEDER]]
+#     defaults: /var/tmp/openframe-release/release/openframe and …/release/examples/seed_bench
+#
+# Knobs (environment): DEVICES (10000), LOGS (100000), RUNS (5), KEEP=1 keeps the scratch dir.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+binary=${1:-/var/tmp/openframe-release/release/openframe}
+seeder=${2:-/var/tmp/openframe-release/release/examples/seed_bench}
+devices=${DEVICES:-10000}
+logs=${LOGS:-100000}
+tenant=bench
+[ -x "$seeder" ] || { echo "no seeder at $seeder (cargo build --release --example seed_bench)" >&2; exit 1; }
+[ -d "$here/../ui/node_modules/playwright-core" ] || { echo "npm ci --prefix tests/ui first" >&2; exit 1; }
+
+source "$here/lib.sh"
+
+"$binary" init --data-dir "$data" --tenant "$tenant" --admin-email owner@bench.example \
+  --admin-password 'Bench-pass1!' --json >"$work/init.json"
+echo "seeding $devices devices and $logs log rows..."
+"$seeder" "$data" "$tenant" "$devices" "$logs" >"$work/seed.json"
+
+https_port=$(free_port)
+admin_port=$(free_port)
+base="https://127.0.0.1:$https_port"
+OPENFRAME_SERVER__PUBLIC_URL=$base RUST_LOG=warn "$binary" serve --data-dir "$data" \
+  --listen "127.0.0.1:$https_port" --admin-listen "127.0.0.1:$admin_port" --log-format json \
+  >>"$work/serve.log" 2>&1 &
+server=$!
+for _ in $(seq 600); do
+  curl -fs "http://127.0.0.1:$admin_port/health/ready" >/dev/null 2>&1 && break
+  kill -0 "$server" 2>/dev/null || { echo "serve exited:" >&2; cat "$work/serve.log" >&2; exit 1; }
+  sleep 0.1
+done
+
+BASE_URL=$base CHROMIUM=${CHROMIUM:-/usr/bin/chromium} ADMIN_EMAIL=owner@bench.example \
+  ADMIN_PASSWORD='Bench-pass1!' RUNS=${RUNS:-5} node "$here/../ui/measure.mjs" | tee "$work/console.json"
