@@ -23,7 +23,7 @@ use axum::routing::get;
 
 use crate::domain::Role;
 use crate::gateway::auth::{TokenSource, Who};
-use crate::identity::http::{cookie, escape_html};
+use crate::identity::http::{cookie, escape_html, no_store};
 use crate::startup::AppState;
 
 /// One page of the console.
@@ -230,7 +230,7 @@ fn html_response(status: StatusCode, html: String) -> Response {
     let mut response = (status, Html(html)).into_response();
     let headers = response.headers_mut();
     // Pages carry the user's name and change with every sign-in: never cached.
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    no_store(headers);
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CONSOLE_POLICY),
@@ -249,9 +249,7 @@ fn redirect(location: &str) -> Response {
     if let Ok(value) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    no_store(response.headers_mut());
     response
 }
 

@@ -46,18 +46,7 @@ if [ ! -d "$data" ]; then
   "$seeder" "$data" "$tenant" "$devices" "$logs" | tee "$work/seed.json"
 fi
 
-https_port=$(free_port)
-admin_port=$(free_port)
-base="https://127.0.0.1:$https_port"
-OPENFRAME_SERVER__PUBLIC_URL=$base RUST_LOG=warn "$binary" serve --data-dir "$data" \
-  --listen "127.0.0.1:$https_port" --admin-listen "127.0.0.1:$admin_port" --log-format json \
-  >>"$work/serve.log" 2>&1 &
-server=$!
-for _ in $(seq 600); do
-  curl -fs "http://127.0.0.1:$admin_port/health/ready" >/dev/null 2>&1 && break
-  kill -0 "$server" 2>/dev/null || { echo "serve exited:" >&2; cat "$work/serve.log" >&2; exit 1; }
-  sleep 0.1
-done
+serve_on_loopback
 token=$(python3 "$here/admin-token.py" --base "$base" --tenant "$tenant" \
   --email owner@bench.example --password 'Bench-pass1!')
 

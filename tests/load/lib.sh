@@ -24,6 +24,26 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Starts `$binary serve` on $data with HTTPS and the admin listener on free loopback ports and
+# waits until it is ready; sets $base (its public URL), $admin_port and $server.
+serve_on_loopback() {
+  local https_port
+  https_port=$(free_port)
+  admin_port=$(free_port)
+  base="https://127.0.0.1:$https_port"
+  OPENFRAME_SERVER__PUBLIC_URL=$base RUST_LOG=warn "$binary" serve --data-dir "$data" \
+    --listen "127.0.0.1:$https_port" --admin-listen "127.0.0.1:$admin_port" --log-format json \
+    >>"$work/serve.log" 2>&1 &
+  server=$!
+  for _ in $(seq 600); do
+    curl -fs "http://127.0.0.1:$admin_port/health/ready" >/dev/null 2>&1 && return 0
+    kill -0 "$server" 2>/dev/null || { echo "serve exited:" >&2; cat "$work/serve.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "serve was not ready after a minute" >&2
+  exit 1
+}
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 
