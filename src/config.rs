@@ -32,6 +32,7 @@ pub struct Config {
     pub audit: AuditSection,
     pub webhooks: WebhookConfig,
     pub backup: BackupSection,
+    pub detection: DetectionSection,
     pub log: LogConfig,
 }
 
@@ -508,6 +509,108 @@ impl AuditSection {
     }
 }
 
+/// Offline anomaly detection over the unified log (`src/detect/`): the thresholds of every
+/// tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectionSection {
+    pub enabled: bool,
+    /// How often the detectors read the new log entries and resolve what went quiet.
+    pub interval_seconds: u64,
+    pub login_failed_count: u64,
+    pub login_failed_window_minutes: u64,
+    pub offline_devices: u64,
+    pub offline_window_minutes: u64,
+    pub first_seen_learning_hours: u64,
+    pub first_seen_fleet_share: f64,
+    pub spike_min_count: u64,
+    pub policy_violation_min_count: u64,
+    pub spike_z: f64,
+    pub baseline_hours: u64,
+    pub quiet_minutes: u64,
+}
+
+impl Default for DetectionSection {
+    fn default() -> Self {
+        let defaults = crate::detect::Thresholds::default();
+        let minutes = |ms: i64| u64::try_from(ms / 60_000).unwrap_or_default();
+        Self {
+            enabled: true,
+            interval_seconds: 15,
+            login_failed_count: defaults.login_failed_count as u64,
+            login_failed_window_minutes: minutes(defaults.login_failed_window_ms),
+            offline_devices: defaults.offline_devices as u64,
+            offline_window_minutes: minutes(defaults.offline_window_ms),
+            first_seen_learning_hours: minutes(defaults.first_seen_learning_ms) / 60,
+            first_seen_fleet_share: defaults.first_seen_fleet_share,
+            spike_min_count: defaults.spike_min_count,
+            policy_violation_min_count: defaults.policy_violation_min_count,
+            spike_z: defaults.spike_z,
+            baseline_hours: defaults.baseline_hours as u64,
+            quiet_minutes: minutes(defaults.quiet_ms),
+        }
+    }
+}
+
+impl DetectionSection {
+    /// The detectors' thresholds, or what is wrong with the section (the key named).
+    pub fn thresholds(&self) -> Result<crate::detect::Thresholds, String> {
+        let positive = [
+            ("interval_seconds", self.interval_seconds),
+            ("login_failed_count", self.login_failed_count),
+            (
+                "login_failed_window_minutes",
+                self.login_failed_window_minutes,
+            ),
+            ("offline_devices", self.offline_devices),
+            ("offline_window_minutes", self.offline_window_minutes),
+            ("spike_min_count", self.spike_min_count),
+            (
+                "policy_violation_min_count",
+                self.policy_violation_min_count,
+            ),
+            ("quiet_minutes", self.quiet_minutes),
+        ];
+        for (key, value) in positive {
+            if value == 0 || value > 1_000_000 {
+                return Err(format!("{key}: {value} must be between 1 and 1000000"));
+            }
+        }
+        if !(24..=24 * 90).contains(&self.baseline_hours) {
+            return Err(format!(
+                "baseline_hours: {} must be between 24 and 2160 (90 days)",
+                self.baseline_hours
+            ));
+        }
+        if self.first_seen_learning_hours > 24 * 90 {
+            return Err("first_seen_learning_hours: at most 2160 (90 days)".to_owned());
+        }
+        if !(self.first_seen_fleet_share > 0.0 && self.first_seen_fleet_share <= 1.0) {
+            return Err(format!(
+                "first_seen_fleet_share: {} must be above 0 and at most 1",
+                self.first_seen_fleet_share
+            ));
+        }
+        if !(self.spike_z.is_finite() && self.spike_z >= 1.0) {
+            return Err(format!("spike_z: {} must be at least 1", self.spike_z));
+        }
+        let ms = |minutes: u64| i64::try_from(minutes * 60_000).unwrap_or(i64::MAX);
+        Ok(crate::detect::Thresholds {
+            login_failed_count: self.login_failed_count as usize,
+            login_failed_window_ms: ms(self.login_failed_window_minutes),
+            offline_devices: self.offline_devices as usize,
+            offline_window_ms: ms(self.offline_window_minutes),
+            first_seen_learning_ms: ms(self.first_seen_learning_hours * 60),
+            first_seen_fleet_share: self.first_seen_fleet_share,
+            spike_min_count: self.spike_min_count,
+            policy_violation_min_count: self.policy_violation_min_count,
+            spike_z: self.spike_z,
+            baseline_hours: self.baseline_hours as usize,
+            quiet_ms: ms(self.quiet_minutes),
+        })
+    }
+}
+
 /// Scheduled backups: the serving appliance writes one archive (as `openframe backup` does) every
 /// `interval_hours` into `dir`, keeping the newest `keep`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -749,6 +852,9 @@ impl Config {
         self.audit
             .syslog_target()
             .map_err(|message| invalid("audit.syslog", message))?;
+        self.detection
+            .thresholds()
+            .map_err(|message| invalid("detection", message))?;
         if !self.server.public_url.is_empty() {
             let url = &self.server.public_url;
             let well_formed = url.starts_with("https://")

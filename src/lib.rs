@@ -30,6 +30,7 @@ pub mod backup;
 pub mod catalog;
 pub mod config;
 pub mod datadir;
+pub mod detect;
 pub mod domain;
 pub mod error;
 pub mod events;

@@ -442,6 +442,21 @@ impl Application {
         // Webhooks read what the pipeline writes to `unified.events`; stopped before it.
         let webhooks_stop = CancellationToken::new();
         let webhooks_task = state.webhooks.spawn(webhooks_stop.clone());
+        // Anomaly detection reads `unified.events` too, and writes its alerts into the pipeline:
+        // stopped with the webhooks, before the pipeline.
+        let detection_task = match state.config.detection.thresholds() {
+            Ok(thresholds) if state.config.detection.enabled => Some(
+                crate::detect::runner::Runner::new(
+                    state.storage.clone(),
+                    state.stream.clone(),
+                    state.identity.clock.clone(),
+                    thresholds,
+                    Duration::from_secs(state.config.detection.interval_seconds),
+                )
+                .spawn(webhooks_stop.clone()),
+            ),
+            _ => None,
+        };
         // NATS outlives everything that uses it: stopped last.
         let nats_stop = CancellationToken::new();
         let cdc_stop = CancellationToken::new();
@@ -664,6 +679,11 @@ impl Application {
         webhooks_stop.cancel();
         if let Err(error) = webhooks_task.await {
             tracing::warn!(%error, "the webhook task failed");
+        }
+        if let Some(task) = detection_task
+            && let Err(error) = task.await
+        {
+            tracing::warn!(%error, "the anomaly detection task failed");
         }
         stream_stop.cancel();
         if let Err(error) = stream_worker.await {

@@ -13,6 +13,7 @@ mod cli;
 mod config;
 mod console;
 mod data_dir;
+mod detection;
 mod external;
 mod faults;
 mod gateway;

@@ -24,10 +24,13 @@ impl ToolIntegration for Appliance {
     }
 
     fn message_types(&self) -> &'static [MessageType] {
-        &[MessageType::ToolLifecycle]
+        &[MessageType::ToolLifecycle, MessageType::DetectionAlert]
     }
 
-    fn parse(&self, _: MessageType, envelope: &Envelope) -> Result<Parsed, Rejection> {
+    fn parse(&self, kind: MessageType, envelope: &Envelope) -> Result<Parsed, Rejection> {
+        if kind == MessageType::DetectionAlert {
+            return self.alert(envelope);
+        }
         let after = envelope.after()?;
         let tool = required_str(&after, "toolId")?;
         let event = required_str(&after, "event")?;
@@ -76,12 +79,66 @@ impl ToolIntegration for Appliance {
 
 /// Sorted.
 const MAPPING: &[(&str, &str)] = &[
+    ("alert.resolved", "ALERT_RESOLVED"),
+    ("alert.triggered", "ALERT_TRIGGERED"),
     ("tool.added", "INTEGRATION_ADDED"),
     ("tool.deleted", "INTEGRATION_DELETED"),
     ("tool.health_down", "SYSTEM_ERROR"),
     ("tool.health_up", "SYSTEM_MONITORING"),
     ("tool.updated", "INTEGRATION_UPDATED"),
 ];
+
+impl Appliance {
+    /// `DETECTION_ALERT`: `after` carries the alert's `key`, `rule`, `transition` (`triggered`
+    /// or `resolved`), `summary`, `severity`, `evidence`, optional `deviceId`, `triggeredAt` and
+    /// `eventTimestamp`. The id is the key, the trigger time and the transition: a finding
+    /// emitted again (after a crash) is the same event.
+    fn alert(&self, envelope: &Envelope) -> Result<Parsed, Rejection> {
+        let after = envelope.after()?;
+        let key = required_str(&after, "key")?;
+        let transition = required_str(&after, "transition")?;
+        if !matches!(transition, "triggered" | "resolved") {
+            return Err(Rejection::new(
+                "invalid_field",
+                "`after.transition` must be triggered or resolved",
+            ));
+        }
+        let when = after
+            .get("eventTimestamp")
+            .ok_or_else(|| Rejection::new("missing_field", "`after.eventTimestamp` is required"))?;
+        let timestamp = parse_timestamp(when, "after.eventTimestamp")?;
+        let triggered_at = after
+            .get("triggeredAt")
+            .and_then(Value::as_i64)
+            .unwrap_or(timestamp);
+        let summary = text(&after, "summary").unwrap_or_else(|| key.to_owned());
+        let message = if transition == "resolved" {
+            format!("Resolved: {summary}")
+        } else {
+            summary
+        };
+        Ok(Parsed::Event(Box::new(ToolEvent {
+            tool_event_id: super::tool_event_id(
+                self.db_name(),
+                "detection_alert",
+                &format!("{key}_{triggered_at}_{transition}"),
+            ),
+            source_event_type: format!("alert.{transition}"),
+            timestamp,
+            message: Some(message),
+            user: None,
+            device: text(&after, "deviceId").map(super::DeviceRef::Machine),
+            details: serde_json::json!({ "additional_info": {
+                "alertKey": key,
+                "rule": text(&after, "rule"),
+                "alertSeverity": text(&after, "severity"),
+                "triggeredAt": triggered_at,
+                "evidence": after.get("evidence").cloned().unwrap_or(Value::Null),
+            } }),
+            source: Value::Object(after.clone()),
+        })))
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -33,10 +33,12 @@ pub enum MessageType {
     DevicePresence,
     /// An integrated tool was registered, changed or removed, or its health changed.
     ToolLifecycle,
+    /// The anomaly detection triggered or resolved an alert (`src/detect/`).
+    DetectionAlert,
 }
 
 impl MessageType {
-    pub const ALL: [MessageType; 11] = [
+    pub const ALL: [MessageType; 12] = [
         MessageType::MeshcentralEvent,
         MessageType::FleetMdmEvent,
         MessageType::FleetMdmQueryResultEvent,
@@ -48,6 +50,7 @@ impl MessageType {
         MessageType::FleetHostActivity,
         MessageType::DevicePresence,
         MessageType::ToolLifecycle,
+        MessageType::DetectionAlert,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +66,7 @@ impl MessageType {
             MessageType::FleetHostActivity => "FLEET_HOST_ACTIVITY",
             MessageType::DevicePresence => "DEVICE_PRESENCE",
             MessageType::ToolLifecycle => "TOOL_LIFECYCLE",
+            MessageType::DetectionAlert => "DETECTION_ALERT",
         }
     }
 
@@ -82,7 +86,8 @@ impl MessageType {
             MessageType::CommandExecuted
             | MessageType::ScriptExecuted
             | MessageType::DevicePresence
-            | MessageType::ToolLifecycle => "logs.events",
+            | MessageType::ToolLifecycle
+            | MessageType::DetectionAlert => "logs.events",
             MessageType::FleetActivity => "fleet.activities.events",
             MessageType::FleetHostActivity => "fleet.host_activities.events",
         }
