@@ -193,8 +193,10 @@ async fn render(
         );
         return redirect(&login);
     };
+    let current = format!("data-nav=\"{}\"", page.section);
+    let layout = LAYOUT.replacen(&current, &format!("{current} aria-current=\"page\""), 1);
     let html = fill(
-        LAYOUT,
+        &layout,
         &[
             ("title", &escape_html(page.title)),
             ("section", page.section),
@@ -202,12 +204,9 @@ async fn render(
             ("email", &escape_html(&session.email)),
             ("tenant", &escape_html(&session.tenant)),
             ("version", env!("CARGO_PKG_VERSION")),
+            ("main", page.body),
         ],
     );
-    let current = format!("data-nav=\"{}\"", page.section);
-    let html = html.replacen(&current, &format!("{current} aria-current=\"page\""), 1);
-    // The skeleton goes in last, so nothing in it is taken for a placeholder.
-    let html = html.replacen("{{main}}", page.body, 1);
     html_response(StatusCode::OK, html)
 }
 
@@ -217,12 +216,33 @@ async fn login() -> Response {
     html_response(StatusCode::OK, html)
 }
 
-/// `{{name}}` placeholders replaced by their (already escaped) values.
+/// `{{name}}` placeholders of `template` replaced by their (already escaped) values, in one
+/// pass: a value is never searched for placeholders itself (an email may hold `{{main}}`).
 fn fill(template: &str, values: &[(&str, &str)]) -> String {
-    let mut html = template.to_owned();
-    for (name, value) in values {
-        html = html.replace(&format!("{{{{{name}}}}}"), value);
+    let mut html = String::with_capacity(template.len() + 4096);
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        html.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let known = after.find("}}").and_then(|end| {
+            let name = &after[..end];
+            values
+                .iter()
+                .find(|(known, _)| *known == name)
+                .map(|(_, value)| (end, *value))
+        });
+        match known {
+            Some((end, value)) => {
+                html.push_str(value);
+                rest = &after[end + 2..];
+            }
+            None => {
+                html.push_str("{{");
+                rest = after;
+            }
+        }
     }
+    html.push_str(rest);
     html
 }
 
@@ -268,12 +288,25 @@ mod tests {
                 ("email", "e"),
                 ("tenant", "t"),
                 ("version", "v"),
+                ("main", ""),
             ],
-        )
-        .replacen("{{main}}", "", 1);
+        );
         assert!(!html.contains("{{"), "an unfilled placeholder: {html}");
         assert!(html.contains("src=\"/assets/pages/x.js\""));
         assert!(!fill(LOGIN, &[("version", "v")]).contains("{{"));
+    }
+
+    #[test]
+    fn values_are_never_read_as_placeholders() {
+        let template = "<p>{{email}}</p><main>{{main}}</main>{{unknown}}";
+        let html = fill(
+            template,
+            &[("email", "{{main}}@x.example"), ("main", "body")],
+        );
+        assert_eq!(
+            html,
+            "<p>{{main}}@x.example</p><main>body</main>{{unknown}}"
+        );
     }
 
     #[test]

@@ -262,7 +262,10 @@ try {
     await weigh(name);
     await shot(name);
   }
-  assert.match(await page.goto(`${base}/settings/agents`).then(() => page.locator('#install-command').innerText()), /--initial-key /);
+  // The install command names the server and carries the registration secret (once loaded).
+  await page.goto(`${base}/settings/agents`);
+  await page.locator('#install-command', { hasText: '--initial-key ' }).waitFor();
+  assert.match(await page.locator('#install-command').innerText(), new RegExp(`--server ${base} `));
 
   step('dark scheme and a phone-sized screen');
   await page.emulateMedia({ colorScheme: 'dark' });
