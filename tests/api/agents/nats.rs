@@ -12,7 +12,7 @@ use openframe_storage::model::{ManualClock, SystemClock};
 use reqwest::StatusCode;
 use tokio::sync::mpsc;
 
-use super::support::{connect, enroll, registration_secret, wait_for_status};
+use super::support::{connect, enroll, registered, registration_secret, wait_for_status};
 use crate::gateway::support::{tenant, two_tenants};
 use crate::helpers::{TestApp, spawn_with_clock, test_config, with_nats};
 use crate::stream::support::{ready_with_nats_up, rows, settle};
@@ -145,7 +145,7 @@ async fn a_machine_cannot_publish_or_subscribe_to_another_machines_subjects() {
     // The appliance's side sees everything agents publish.
     let server = app.state.nats.as_ref().unwrap().connect().await.unwrap();
     let mut observed = server.subscribe("machine.>").await.unwrap();
-    server.flush().await.unwrap();
+    registered(&server).await;
 
     // A tries to read B's subjects, every machine's heartbeats and every inbox.
     let (a_id, b_id) = (a.machine_id.clone(), b.machine_id.clone());
@@ -618,7 +618,7 @@ async fn another_tenants_machine_is_refused_every_subject_of_the_surface_on_this
     let server = app.state.nats.as_ref().unwrap().connect().await.unwrap();
     let mut observed = server.subscribe(format!("machine.{a_id}.>")).await.unwrap();
     let mut observed_users = server.subscribe("user.>").await.unwrap();
-    server.flush().await.unwrap();
+    registered(&server).await;
 
     // What B sends carries a marker, so the appliance's own messages to A are told apart.
     let marker = format!("{{\"sweep\":\"{b_id}\"}}");
@@ -681,7 +681,7 @@ async fn another_tenants_machine_is_refused_every_subject_of_the_surface_on_this
         .subscribe(format!("machine.{b_id}.heartbeat"))
         .await
         .unwrap();
-    server.flush().await.unwrap();
+    registered(&server).await;
     intruder
         .publish(format!("machine.{b_id}.heartbeat"), marker.clone().into())
         .await

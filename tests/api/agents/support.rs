@@ -209,6 +209,21 @@ pub(crate) async fn synced(agent: &async_nats::Client, machine_id: &str) {
     );
 }
 
+/// Waits until nats-server has taken every subscription `client` made. `flush` only writes
+/// them out, so a request nobody answers follows them on the same connection, and its "no
+/// responders" comes back once nats-server has processed everything before it.
+pub(crate) async fn registered(client: &async_nats::Client) {
+    let answer = client
+        .request("openframe.test.sync", "".into())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        answer.kind(),
+        async_nats::RequestErrorKind::NoResponders,
+        "{answer}"
+    );
+}
+
 /// An appliance with the supervised nats-server in `dir`, its two tenants, and tenant A's
 /// administrator token and registration secret: what the agent processes need.
 pub(crate) async fn appliance_for_agents(dir: &std::path::Path) -> (TestApp, String, String) {
