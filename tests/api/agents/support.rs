@@ -194,14 +194,11 @@ pub(crate) async fn wait_for_status(
     }
 }
 
-/// Waits until everything the agent sent has reached nats-server through the gateway:
-/// async-nats' `flush` only empties its buffer, so this makes a request nobody answers and
-/// waits for nats-server's "no responders" to come back through the hub.
-pub(crate) async fn synced(agent: &async_nats::Client, machine_id: &str) {
-    let answer = agent
-        .request(format!("machine.{machine_id}.sync"), "".into())
-        .await
-        .unwrap_err();
+/// Waits until nats-server has processed everything `client` sent before this call (its
+/// publishes, its subscriptions): async-nats' `flush` only empties its buffer, so this sends a
+/// request to `subject`, which nobody answers, and waits for nats-server's "no responders".
+async fn round_trip(client: &async_nats::Client, subject: String) {
+    let answer = client.request(subject, "".into()).await.unwrap_err();
     assert_eq!(
         answer.kind(),
         async_nats::RequestErrorKind::NoResponders,
@@ -209,19 +206,14 @@ pub(crate) async fn synced(agent: &async_nats::Client, machine_id: &str) {
     );
 }
 
-/// Waits until nats-server has taken every subscription `client` made. `flush` only writes
-/// them out, so a request nobody answers follows them on the same connection, and its "no
-/// responders" comes back once nats-server has processed everything before it.
+/// Waits until everything the agent sent has reached nats-server through the gateway.
+pub(crate) async fn synced(agent: &async_nats::Client, machine_id: &str) {
+    round_trip(agent, format!("machine.{machine_id}.sync")).await;
+}
+
+/// Waits until nats-server has taken every subscription the appliance-side `client` made.
 pub(crate) async fn registered(client: &async_nats::Client) {
-    let answer = client
-        .request("openframe.test.sync", "".into())
-        .await
-        .unwrap_err();
-    assert_eq!(
-        answer.kind(),
-        async_nats::RequestErrorKind::NoResponders,
-        "{answer}"
-    );
+    round_trip(client, "openframe.test.sync".to_owned()).await;
 }
 
 /// An appliance with the supervised nats-server in `dir`, its two tenants, and tenant A's
