@@ -79,6 +79,18 @@ impl AuditChange {
     }
 }
 
+/// A response extension saying the request changed nothing worth a record (acknowledging what
+/// is already acknowledged, marking a notification read): [`record_rest`] skips it.
+#[derive(Debug, Clone, Copy)]
+pub struct Unchanged;
+
+impl Unchanged {
+    pub fn on(self, mut response: Response) -> Response {
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
 /// Who made a change.
 #[derive(Debug, Clone)]
 pub struct Actor {
@@ -352,7 +364,7 @@ pub async fn record_rest(State(state): State<AppState>, request: Request, next: 
     let action = format!("{} {route}", request.method());
     let path = request.uri().path().to_owned();
     let mut response = next.run(request).await;
-    if !response.status().is_success() {
+    if !response.status().is_success() || response.extensions().get::<Unchanged>().is_some() {
         return response;
     }
     let mut change = response

@@ -54,6 +54,12 @@ impl From<CatalogError> for ApiError {
     }
 }
 
+impl From<DocumentError> for ApiError {
+    fn from(error: DocumentError) -> Self {
+        CatalogError::Store(error).into()
+    }
+}
+
 /// One stored value and the version the store gave it.
 #[derive(Debug, Clone)]
 pub struct Entry<T> {

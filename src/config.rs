@@ -33,6 +33,7 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     pub backup: BackupSection,
     pub detection: DetectionSection,
+    pub assistant: AssistantSection,
     pub log: LogConfig,
 }
 
@@ -528,6 +529,8 @@ pub struct DetectionSection {
     pub spike_z: f64,
     pub baseline_hours: u64,
     pub quiet_minutes: u64,
+    /// Alerts about the same device or customer this close together are one incident.
+    pub correlation_window_minutes: u64,
 }
 
 impl Default for DetectionSection {
@@ -548,6 +551,7 @@ impl Default for DetectionSection {
             spike_z: defaults.spike_z,
             baseline_hours: defaults.baseline_hours as u64,
             quiet_minutes: minutes(defaults.quiet_ms),
+            correlation_window_minutes: minutes(defaults.correlation_window_ms),
         }
     }
 }
@@ -570,6 +574,10 @@ impl DetectionSection {
                 self.policy_violation_min_count,
             ),
             ("quiet_minutes", self.quiet_minutes),
+            (
+                "correlation_window_minutes",
+                self.correlation_window_minutes,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 || value > 1_000_000 {
@@ -607,7 +615,108 @@ impl DetectionSection {
             spike_z: self.spike_z,
             baseline_hours: self.baseline_hours as usize,
             quiet_ms: ms(self.quiet_minutes),
+            correlation_window_ms: ms(self.correlation_window_minutes),
         })
+    }
+}
+
+/// The optional assistant (`src/assist/`): which language model, where, and how long to wait.
+/// Off by default; nothing leaves the appliance unless an operator turns it on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AssistantSection {
+    pub enabled: bool,
+    /// `anthropic` (the Messages API) or `openai` (any OpenAI-compatible chat completions
+    /// server, such as a local model server on an air-gapped site).
+    pub provider: String,
+    /// Empty: `https://api.anthropic.com` for `anthropic`; required for `openai`, ending in
+    /// `/v1` (e.g. `http://127.0.0.1:8000/v1`).
+    pub base_url: String,
+    pub model: String,
+    /// A file holding the provider's API key (kept out of this file). Empty: no key is sent,
+    /// which local model servers accept.
+    pub api_key_file: String,
+    /// The longest a technician waits for an answer.
+    pub timeout_seconds: u64,
+    pub max_tokens: u32,
+    /// The most log entries a device summary reads.
+    pub max_log_entries: usize,
+}
+
+impl Default for AssistantSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            provider: "anthropic".into(),
+            base_url: String::new(),
+            model: String::new(),
+            api_key_file: String::new(),
+            timeout_seconds: 30,
+            max_tokens: 1024,
+            max_log_entries: 100,
+        }
+    }
+}
+
+impl AssistantSection {
+    /// The base URL to use, or what is wrong with the section (the key named).
+    pub fn resolved_base_url(&self) -> Result<String, String> {
+        let url = match (self.provider.as_str(), self.base_url.trim()) {
+            ("anthropic", "") => "https://api.anthropic.com".to_owned(),
+            ("openai", "") => {
+                return Err(
+                    "base_url: required for provider \"openai\" (e.g. \"http://127.0.0.1:8000/v1\")"
+                        .to_owned(),
+                );
+            }
+            ("anthropic" | "openai", url) => url.trim_end_matches('/').to_owned(),
+            (other, _) => {
+                return Err(format!(
+                    "provider: {other:?} must be \"anthropic\" or \"openai\""
+                ));
+            }
+        };
+        let parsed =
+            url::Url::parse(&url).map_err(|error| format!("base_url: {url:?}: {error}"))?;
+        if !matches!(parsed.scheme(), "https" | "http") || parsed.host_str().is_none() {
+            return Err(format!(
+                "base_url: {url:?} must be an http:// or https:// URL"
+            ));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err("base_url: put the key in api_key_file, not in the URL".to_owned());
+        }
+        Ok(url)
+    }
+
+    /// Checks an enabled section: provider, URL, model, limits.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.resolved_base_url()?;
+        if self.model.trim().is_empty() {
+            return Err("model: required when the assistant is enabled".to_owned());
+        }
+        if !(1..=600).contains(&self.timeout_seconds) {
+            return Err(format!(
+                "timeout_seconds: {} must be between 1 and 600",
+                self.timeout_seconds
+            ));
+        }
+        if !(64..=32_000).contains(&self.max_tokens) {
+            return Err(format!(
+                "max_tokens: {} must be between 64 and 32000",
+                self.max_tokens
+            ));
+        }
+        if !(1..=1000).contains(&self.max_log_entries) {
+            return Err(format!(
+                "max_log_entries: {} must be between 1 and 1000",
+                self.max_log_entries
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -855,6 +964,9 @@ impl Config {
         self.detection
             .thresholds()
             .map_err(|message| invalid("detection", message))?;
+        self.assistant
+            .check()
+            .map_err(|message| invalid("assistant", message))?;
         if !self.server.public_url.is_empty() {
             let url = &self.server.public_url;
             let well_formed = url.starts_with("https://")

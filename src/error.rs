@@ -42,6 +42,9 @@ pub enum ApiError {
     /// The appliance is behind (e.g. the event pipeline's backlog is full); retry later.
     #[error("{0}")]
     Overloaded(String),
+    /// The optional assistant is off in the config.
+    #[error("{0}")]
+    AssistantDisabled(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -83,6 +86,7 @@ impl ApiError {
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "upstream_unavailable"),
             ApiError::GatewayTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
             ApiError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::AssistantDisabled(_) => (StatusCode::CONFLICT, "assistant_disabled"),
             ApiError::Unexpected(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
         }
     }

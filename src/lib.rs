@@ -25,6 +25,7 @@
 pub mod admin;
 pub mod agent;
 pub mod api;
+pub mod assist;
 pub mod audit;
 pub mod backup;
 pub mod catalog;
@@ -44,6 +45,7 @@ pub mod mail;
 pub mod management;
 pub mod metrics;
 pub mod migrate_storage;
+pub mod notify;
 pub mod ops;
 pub mod startup;
 pub mod stream;

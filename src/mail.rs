@@ -20,6 +20,8 @@ use crate::config::MailSection;
 pub enum MailKind {
     Invitation,
     PasswordReset,
+    /// A notification, for someone who asked for mail (sent only through SMTP, never kept).
+    Notification,
 }
 
 impl MailKind {
@@ -27,6 +29,7 @@ impl MailKind {
         match self {
             MailKind::Invitation => "INVITATION",
             MailKind::PasswordReset => "PASSWORD_RESET",
+            MailKind::Notification => "NOTIFICATION",
         }
     }
 }

@@ -69,6 +69,14 @@ pub struct AppState {
     /// Integrators' webhooks: subscriptions, and the tasks spawned by `run_until_stopped` that
     /// deliver unified events to them.
     pub webhooks: Arc<Webhooks>,
+    /// In-app notifications (and their mail), pushed live.
+    pub notifications: Arc<crate::notify::Notifications>,
+    /// Detection's findings grouped for technicians.
+    pub incidents: Arc<crate::detect::incidents::Incidents>,
+    /// Each tenant's detection thresholds.
+    pub detection_settings: Arc<crate::detect::settings::DetectionSettings>,
+    /// The optional assistant (off by default).
+    pub assistant: Arc<crate::assist::Assistant>,
 }
 
 /// A built appliance: listeners bound, stores open, not yet serving.
@@ -293,10 +301,46 @@ impl Application {
             }
         };
 
+        let documents = storage.documents.clone();
+        let clock = identity.clock.clone();
+        let intelligence = (|| {
+            let notifications = Arc::new(crate::notify::Notifications::new(
+                documents.clone(),
+                identity.clone(),
+                clock.clone(),
+            )?);
+            let incidents = Arc::new(crate::detect::incidents::Incidents::new(
+                documents.clone(),
+                notifications.clone(),
+                clock.clone(),
+            )?);
+            let detection_settings = Arc::new(crate::detect::settings::DetectionSettings::new(
+                config.detection.clone(),
+                documents.clone(),
+            )?);
+            let assistant = Arc::new(crate::assist::Assistant::new(
+                &config.assistant,
+                documents.clone(),
+                clock.clone(),
+            )?);
+            anyhow::Ok((notifications, incidents, detection_settings, assistant))
+        })();
+        let (notifications, incidents, detection_settings, assistant) = match intelligence {
+            Ok(parts) => parts,
+            Err(error) => {
+                let _ = storage.close().await;
+                return Err(error.context("cannot start notifications, incidents or the assistant"));
+            }
+        };
+
         Ok(Application {
             state: AppState {
                 audit,
                 webhooks,
+                notifications,
+                incidents,
+                detection_settings,
+                assistant,
                 tags,
                 events,
                 storage,
@@ -444,19 +488,17 @@ impl Application {
         let webhooks_task = state.webhooks.spawn(webhooks_stop.clone());
         // Anomaly detection reads `unified.events` too, and writes its alerts into the pipeline:
         // stopped with the webhooks, before the pipeline.
-        let detection_task = match state.config.detection.thresholds() {
-            Ok(thresholds) if state.config.detection.enabled => Some(
-                crate::detect::runner::Runner::new(
-                    state.storage.clone(),
-                    state.stream.clone(),
-                    state.identity.clock.clone(),
-                    thresholds,
-                    Duration::from_secs(state.config.detection.interval_seconds),
-                )
-                .spawn(webhooks_stop.clone()),
-            ),
-            _ => None,
-        };
+        let detection_task = state.config.detection.enabled.then(|| {
+            crate::detect::runner::Runner::new(
+                state.storage.clone(),
+                state.stream.clone(),
+                state.identity.clock.clone(),
+                state.detection_settings.clone(),
+                state.incidents.clone(),
+                Duration::from_secs(state.config.detection.interval_seconds),
+            )
+            .spawn(webhooks_stop.clone())
+        });
         // NATS outlives everything that uses it: stopped last.
         let nats_stop = CancellationToken::new();
         let cdc_stop = CancellationToken::new();

@@ -8,6 +8,8 @@
 
 mod api_keys;
 mod audit_trail;
+mod incidents;
+mod notifications;
 pub(crate) mod organizations;
 mod sso;
 mod tools;
@@ -26,6 +28,25 @@ use crate::startup::AppState;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/me", get(me))
+        .route("/api/incidents", get(incidents::list))
+        .route("/api/incidents/{id}", get(incidents::get))
+        .route(
+            "/api/incidents/{id}/acknowledge",
+            post(incidents::acknowledge),
+        )
+        .route("/api/incidents/{id}/resolve", post(incidents::resolve))
+        .route(
+            "/api/detection/settings",
+            get(incidents::detection_settings).put(incidents::put_detection_settings),
+        )
+        .route("/api/notifications", get(notifications::list))
+        .route("/api/notifications/read-all", post(notifications::read_all))
+        .route("/api/notifications/{id}/read", post(notifications::read))
+        .route(
+            "/api/notifications/settings",
+            get(notifications::settings).put(notifications::put_settings),
+        )
+        .merge(crate::assist::http::router())
         .route("/api/audit", get(audit_trail::list))
         .route("/api/audit/export", get(audit_trail::export))
         .route("/api/users", get(users::list))
@@ -82,7 +103,6 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-/// A JSON body of type `T`; unknown fields and wrong types are named in the 400.
 /// The tenant of whoever the gateway let through, for handlers the technician API and the
 /// external API share: an administrator's token on `/api`, an API key (with the path's scope)
 /// on `/external-api`.
@@ -107,6 +127,32 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for CallerTenant {
     }
 }
 
+/// A JSON body of type `T`, or `T::default()` when the request has no body at all.
+pub(crate) fn optional_json_body<T: serde::de::DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if body.is_empty() {
+        Ok(T::default())
+    } else {
+        json_body(headers, body)
+    }
+}
+
+/// A `status` query parameter: absent or empty for all, else one of `allowed`.
+pub(crate) fn status_filter(
+    status: Option<String>,
+    allowed: &[&str],
+) -> Result<Option<String>, ApiError> {
+    match status.filter(|status| !status.is_empty()) {
+        Some(status) if !allowed.contains(&status.as_str()) => Err(ApiError::InvalidInput(
+            format!("status: {status:?} must be one of {}", allowed.join(", ")),
+        )),
+        status => Ok(status),
+    }
+}
+
+/// A JSON body of type `T`; unknown fields and wrong types are named in the 400.
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: &[u8],

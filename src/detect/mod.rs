@@ -22,6 +22,10 @@
 //! This module is pure: no IO and no clock of its own, so a synthetic stream with known
 //! anomalies tests it exactly (`tests` below reports precision and recall).
 
+pub mod incidents;
+pub mod runner;
+pub mod settings;
+
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use serde_json::{Value, json};
@@ -46,6 +50,9 @@ pub struct Thresholds {
     pub baseline_hours: usize,
     /// An alert resolves when this long has passed without new evidence.
     pub quiet_ms: i64,
+    /// Alerts about the same device or customer this close together make one incident
+    /// (`incidents`); the detector itself does not read it.
+    pub correlation_window_ms: i64,
 }
 
 impl Default for Thresholds {
@@ -62,6 +69,7 @@ impl Default for Thresholds {
             spike_z: 5.0,
             baseline_hours: 168,
             quiet_ms: 30 * MINUTE_MS,
+            correlation_window_ms: 30 * MINUTE_MS,
         }
     }
 }
@@ -150,6 +158,11 @@ impl Detector {
 
     pub fn thresholds(&self) -> &Thresholds {
         &self.thresholds
+    }
+
+    /// New thresholds from now on; what the detector learnt so far stays.
+    pub fn set_thresholds(&mut self, thresholds: Thresholds) {
+        self.thresholds = thresholds;
     }
 
     /// Seeds an event type's hourly baseline (from the analytics store at start), so spikes are
@@ -459,8 +472,6 @@ fn robust_scale(values: &[u64]) -> (f64, f64) {
         (1.4826 * median(&deviations)).max(center.sqrt()).max(1.0),
     )
 }
-
-pub mod runner;
 
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,9 @@
 //! under the same ids, which the pipeline keeps once. At start a detector replays up to
 //! [`WARM_UP`] earlier entries without emitting, so its windows and histories are not empty; on
 //! a tenant's very first pass it starts at the end of the log (no alerts about the past).
+//!
+//! Each pass also hands its findings and the log rows it read to [`Incidents::correlate`], and
+//! picks up the tenant's own thresholds ([`DetectionSettings`]) as they are changed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,23 +20,29 @@ use openframe_storage::{Clock, Storage, TenantId};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Detector, Finding, Observation, Thresholds};
+use super::incidents::Incidents;
+use super::settings::DetectionSettings;
+use super::{Detector, Finding, Observation};
 use crate::stream::pipeline::LogEntry;
 use crate::stream::tools::MessageType;
 use crate::stream::{Stream, UNIFIED_TOPIC};
+use openframe_storage::analytics::LogRow;
 
 const GROUP: &str = "detection";
 /// Entries read per call.
 const BATCH: usize = 1000;
 /// Earlier entries replayed (without alerting) when a detector starts.
 pub const WARM_UP: u64 = 200_000;
+/// The most log rows one pass hands to correlation (the newest are kept).
+const MAX_RELATED: usize = 10_000;
 
 #[derive(Debug)]
 pub struct Runner {
     storage: Storage,
     stream: Arc<Stream>,
     clock: Arc<dyn Clock>,
-    thresholds: Thresholds,
+    settings: Arc<DetectionSettings>,
+    incidents: Arc<Incidents>,
     interval: Duration,
 }
 
@@ -42,14 +51,16 @@ impl Runner {
         storage: Storage,
         stream: Arc<Stream>,
         clock: Arc<dyn Clock>,
-        thresholds: Thresholds,
+        settings: Arc<DetectionSettings>,
+        incidents: Arc<Incidents>,
         interval: Duration,
     ) -> Runner {
         Runner {
             storage,
             stream,
             clock,
-            thresholds,
+            settings,
+            incidents,
             interval,
         }
     }
@@ -88,7 +99,13 @@ impl Runner {
             let Some((detector, next)) = detectors.get_mut(&tenant) else {
                 continue;
             };
+            let thresholds = self.settings.thresholds(&tenant).await?;
+            if *detector.thresholds() != thresholds {
+                tracing::info!(%tenant, "the tenant's detection thresholds changed");
+                detector.set_thresholds(thresholds.clone());
+            }
             let mut findings = Vec::new();
+            let mut related = std::collections::VecDeque::new();
             let mut position = *next;
             loop {
                 let records = events.read(&tenant, &topic, position, BATCH).await?;
@@ -97,7 +114,16 @@ impl Runner {
                 };
                 position = last.offset.next();
                 for record in &records {
-                    findings.extend(observe(detector, &record.record.value));
+                    let (row, found) = observe(detector, &record.record.value);
+                    findings.extend(found);
+                    if let Some(row) =
+                        row.filter(|row| row.device_id.is_some() || row.organization_id.is_some())
+                    {
+                        if related.len() == MAX_RELATED {
+                            related.pop_front();
+                        }
+                        related.push_back(row);
+                    }
                 }
                 if records.len() < BATCH {
                     break;
@@ -107,6 +133,15 @@ impl Runner {
             if !findings.is_empty() {
                 self.emit(&tenant, &findings).await?;
             }
+            // Before the offset moves on, like the alerts: a repeated pass changes nothing.
+            self.incidents
+                .correlate(
+                    &tenant,
+                    &findings,
+                    related.make_contiguous(),
+                    thresholds.correlation_window_ms,
+                )
+                .await?;
             if position != *next {
                 events
                     .commit_offset(&tenant, &topic, &group, position)
@@ -128,7 +163,7 @@ impl Runner {
         let bounds = events.bounds(tenant, topic).await?;
         let committed = events.committed_offset(tenant, topic, group).await?;
         let resume = committed.unwrap_or(bounds.end);
-        let mut detector = Detector::new(self.thresholds.clone());
+        let mut detector = Detector::new(self.settings.thresholds(tenant).await?);
         let mut position = Offset(resume.0.saturating_sub(WARM_UP).max(bounds.start.0));
         while position < resume {
             let records = events.read(tenant, topic, position, BATCH).await?;
@@ -184,19 +219,20 @@ impl Runner {
     }
 }
 
-/// Feeds one unified log record to the detector.
-fn observe(detector: &mut Detector, value: &[u8]) -> Vec<Finding> {
+/// Feeds one unified log record to the detector; the row, and what it found.
+fn observe(detector: &mut Detector, value: &[u8]) -> (Option<LogRow>, Vec<Finding>) {
     let Some(row) = serde_json::from_slice(value)
         .ok()
         .and_then(|value| LogEntry::live_row(&value))
     else {
-        return Vec::new();
+        return (None, Vec::new());
     };
-    detector.observe(Observation {
+    let found = detector.observe(Observation {
         at: row.event_timestamp,
         event_type: &row.event_type,
         device: row.device_id.as_deref(),
         user: row.user_id.as_deref(),
         organization: row.organization_id.as_deref(),
-    })
+    });
+    (Some(row), found)
 }

@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod devices;
 pub mod events;
+pub mod incidents;
 pub mod live;
 pub mod logs;
 pub mod organizations;
@@ -40,7 +41,7 @@ pub use organizations::Customer;
 pub type GqlResult<T> = async_graphql::Result<T>;
 
 /// The schema type, built once at start.
-pub type ApiSchema = Schema<Query, Mutation, live::LiveSubscription>;
+pub type ApiSchema = Schema<Query, Mutation, Subscription>;
 
 /// An `invalid_input` error whose message starts with the argument at fault.
 pub fn invalid(message: impl Into<String>) -> async_graphql::Error {
@@ -140,6 +141,7 @@ pub struct Query(
     audit::AuditQuery,
     scripts::ScriptQuery,
     schedules::ScheduleQuery,
+    incidents::IncidentQuery,
 );
 
 #[derive(MergedObject, Default, Debug)]
@@ -149,7 +151,11 @@ pub struct Mutation(
     events::EventMutation,
     scripts::ScriptMutation,
     schedules::ScheduleMutation,
+    incidents::IncidentMutation,
 );
+
+#[derive(async_graphql::MergedSubscription, Default, Debug)]
+pub struct Subscription(live::LiveSubscription, incidents::NotificationSubscription);
 
 /// The most ids `nodes` takes at once.
 const MAX_NODES: usize = 100;
@@ -247,7 +253,7 @@ pub fn schema(config: &ApiSection) -> ApiSchema {
     let mut builder = Schema::build(
         Query::default(),
         Mutation::default(),
-        live::LiveSubscription,
+        Subscription::default(),
     )
     .limit_depth(usize::try_from(config.max_depth).unwrap_or(usize::MAX))
     .limit_complexity(usize::try_from(config.max_complexity).unwrap_or(usize::MAX));

@@ -7,6 +7,7 @@
 mod helpers;
 
 mod agents;
+mod assistant;
 mod backup;
 mod chaos;
 mod cli;
@@ -21,6 +22,7 @@ mod graphql;
 mod health;
 mod identity;
 mod migrate;
+mod notifications;
 mod rest;
 mod shutdown;
 mod stream;

@@ -8,7 +8,7 @@ mod devices;
 mod events;
 mod independent;
 mod isolation;
-mod live;
+pub(crate) mod live;
 pub(crate) mod logs;
 mod schedules;
 mod schema;

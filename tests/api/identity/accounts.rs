@@ -625,14 +625,14 @@ async fn open_registration_refuses_a_taken_tenant_id() {
 }
 
 /// Python's standard-library SMTP server (3.11 ships `smtpd`), printing every message it gets.
-struct SmtpSink {
+pub(crate) struct SmtpSink {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl SmtpSink {
-    fn start() -> SmtpSink {
+    pub(crate) fn start() -> SmtpSink {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -674,7 +674,7 @@ impl SmtpSink {
 
     /// The next message, with the sink's `b'...'` line quoting and the body's
     /// quoted-printable encoding (soft line breaks, `=3D`) undone.
-    fn message(&self) -> String {
+    pub(crate) fn message(&self) -> String {
         let mut message = String::new();
         while let Ok(line) = self.lines.recv_timeout(std::time::Duration::from_secs(10)) {
             if line.contains("END MESSAGE") {

@@ -3,7 +3,7 @@
 
 pub(crate) mod support;
 
-mod accounts;
+pub(crate) mod accounts;
 mod bff;
 mod flow;
 mod rotation;
