@@ -10,19 +10,18 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use openframe::detect::{Alert, Finding};
 use reqwest::Method;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::gateway::support::{Tenants, tenant, two_tenants};
+use crate::gateway::support::{Tenants, two_tenants};
 use crate::helpers::{TestApp, spawn_with, test_config};
 use crate::rest::call;
 use crate::stream::support::{MESH_WS_001, fixture, ingest, ingest_key, seed_inventory, settle};
 
 /// What the fake does with the next requests.
 #[derive(Debug, Clone)]
-enum Mode {
+pub(crate) enum Mode {
     /// Answers with this text in the provider's reply shape.
     Answer(String),
     /// Answers exactly this status and body.
@@ -39,13 +38,13 @@ struct Seen {
     body: Value,
 }
 
-struct Fake {
+pub(crate) struct Fake {
     mode: Mutex<Mode>,
     seen: Mutex<Vec<Seen>>,
 }
 
 impl Fake {
-    fn set(&self, mode: Mode) {
+    pub(crate) fn set(&self, mode: Mode) {
         *self.mode.lock().unwrap() = mode;
     }
 
@@ -60,7 +59,7 @@ impl Fake {
 
 /// FAKE Anthropic Messages API (`POST /v1/messages`) and FAKE OpenAI-compatible chat
 /// completions (`POST /v1/chat/completions`) on one loopback port: `http://127.0.0.1:PORT`.
-async fn fake_provider() -> (Arc<Fake>, String) {
+pub(crate) async fn fake_provider() -> (Arc<Fake>, String) {
     async fn answer(
         State(fake): State<Arc<Fake>>,
         uri: axum::http::Uri,
@@ -267,28 +266,15 @@ async fn anthropic_gets_the_devices_log_and_an_incident_without_secrets_and_its_
     }
 
     // An incident, explained with its evidence.
-    let alert = Alert {
-        key: "offline_wave:tenant".into(),
-        rule: "offline_wave",
-        device: Some("m-ws-001".into()),
-        organization: Some("org-acme".into()),
-        severity: "ERROR",
-        summary: "5 devices went offline within 10 minutes".into(),
-        evidence: json!({"count": 5, "windowMinutes": 10, "token": "tok-9f86d081884c7d659a2f"}),
-        at: 1_763_629_400_000,
-    };
-    app.state
-        .incidents
-        .correlate(
-            &tenant("acme"),
-            &[Finding::Triggered(alert)],
-            &[],
-            1_800_000,
-        )
-        .await
-        .unwrap();
-    let (_, listed) = call(&app, token, Method::GET, "/api/incidents", None).await;
-    let incident_id = listed["incidents"][0]["id"].as_str().unwrap().to_owned();
+    let incident_id = crate::detection::open_incident(
+        &app,
+        "acme",
+        "m-ws-001",
+        Some("org-acme"),
+        // A secret where a tool's text could carry one.
+        "5 devices went offline within 10 minutes; api_key=tok-9f86d081884c7d659a2f",
+    )
+    .await;
     fake.set(Mode::Answer("A site lost power.".into()));
     let (status, body) = call(
         &app,
@@ -311,6 +297,7 @@ async fn anthropic_gets_the_devices_log_and_an_incident_without_secrets_and_its_
         "{prompt}"
     );
     assert!(prompt.contains("\"windowMinutes\":10"), "{prompt}");
+    assert!(prompt.contains("api_key=[redacted]"), "{prompt}");
     assert!(!prompt.contains("tok-9f86d081884c7d659a2f"), "{prompt}");
 
     // Another tenant's device and incident are not found, and the provider is not asked.

@@ -555,6 +555,34 @@ async fn a_tenants_own_thresholds_apply_to_it_alone_and_bad_ones_are_refused() {
     ticker.abort();
 }
 
+/// Opens an incident in `tenant_id` as detection does for an offline wave around `device`
+/// (with its notification); returns the incident's id.
+pub(crate) async fn open_incident(
+    app: &TestApp,
+    tenant_id: &str,
+    device: &str,
+    organization: Option<&str>,
+    summary: &str,
+) -> String {
+    let wave = Alert {
+        key: "offline_wave:tenant".into(),
+        rule: "offline_wave",
+        device: Some(device.to_owned()),
+        organization: organization.map(str::to_owned),
+        severity: "ERROR",
+        summary: summary.to_owned(),
+        evidence: json!({"count": 5, "windowMinutes": 10}),
+        at: NOW,
+    };
+    let tenant = tenant(tenant_id);
+    let incidents = &app.state.incidents;
+    incidents
+        .correlate(&tenant, &[Finding::Triggered(wave)], &[], 30 * 60_000)
+        .await
+        .unwrap();
+    incidents.list(&tenant, None).await.unwrap()[0].id.clone()
+}
+
 fn alert(key: &str, device: Option<&str>, organization: Option<&str>, at: i64) -> Alert {
     Alert {
         key: key.to_owned(),

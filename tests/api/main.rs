@@ -7,14 +7,14 @@
 mod helpers;
 
 mod agents;
-mod assistant;
+pub(crate) mod assistant;
 mod backup;
 mod chaos;
 mod cli;
 mod config;
 mod console;
 mod data_dir;
-mod detection;
+pub(crate) mod detection;
 mod external;
 mod faults;
 mod gateway;

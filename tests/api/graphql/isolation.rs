@@ -23,6 +23,7 @@ fn cases(ids: &Ids) -> Vec<Case> {
         tool: tool_gid,
         script: script_gid,
         schedule: schedule_gid,
+        incident,
     } = ids;
     let null = |field: &'static str| -> Box<dyn Fn(&Value)> {
         Box::new(move |answer: &Value| {
@@ -169,6 +170,13 @@ fn cases(ids: &Ids) -> Vec<Case> {
         // A schedule of its own may use only its own scripts.
         ("mutation", "createScriptSchedule", format!("mutation {{ createScriptSchedule(input: {{name: \"x\", scriptIds: [\"{script_gid}\"], trigger: DEVICE_ONLINE}}) {{ name }} }}"),
             Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "invalid_input", "{answer}"))),
+        ("query", "incidents", "{ incidents { id title } }".into(),
+            Box::new(|answer: &Value| assert_eq!(answer["data"]["incidents"], json!([]), "{answer}"))),
+        ("query", "incident", format!("{{ incident(id: \"{incident}\") {{ id }} }}"), null("incident")),
+        ("mutation", "acknowledgeIncident", format!("mutation {{ acknowledgeIncident(id: \"{incident}\") {{ status }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
+        ("mutation", "resolveIncident", format!("mutation {{ resolveIncident(id: \"{incident}\", note: \"pwned\") {{ status }} }}"),
+            Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
         ("mutation", "cancelExecution", "mutation { cancelExecution(input: {machineId: \"secret-machine\", executionId: \"d6c3d1f0-0000-4000-8000-000000000000\"}) { executionId } }".into(),
             Box::new(|answer: &Value| assert_eq!(answer["errors"][0]["extensions"]["code"], "not_found", "{answer}"))),
     ]
@@ -183,6 +191,7 @@ struct Ids {
     tool: String,
     script: String,
     schedule: String,
+    incident: String,
 }
 
 #[tokio::test]
@@ -226,6 +235,7 @@ async fn a_second_tenant_sees_and_changes_nothing_of_the_first_through_any_opera
         tool: "SW50ZWdyYXRlZFRvb2w6ZmxlZXQ=".to_owned(),
         script: secrets["createScript"]["id"].as_str().unwrap().to_owned(),
         schedule: String::new(),
+        incident: String::new(),
     };
     let schedule = data(
         &app,
@@ -234,11 +244,21 @@ async fn a_second_tenant_sees_and_changes_nothing_of_the_first_through_any_opera
         json!({"script": ids.script}),
     )
     .await;
+    // An incident about the secret machine, as detection opens one.
+    let incident = crate::detection::open_incident(
+        &app,
+        "acme",
+        "secret-machine",
+        None,
+        "secret-host and 4 more went offline",
+    )
+    .await;
     let ids = Ids {
         schedule: schedule["createScriptSchedule"]["id"]
             .as_str()
             .unwrap()
             .to_owned(),
+        incident: incident.clone(),
         ..ids
     };
 
@@ -256,8 +276,9 @@ async fn a_second_tenant_sees_and_changes_nothing_of_the_first_through_any_opera
             operations.insert((kind, field["name"].as_str().unwrap().to_owned()));
         }
     }
-    // Subscriptions run over WebSocket; their isolation tests are in `live.rs`, listed here so
-    // a new subscription cannot skip one either.
+    // Subscriptions run over WebSocket; their isolation tests are listed here so a new
+    // subscription cannot skip one either: `logStream` in `live.rs`, `notificationStream` in
+    // `notifications.rs` and `detection.rs` (another tenant's socket receives nothing).
     let subscriptions: BTreeSet<String> = schema["__schema"]["subscriptionType"]["fields"]
         .as_array()
         .unwrap()
@@ -266,7 +287,7 @@ async fn a_second_tenant_sees_and_changes_nothing_of_the_first_through_any_opera
         .collect();
     assert_eq!(
         subscriptions,
-        BTreeSet::from(["logStream".to_owned()]),
+        BTreeSet::from(["logStream".to_owned(), "notificationStream".to_owned()]),
         "a subscription without an isolation test in live.rs"
     );
     let cases = cases(&ids);
@@ -304,6 +325,17 @@ async fn a_second_tenant_sees_and_changes_nothing_of_the_first_through_any_opera
     assert_eq!(
         stored.nickname, None,
         "the other tenant's mutation changed nothing"
+    );
+    let kept = app
+        .state
+        .incidents
+        .get(&tenant("acme"), &incident)
+        .await
+        .unwrap();
+    assert_eq!(
+        (kept.status.as_str(), kept.timeline.len()),
+        ("OPEN", 1),
+        "the other tenant's mutations left the incident alone"
     );
     let acme = data(
         &app,

@@ -146,6 +146,11 @@ fn names_an_object(path: &str) -> Option<&'static str> {
         p if p.starts_with("/api/scripts/{id}") => "script",
         p if p.starts_with("/api/executions/{execution_id}") => "execution",
         p if p.starts_with("/api/invitations/{id}") => "invitation",
+        p if p.starts_with("/api/incidents/{id}") => "incident",
+        "/api/assistant/incidents/{id}/explain" => "incident",
+        "/api/assistant/devices/{machine_id}/summary" => "machine",
+        p if p.starts_with("/api/assistant/approvals/{id}/") => "approval",
+        "/api/notifications/{id}/read" => "notification",
         // These name a machine in the body (the catalogue's tool agents are everyone's).
         "/api/commands/run" => "machine",
         p if p.starts_with("/api/tool-agents/{id}/") => "machine",
@@ -250,6 +255,38 @@ async fn seed_a(app: &crate::helpers::TestApp, token: &str) -> Objects {
     )
     .await;
     assert_eq!(status, 201, "{sso}");
+    // An incident about A's machine (as detection opens one, with its notification), and a
+    // script the assistant drafted, waiting for approval (with its notification).
+    let incident = crate::detection::open_incident(
+        app,
+        "acme",
+        &ids["machine"],
+        Some(&organization_id),
+        "Isolation wave of A",
+    )
+    .await;
+    ids.insert("incident", incident);
+    let (status, drafted) = call(
+        app,
+        token,
+        Method::POST,
+        "/api/assistant/scripts/draft",
+        Some(json!({"goal": "isolation goal of A", "machineId": ids["machine"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{drafted}");
+    ids.insert(
+        "approval",
+        drafted["approval"]["id"].as_str().unwrap().to_owned(),
+    );
+    let (_, notifications) = call(app, token, Method::GET, "/api/notifications", None).await;
+    ids.insert(
+        "notification",
+        notifications["notifications"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
     let mut markers: Vec<String> = ids.values().cloned().collect();
     markers.extend(
         [
@@ -261,6 +298,9 @@ async fn seed_a(app: &crate::helpers::TestApp, token: &str) -> Objects {
             "tenant-a-only",
             "invited.a@acme.example.com",
             "a-only.apps.googleusercontent.com",
+            "Isolation wave of A",
+            "isolation goal of A",
+            "Isolation draft of A",
         ]
         .map(str::to_owned),
     );
@@ -282,6 +322,11 @@ async fn a_view(app: &crate::helpers::TestApp, token: &str, objects: &Objects) -
         "/api/users".to_owned(),
         format!("/api/tool-agents/{TOOL_AGENT}"),
         "/api/tools".to_owned(),
+        format!("/api/incidents/{}", ids["incident"]),
+        "/api/assistant/approvals".to_owned(),
+        "/api/notifications".to_owned(),
+        "/api/detection/settings".to_owned(),
+        "/api/notifications/settings".to_owned(),
     ] {
         let (status, answer) = call(app, token, Method::GET, &path, None).await;
         assert_eq!(status, 200, "{path}: {answer}");
@@ -301,7 +346,18 @@ async fn a_view(app: &crate::helpers::TestApp, token: &str, objects: &Objects) -
 async fn another_tenants_owner_reaches_nothing_of_this_tenant_through_any_rest_route() {
     // With NATS: running a script needs agent messaging up (the machine need not be connected).
     let dir = tempfile::TempDir::new().unwrap();
-    let app = spawn_with(with_nats(test_config(&dir.path().join("data")))).await;
+    // With the assistant on a FAKE provider (tests/api/assistant.rs), so A has a drafted script.
+    let (fake, base_url) = crate::assistant::fake_provider().await;
+    fake.set(crate::assistant::Mode::Answer(
+        json!({"name": "Isolation draft of A", "description": "d", "shell": "BASH", "body": "echo a"})
+            .to_string(),
+    ));
+    let mut config = with_nats(test_config(&dir.path().join("data")));
+    config.assistant.enabled = true;
+    config.assistant.provider = "openai".into();
+    config.assistant.base_url = format!("{base_url}/v1");
+    config.assistant.model = "fake".into();
+    let app = spawn_with(config).await;
     ready_with_nats_up(&app).await;
     let tenants = two_tenants(&app).await;
     let (a, b) = (&tenants.admin_a, &tenants.admin_b);
