@@ -126,6 +126,8 @@ async fn an_independent_client_introspects_queries_and_subscribes_to_live_logs()
         "logs",
         "logFilters",
         "logDetails",
+        "incidents",
+        "incident",
         "me",
         "node",
         "nodes",
@@ -149,13 +151,15 @@ async fn an_independent_client_introspects_queries_and_subscribes_to_live_logs()
         "createScriptSchedule",
         "setScriptScheduleDevices",
         "runScheduleJobNow",
+        "acknowledgeIncident",
+        "resolveIncident",
     ] {
         assert!(
             names("mutation").contains(&operation.to_owned()),
             "mutation {operation}"
         );
     }
-    assert_eq!(names("subscription"), ["logStream"]);
+    assert_eq!(names("subscription"), ["logStream", "notificationStream"]);
     assert_eq!(
         names("nodes"),
         [
