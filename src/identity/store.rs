@@ -127,6 +127,10 @@ pub struct FamilyRecord {
     pub current_hash: Option<String>,
     /// SHA-256 of the newest spent secrets (at most [`SPENT_KEPT`]).
     pub spent_hashes: Vec<String>,
+    /// When the live secret replaced the one spent last (0 before the first refresh; records
+    /// written before this field existed read as 0, so they get no retry grace).
+    #[serde(default)]
+    pub rotated_at: UnixMillis,
     /// When the live refresh token expires.
     pub expires_at: UnixMillis,
     /// When the record may be deleted: after its refresh token and every access token from it

@@ -24,6 +24,13 @@ pub const MAX_FAMILY_AGE_MS: i64 = 30 * 24 * 3600 * 1000;
 /// Clock skew tolerated when checking `exp`, `nbf` and `iat`.
 pub const LEEWAY_SECONDS: i64 = 30;
 
+/// How long the browser's cookie refresh (`/oauth/refresh`) accepts the secret spent last once
+/// more. A navigation can cancel a refresh after the appliance rotated but before the browser
+/// stored the new cookie; the page that loads next presents the spent secret. Within this
+/// window that is a lost answer, not a thief: the family rotates again. After it, or for any
+/// older secret, it is reuse and the family is revoked. The token endpoint has no grace.
+pub const BROWSER_RETRY_GRACE_MS: i64 = 10_000;
+
 /// An RFC 6749 §5.2 error: a registered code and a description for the developer.
 #[derive(Debug, thiserror::Error)]
 pub enum OAuthError {
@@ -289,6 +296,7 @@ impl Identity {
                 .as_deref()
                 .map(|secret| sha256_hex(secret.as_bytes())),
             spent_hashes: Vec::new(),
+            rotated_at: 0,
             expires_at,
             purge_at: expires_at + access_ttl,
         };
@@ -344,6 +352,30 @@ impl Identity {
         refresh_token: &str,
         requested_scope: Option<&str>,
     ) -> Result<TokenResponse, OAuthError> {
+        self.rotate(tenant, client, refresh_token, requested_scope, 0)
+            .await
+    }
+
+    /// The browser's refresh through its cookie: as [`Self::refresh`], except that the secret
+    /// spent last is accepted once more within [`BROWSER_RETRY_GRACE_MS`] of its rotation.
+    pub async fn refresh_from_browser(
+        &self,
+        tenant: &TenantId,
+        client: &ClientRecord,
+        refresh_token: &str,
+    ) -> Result<TokenResponse, OAuthError> {
+        self.rotate(tenant, client, refresh_token, None, BROWSER_RETRY_GRACE_MS)
+            .await
+    }
+
+    async fn rotate(
+        &self,
+        tenant: &TenantId,
+        client: &ClientRecord,
+        refresh_token: &str,
+        requested_scope: Option<&str>,
+        grace_ms: i64,
+    ) -> Result<TokenResponse, OAuthError> {
         let invalid =
             || OAuthError::invalid_grant("the refresh token is invalid, expired or revoked");
         let Some((family_id, secret)) = refresh_token.split_once('.') else {
@@ -356,15 +388,19 @@ impl Identity {
             return Err(invalid());
         }
         let presented = sha256_hex(secret.as_bytes());
-        if family.record.current_hash.as_deref() != Some(presented.as_str()) {
-            if family.record.spent_hashes.contains(&presented) {
-                return Err(self
-                    .refresh_reused(tenant, client, family_id, &family.record)
-                    .await);
-            }
-            return Err(invalid());
-        }
         let now = self.clock.now_ms();
+        if family.record.current_hash.as_deref() != Some(presented.as_str()) {
+            let answer_lost = family.record.spent_hashes.last() == Some(&presented)
+                && now - family.record.rotated_at <= grace_ms;
+            if !answer_lost {
+                if family.record.spent_hashes.contains(&presented) {
+                    return Err(self
+                        .refresh_reused(tenant, client, family_id, &family.record)
+                        .await);
+                }
+                return Err(invalid());
+            }
+        }
         if family.record.expires_at <= now {
             return Err(invalid());
         }
@@ -389,11 +425,15 @@ impl Identity {
             return Err(invalid());
         }
 
-        // Rotate: one versioned write spends the presented secret and stores the next one.
+        // Rotate: one versioned write spends the live secret (the presented one, or after a lost
+        // answer the one that answer carried) and stores the next one.
         let next = random_token()?;
         let read = family.record.clone();
         let record = &mut family.record;
-        record.spent_hashes.push(presented);
+        if let Some(live) = record.current_hash.take() {
+            record.spent_hashes.push(live);
+        }
+        record.rotated_at = now;
         if record.spent_hashes.len() > SPENT_KEPT {
             let excess = record.spent_hashes.len() - SPENT_KEPT;
             record.spent_hashes.drain(..excess);

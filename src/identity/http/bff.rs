@@ -296,6 +296,8 @@ async fn tenant_of(
 
 /// `POST /oauth/refresh?tenantId=`: a new access token (and refresh token) in cookies, 204.
 /// The refresh token comes from its cookie or, for non-browser clients, a `Refresh-Token` header.
+/// A refresh whose answer the browser lost can be retried for a few seconds
+/// ([`crate::identity::tokens::BROWSER_RETRY_GRACE_MS`]).
 pub(super) async fn refresh(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -320,7 +322,7 @@ pub(super) async fn refresh(
             })?;
         let client = gateway_client(identity, &tenant).await?;
         identity
-            .refresh(&tenant.id, &client, &presented, None)
+            .refresh_from_browser(&tenant.id, &client, &presented)
             .await
             .map_err(|error| match error {
                 OAuthError::Rejected { code, description } => {

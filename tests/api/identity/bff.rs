@@ -1,10 +1,12 @@
 //! The browser sign-in of OpenFrame's own UI: `/oauth/login` → the tenant's provider →
 //! `/oauth/callback` → HttpOnly token cookies; refresh and logout through cookies alone.
 
+use openframe_storage::model::ManualClock;
 use reqwest::StatusCode;
+use serde_json::Value;
 
-use super::support::{Browser, PASSWORD, location, seed};
-use crate::helpers::spawn_app;
+use super::support::{Browser, PASSWORD, Seeded, location, seed};
+use crate::helpers::{TestApp, spawn_app, spawn_at};
 
 fn set_cookies(response: &reqwest::Response) -> Vec<String> {
     response
@@ -72,12 +74,7 @@ async fn the_browser_signs_in_refreshes_and_signs_out_with_cookies_only() {
     assert!(cookie_named(&cookies, state_cookie.split('=').next().unwrap()).contains("Max-Age=0"));
 
     // The cookie's access token is a real token of the tenant.
-    let access_token = access
-        .split(';')
-        .next()
-        .unwrap()
-        .trim_start_matches("access_token=")
-        .to_owned();
+    let access_token = cookie_value(&cookies, "access_token");
     let me: serde_json::Value = app
         .client
         .get(format!("{}/userinfo", seeded.issuer))
@@ -124,21 +121,8 @@ async fn the_browser_signs_in_refreshes_and_signs_out_with_cookies_only() {
             "{name}: {cleared:?}"
         );
     }
-    let renewed_refresh = cookie_named(&renewed, "refresh_token")
-        .split(';')
-        .next()
-        .unwrap()
-        .trim_start_matches("refresh_token=")
-        .to_owned();
-    let after = app
-        .client
-        .post(app.https_url("/oauth/refresh?tenantId=acme"))
-        .header("Refresh-Token", renewed_refresh)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(after.status(), StatusCode::UNAUTHORIZED);
-    let body: serde_json::Value = after.json().await.unwrap();
+    let (status, _, body) = browser_refresh(&app, &cookie_value(&renewed, "refresh_token")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"], "invalid_grant");
     let again = browser.get("/oauth/login?tenantId=acme").await;
     let to_authorize = browser.get(&location(&again)).await;
@@ -211,4 +195,90 @@ async fn a_callback_without_its_state_cookie_is_refused() {
     assert_eq!(unknown_tenant.status(), StatusCode::NOT_FOUND);
     let body: serde_json::Value = unknown_tenant.json().await.unwrap();
     assert_eq!(body["error"], "invalid_tenant");
+}
+
+/// The refresh cookie of a fresh browser sign-in at `acme`.
+async fn signed_in_refresh_token(app: &TestApp, seeded: &Seeded) -> String {
+    let mut browser = Browser::new(app);
+    let started = browser.get("/oauth/login?tenantId=acme").await;
+    let callback = browser
+        .authorize(&location(&started), &seeded.email, PASSWORD)
+        .await;
+    let landed = browser.get(&callback).await;
+    cookie_value(&set_cookies(&landed), "refresh_token")
+}
+
+fn cookie_value(cookies: &[String], name: &str) -> String {
+    let cookie = cookie_named(cookies, name);
+    let pair = cookie.split(';').next().unwrap();
+    pair.trim_start_matches(&format!("{name}=")).to_owned()
+}
+
+/// `/oauth/refresh` with this refresh token: the status, the new refresh token (if any) and
+/// the error body (if any).
+async fn browser_refresh(app: &TestApp, token: &str) -> (StatusCode, Option<String>, Value) {
+    let response = app
+        .client
+        .post(app.https_url("/oauth/refresh?tenantId=acme"))
+        .header("Refresh-Token", token)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let cookies = set_cookies(&response);
+    let renewed =
+        (status == StatusCode::NO_CONTENT).then(|| cookie_value(&cookies, "refresh_token"));
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, renewed, body)
+}
+
+#[tokio::test]
+async fn a_browser_refresh_whose_answer_was_lost_can_be_retried_briefly_and_only_once() {
+    let clock = ManualClock::starting_at(1_800_000_000_000);
+    let app = spawn_at(&clock).await;
+    let seeded = seed(&app, "acme").await;
+    let reused =
+        "the refresh token was already used; every token from this sign-in has been revoked";
+
+    // The refresh rotates, and its answer never reaches the cookie jar (a navigation cancelled
+    // it). The page that loads next presents the spent secret 9 s later: a new rotation.
+    let first = signed_in_refresh_token(&app, &seeded).await;
+    let (status, lost, _) = browser_refresh(&app, &first).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let lost = lost.unwrap();
+    clock.advance_ms(9_000);
+    let (status, retried, _) = browser_refresh(&app, &first).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let retried = retried.unwrap();
+    assert_ne!(retried, lost);
+    assert_ne!(retried, first);
+
+    // The grace covered one lost answer, not the chain: the first secret is now two rotations
+    // old, and presenting it again is reuse. The whole sign-in is revoked, the newest token too.
+    let (status, _, body) = browser_refresh(&app, &first).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        (body["error"].as_str(), body["error_description"].as_str()),
+        (Some("invalid_grant"), Some(reused))
+    );
+    let (status, renewed, body) = browser_refresh(&app, &retried).await;
+    assert_eq!((status, renewed), (StatusCode::UNAUTHORIZED, None));
+    assert_eq!(
+        body["error_description"],
+        "the refresh token is invalid, expired or revoked"
+    );
+
+    // Past the grace, the secret spent last is reuse as well.
+    let second = signed_in_refresh_token(&app, &seeded).await;
+    let (status, next, _) = browser_refresh(&app, &second).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    clock.advance_ms(10_001);
+    let (status, _, body) = browser_refresh(&app, &second).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error_description"], reused);
+    let (status, _, _) = browser_refresh(&app, &next.unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // The token endpoint never had the grace: tests/api/identity/security.rs replays a spent
+    // refresh token at once and the family is revoked.
 }
