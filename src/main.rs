@@ -1346,21 +1346,27 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     application.run_until_stopped(shutdown_signal()).await
 }
 
-/// Resolves on SIGTERM (systemd stop) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+/// Resolves on SIGTERM (systemd stop) or SIGINT (Ctrl-C). The handlers are installed when this
+/// is called, not when the future is first polled: "openframe is serving" is logged before
+/// that, and a stop sent right after it must not meet the default action (killed, no clean
+/// shutdown).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (mut terminate, mut interrupt) = match (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) {
-        (Ok(terminate), Ok(interrupt)) => (terminate, interrupt),
-        _ => {
-            tracing::error!("cannot install signal handlers; stop with SIGKILL");
-            return std::future::pending().await;
+    );
+    async move {
+        let (mut terminate, mut interrupt) = match handlers {
+            (Ok(terminate), Ok(interrupt)) => (terminate, interrupt),
+            _ => {
+                tracing::error!("cannot install signal handlers; stop with SIGKILL");
+                return std::future::pending().await;
+            }
+        };
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
         }
-    };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = interrupt.recv() => tracing::info!("SIGINT received"),
     }
 }

@@ -179,10 +179,11 @@ pub fn run(command: AgentCommand) -> anyhow::Result<ExitCode> {
 async fn serve(options: crate::agent::AgentOptions) -> Result<(), crate::agent::AgentError> {
     let stop = tokio_util::sync::CancellationToken::new();
     let signal_stop = stop.clone();
+    // Installed here, before the agent starts, not in the task: a task may first run after the
+    // agent said it is up, and a SIGTERM before then would meet the default action.
+    let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     tokio::spawn(async move {
-        if let Ok(mut terminate) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
+        if let Ok(mut terminate) = terminate {
             tokio::select! {
                 _ = terminate.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}
