@@ -24,6 +24,8 @@ const FILES: &[(&str, &[u8])] = assets!(
     "logo.svg",
     "pages/login.js",
     "pages/dashboard.js",
+    "pages/incidents.js",
+    "pages/notifications.js",
     "pages/customers.js",
     "pages/devices.js",
     "pages/device.js",
@@ -34,6 +36,8 @@ const FILES: &[(&str, &[u8])] = assets!(
     "pages/users.js",
     "pages/agents.js",
     "pages/audit.js",
+    "pages/approvals.js",
+    "pages/detection.js",
     "pages/settings.js",
 );
 

@@ -57,6 +57,20 @@ const PAGES: &[Page] = &[
         script: "dashboard.js",
     },
     Page {
+        path: "/incidents",
+        title: "Incidents",
+        section: "incidents",
+        body: template!("incidents.html"),
+        script: "incidents.js",
+    },
+    Page {
+        path: "/notifications",
+        title: "Notifications",
+        section: "notifications",
+        body: template!("notifications.html"),
+        script: "notifications.js",
+    },
+    Page {
         path: "/customers",
         title: "Customers",
         section: "customers",
@@ -125,6 +139,20 @@ const PAGES: &[Page] = &[
         section: "audit",
         body: template!("audit.html"),
         script: "audit.js",
+    },
+    Page {
+        path: "/settings/approvals",
+        title: "Assistant approvals",
+        section: "approvals",
+        body: template!("approvals.html"),
+        script: "approvals.js",
+    },
+    Page {
+        path: "/settings/detection",
+        title: "Detection",
+        section: "detection",
+        body: template!("detection.html"),
+        script: "detection.js",
     },
     Page {
         path: "/settings",

@@ -22,6 +22,7 @@ use crate::stream::support::{fixture, ingest, ingest_key, seed_inventory, settle
 
 const HOSTNAME: &str = "ACME-LAPTOP-42";
 const OTHER_TENANTS_DEVICE: &str = "GLOBEX-SECRET-PC";
+const INCIDENT_TITLE: &str = "5 devices went offline within 10 minutes";
 
 fn ui_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui")
@@ -119,6 +120,11 @@ async fn a_technician_works_through_the_console_in_chromium() {
         .await
         .unwrap();
 
+    // An incident (as detection opens one), with its notification, for the technician to take
+    // from the notification to acknowledged and resolved.
+    let acme = openframe_storage::model::TenantId::parse("acme").unwrap();
+    crate::detection::open_incident(&app, "acme", "m-ws-1", None, INCIDENT_TITLE).await;
+
     let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
     let _ = std::fs::remove_dir_all(&screenshots);
     std::fs::create_dir_all(&screenshots).unwrap();
@@ -131,6 +137,7 @@ async fn a_technician_works_through_the_console_in_chromium() {
         .env("ADMIN_PASSWORD", PASSWORD)
         .env("DEVICE_HOSTNAME", HOSTNAME)
         .env("OTHER_TENANTS_DEVICE", OTHER_TENANTS_DEVICE)
+        .env("INCIDENT_TITLE", INCIDENT_TITLE)
         .env("SCREENSHOTS", &screenshots)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -273,6 +280,30 @@ async fn a_technician_works_through_the_console_in_chromium() {
         .await
         .unwrap();
     assert_eq!(refresh.status(), StatusCode::UNAUTHORIZED);
+
+    // The incident, taken from its notification to resolved in the browser, is stored so.
+    assert_eq!(report["badgeUnread"], 1, "{report}");
+    assert_eq!(report["incidentOpenedFromNotification"], true, "{report}");
+    assert_eq!(report["incidentStatusAfterAck"], "ACKNOWLEDGED", "{report}");
+    assert_eq!(report["incidentStatusAfterResolve"], "RESOLVED", "{report}");
+    assert_eq!(report["timelineShowsNote"], true, "{report}");
+    let incidents = app.state.incidents.list(&acme, None).await.unwrap();
+    assert_eq!(incidents.len(), 1);
+    let incident = app
+        .state
+        .incidents
+        .get(&acme, &incidents[0].id)
+        .await
+        .unwrap();
+    assert_eq!(incident.status, "RESOLVED");
+    assert_eq!(
+        incident.acknowledged_by.as_deref(),
+        Some("owner@acme.example.com")
+    );
+    assert_eq!(
+        incident.resolution_note.as_deref(),
+        Some("power restored at the site")
+    );
 
     // A screenshot of each main page, as PNG.
     for page in report["screenshots"].as_array().unwrap() {

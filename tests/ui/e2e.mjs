@@ -4,7 +4,8 @@
 // should be, and prints a JSON report as its last line.
 //
 // Environment: BASE_URL, CHROMIUM, ADMIN_EMAIL, ADMIN_PASSWORD, DEVICE_HOSTNAME,
-// OTHER_TENANTS_DEVICE, SCREENSHOTS (a folder).
+// OTHER_TENANTS_DEVICE, INCIDENT_TITLE (an open incident, with its unread notification),
+// SCREENSHOTS (a folder).
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
 import path from 'node:path';
@@ -123,6 +124,59 @@ try {
   assert.match(await page.locator('#tags').innerText(), /site/);
   await weigh('device');
   await shot('device');
+
+  step("the nav badge counts the unread notification; it leads to the incident, acknowledged and resolved");
+  // The badge as the layout sets it (this page leaves it alone): once the count it asks for
+  // has come, the badge shows it, or is hidden at 0.
+  const unreadAnswer = page.waitForResponse((response) => {
+    const url = new URL(response.url());
+    return url.pathname === '/api/notifications' && url.search === '?unread=true'
+      && response.request().method() === 'GET' && response.ok();
+  });
+  await page.goto(`${base}/incidents`);
+  const { unread: unreadCount } = await (await unreadAnswer).json();
+  await page.waitForFunction((count) => {
+    const shown = document.getElementById('unread-badge');
+    if (count === 0) return shown.hidden;
+    return !shown.hidden && document.getElementById('unread-count').textContent === (count > 99 ? '99+' : String(count));
+  }, unreadCount);
+  const notificationsLink = page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: /^Notifications\b/ });
+  report.badgeUnread = await notificationsLink.locator('#unread-badge').isVisible()
+    ? Number(await notificationsLink.locator('#unread-count').textContent()) : 0;
+
+  const incidentTitle = env('INCIDENT_TITLE');
+  await notificationsLink.click();
+  await page.waitForURL(`${base}/notifications`);
+  const notificationLink = page.getByRole('table', { name: 'Notifications, newest first' })
+    .getByRole('link', { name: `New incident: ${incidentTitle}`, exact: true });
+  await notificationLink.waitFor();
+  const incidentId = new URL(await notificationLink.getAttribute('href'), base).searchParams.get('id');
+  assert.ok(incidentId, 'the notification links to its incident');
+  await notificationLink.click();
+  await page.waitForURL((url) => url.pathname === '/incidents' && url.searchParams.get('id') === incidentId);
+  // The details drawer, named by the incident's title once it has loaded.
+  const incidentDrawer = page.getByRole('dialog', { name: incidentTitle, exact: true });
+  await incidentDrawer.waitFor();
+  report.incidentOpenedFromNotification = await incidentDrawer.isVisible()
+    && (await incidentDrawer.getByRole('heading', { level: 2 }).textContent()) === incidentTitle
+    && new URL(page.url()).searchParams.get('id') === incidentId;
+
+  // The status the drawer shows: the "Status" entry of its details.
+  const incidentStatus = incidentDrawer.locator('#drawer-props dt', { hasText: /^Status$/ }).locator('xpath=following-sibling::dd[1]');
+  await incidentStatus.filter({ hasText: /^OPEN$/ }).waitFor();
+  await incidentDrawer.getByRole('button', { name: 'Acknowledge', exact: true }).click();
+  await incidentStatus.filter({ hasText: /^ACKNOWLEDGED$/ }).waitFor();
+  report.incidentStatusAfterAck = (await incidentStatus.textContent()).trim();
+
+  const resolutionNote = 'power restored at the site';
+  await incidentDrawer.getByLabel('Resolution note').fill(resolutionNote);
+  await incidentDrawer.getByRole('button', { name: 'Resolve', exact: true }).click();
+  await incidentStatus.filter({ hasText: /^RESOLVED$/ }).waitFor();
+  report.incidentStatusAfterResolve = (await incidentStatus.textContent()).trim();
+  // The resolved incident's timeline comes with it, shown together with its status.
+  report.timelineShowsNote = await incidentDrawer.getByRole('region', { name: /^Timeline/ })
+    .getByRole('listitem').filter({ hasText: resolutionNote }).count() === 1;
+  await shot('incident');
 
   step('the dashboard: every tile links to the list it counts');
   await page.goto(`${base}/`);
@@ -255,6 +309,10 @@ try {
   for (const [name, url, ready] of [
     ['agents', '/settings/agents', '#secret:not(:empty)'],
     ['settings', '/settings', '#account dd'],
+    ['incidents', '/incidents', '#incidents tbody tr, #no-incidents:not([hidden])'],
+    ['notifications', '/notifications', '#notifications tbody tr, #no-notifications:not([hidden])'],
+    ['approvals', '/settings/approvals', '#approvals tbody tr, #no-approvals:not([hidden])'],
+    ['detection', '/settings/detection', '#d-login_failed_count[placeholder]'],
   ]) {
     await page.goto(`${base}${url}`);
     await page.locator(ready).first().waitFor();

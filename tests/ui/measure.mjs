@@ -52,7 +52,8 @@ try {
     Object.assign(result.runs.at(-1), { bytes, requests: count });
   }
   for (const path of ['/', '/customers', '/devices', '/logs', '/scripts', '/integrations', '/settings/api-keys',
-    '/settings/users', '/settings/agents', '/settings/audit', '/settings']) {
+    '/settings/users', '/settings/agents', '/settings/audit', '/settings', '/incidents', '/notifications',
+    '/settings/approvals', '/settings/detection']) {
     result.pages[path] = await load(path);
   }
   result.median = Object.fromEntries(['firstContentfulPaintMs', 'rowsShownMs', 'bytes']

@@ -152,7 +152,10 @@ export function showErrors(form, error) {
   const message = error?.message || String(error);
   const match = /^([A-Za-z][\w.]*)(?:\[\d+\])?: /.exec(message);
   const fieldName = match?.[1]?.split('.')[0];
-  const field = fieldName && form.elements.namedItem(fieldName);
+  const named = fieldName && form.elements.namedItem(fieldName);
+  // A group of checkboxes or radios answers as a list: its first box stands for the group, and
+  // its slot is `<name>-error`.
+  const field = named instanceof RadioNodeList ? named[0] : named;
   if (field && field.setAttribute) {
     field.setAttribute('aria-invalid', 'true');
     const slot = document.getElementById(`${field.id || fieldName}-error`) || document.getElementById(`${fieldName}-error`);
@@ -321,6 +324,9 @@ export function every(seconds, task) {
   schedule();
 }
 
+/** The stop functions of the page's open subscriptions: signing out closes them first. */
+const liveSubscriptions = new Set();
+
 /**
  * A GraphQL subscription over WebSocket (`graphql-transport-ws`). Calls `onNext(data)` per
  * event and `onState('live'|'reconnecting'|'stopped', detail)`; reconnects after a drop (a new
@@ -358,11 +364,102 @@ export function subscribe(query, variables, onNext, onState = () => {}) {
       setTimeout(open, Math.min(30000, 500 * 2 ** attempts));
     });
   }
+  const stop = () => {
+    stopped = true;
+    liveSubscriptions.delete(stop);
+    socket?.close(1000);
+    onState('stopped');
+  };
+  liveSubscriptions.add(stop);
   open();
-  return () => { stopped = true; socket?.close(1000); onState('stopped'); };
+  return stop;
 }
 
-/** The layout's own behaviour: the menu on small screens, signing out. */
+/** The assistant's refusal in words: off (409 `assistant_disabled`), else its own message. */
+export function assistantError(error) {
+  if (error?.code === 'assistant_disabled') {
+    return 'The assistant is off; an operator turns it on in the config ([assistant]).';
+  }
+  return error?.message || String(error);
+}
+
+/**
+ * Asks the assistant (`POST path`, answered `{text, provider, model}`) and shows its answer in
+ * `panel` as text (the stylesheet keeps its line breaks), a progress line while it writes, or
+ * what went wrong. `button` is disabled meanwhile: one question at a time.
+ */
+export async function askAssistant(path, panel, button) {
+  if (button) button.disabled = true;
+  panel.hidden = false;
+  panel.setAttribute('aria-busy', 'true');
+  panel.replaceChildren(h('p', { class: 'loading', role: 'status' }, 'The assistant is writing'));
+  try {
+    const answer = await api(path, { method: 'POST' });
+    const by = [answer?.provider, answer?.model].filter(Boolean).join(', ');
+    panel.replaceChildren(
+      h('div', { class: 'assistant-text' }, answer?.text || ''),
+      h('p', { class: 'muted small' }, `Written by the assistant${by ? ` (${by})` : ''} from the appliance's data. It can be wrong: check before acting.`));
+  } catch (error) {
+    panel.replaceChildren(h('p', { class: 'error', role: 'alert' }, assistantError(error)));
+  } finally {
+    panel.removeAttribute('aria-busy');
+    if (button) button.disabled = false;
+  }
+}
+
+// --- The navigation's unread notifications badge. ---
+
+let unread = 0;
+
+/** Sets the navigation's unread count (the badge hides at 0); the notifications page calls it. */
+export function setUnread(count) {
+  unread = Math.max(0, Number(count) || 0);
+  const badge = document.getElementById('unread-badge');
+  const number = document.getElementById('unread-count');
+  if (!badge || !number) return;
+  number.textContent = unread > 99 ? '99+' : String(unread);
+  badge.hidden = unread === 0;
+}
+
+const NOTIFICATION_STREAM = `subscription Notifications {
+  notificationStream { id title message severity category link createdAt }
+}`;
+
+/**
+ * The badge, on every page with the layout (not on sign-in, which has no badge): the unread
+ * count once, then each new notification from `notificationStream` bumps it and shows its title
+ * in a toast. Each one is also sent to the page as the document event `openframe:notification`
+ * (`event.detail` is the notification), so a page needs no second subscription. A convenience,
+ * never an error: when the appliance has no notifications (404) or the subscription is refused,
+ * the badge stays as it is, silently.
+ */
+export async function startNotificationBadge() {
+  if (!document.getElementById('unread-badge') || startNotificationBadge.started) return;
+  startNotificationBadge.started = true;
+  try {
+    const data = await api('/api/notifications?unread=true');
+    setUnread(data?.unread ?? data?.notifications?.length ?? 0);
+  } catch {
+    return; // No notifications here (an older appliance, or not reachable now): no badge.
+  }
+  try {
+    let stop = null;
+    stop = subscribe(NOTIFICATION_STREAM, {}, (data) => {
+      const notification = data?.notificationStream;
+      if (!notification) return;
+      setUnread(unread + 1);
+      toast(notification.title);
+      document.dispatchEvent(new CustomEvent('openframe:notification', { detail: notification }));
+    }, (state, detail) => {
+      // Refused (not a dropped connection, which reconnects by itself): give up quietly.
+      if (state === 'stopped' && detail) stop?.();
+    });
+  } catch {
+    // No WebSocket in this browser: the count stays as loaded.
+  }
+}
+
+/** The layout's own behaviour: the menu on small screens, signing out, the unread badge. */
 function layout() {
   const tenant = document.body.dataset.tenant;
   if (tenant) localStorage.setItem(TENANT_KEY, tenant);
@@ -374,12 +471,15 @@ function layout() {
   });
   $('#sign-out')?.addEventListener('click', async (event) => {
     event.target.disabled = true;
+    // Closed before the session ends, so none of them reconnects without it.
+    for (const stop of [...liveSubscriptions]) stop();
     try {
       await fetch(`/oauth/logout?tenantId=${encodeURIComponent(tenant)}`, { credentials: 'same-origin' });
     } finally {
       location.assign('/login?signedOut=1');
     }
   });
+  startNotificationBadge();
 }
 
 if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', layout);

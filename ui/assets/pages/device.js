@@ -1,5 +1,6 @@
-// One device: identity, inventory, tags, tool connections, recent logs, and running a script.
-import { $, h, gql, badge, time, bytes, bindForm, fillTable, row, every, toast } from '/assets/app.js';
+// One device: identity, inventory, tags, tool connections, recent logs, running a script, and
+// the assistant's summary of its recent logs.
+import { $, h, gql, badge, time, bytes, bindForm, fillTable, row, every, toast, askAssistant } from '/assets/app.js';
 
 const machineId = decodeURIComponent(location.pathname.split('/').pop());
 const QUERY = `query Device($machineId: String!) {
@@ -101,6 +102,10 @@ bindForm($('#run-form'), async (values) => {
   $('#run-result').replaceChildren(h('p', { class: 'loading' }, 'Waiting for the device'));
   follow(data.runScript.executionId).catch((error) => { $('#run-result').textContent = error.message; });
 }, { reset: false });
+
+$('#summarise').addEventListener('click', (event) => {
+  askAssistant(`/api/assistant/devices/${encodeURIComponent(machineId)}/summary`, $('#summary'), event.currentTarget);
+});
 
 load().catch((error) => { $('#device-error').textContent = `The device could not load: ${error.message}`; });
 every(20, load);
